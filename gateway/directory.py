@@ -1,0 +1,436 @@
+"""The one LDAP boundary: the only module that imports ldap3.
+
+* Connections come from a small thread-safe pool; a connection that died (for
+  instance because slapd restarted) is replaced and the operation retried once
+  on a fresh one, so the gateway reconnects by itself.
+* Callers never write filter strings or DNs: :func:`eq`, :func:`all_of`,
+  :func:`any_of` and :func:`rdn` escape every value (RFC 4515 / RFC 4514).
+* ldap3 errors become :mod:`gateway.errors` types; nothing above this module
+  sees an ldap3 exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import ssl
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NewType, TypeVar
+
+import ldap3
+from ldap3.core import exceptions as lx
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
+from pyasn1.codec.ber import decoder, encoder
+from pyasn1.type import namedtype, tag, univ
+
+from .errors import Conflict, DirectoryUnavailable, Invalid, MailgateError, NotFound
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+Filter = NewType("Filter", str)
+Attrs = dict[str, list[bytes]]
+T = TypeVar("T")
+
+# ---------------------------------------------------------------------------
+# Escaping by construction
+
+
+def eq(attr: str, value: str) -> Filter:
+    """``(attr=value)`` with the value escaped (``*`` becomes ``\\2a``)."""
+    return Filter(f"({attr}={escape_filter_chars(value)})")
+
+
+def present(attr: str) -> Filter:
+    return Filter(f"({attr}=*)")
+
+
+def ends_with(attr: str, suffix: str) -> Filter:
+    """``(attr=*suffix)``, the suffix escaped."""
+    return Filter(f"({attr}=*{escape_filter_chars(suffix)})")
+
+
+def all_of(*parts: Filter) -> Filter:
+    return parts[0] if len(parts) == 1 else Filter("(&" + "".join(parts) + ")")
+
+
+def any_of(*parts: Filter) -> Filter:
+    return parts[0] if len(parts) == 1 else Filter("(|" + "".join(parts) + ")")
+
+
+def rdn(attr: str, value: str) -> str:
+    """One RDN ``attr=value`` with the value escaped."""
+    return f"{attr}={escape_rdn(value)}"
+
+
+# ---------------------------------------------------------------------------
+# Result shapes
+
+
+@dataclass(frozen=True)
+class Entry:
+    dn: str
+    attrs: Attrs
+
+    def first(self, name: str) -> str | None:
+        values = self.attrs.get(name)
+        return values[0].decode("utf-8", "replace") if values else None
+
+    def all(self, name: str) -> list[str]:
+        return [v.decode("utf-8", "replace") for v in self.attrs.get(name, ())]
+
+
+@dataclass(frozen=True)
+class SortedPage:
+    total: int
+    entries: list[Entry]
+
+
+# Modifications: attribute -> list of new values (empty list deletes it).
+Changes = Mapping[str, Sequence[str | bytes]]
+
+# ---------------------------------------------------------------------------
+# Server-side sort (RFC 2891) and virtual list view controls, for lists ordered
+# by address without holding the directory in memory.
+
+SORT_OID = "1.2.840.113556.1.4.473"
+VLV_OID = "2.16.840.1.113730.3.4.9"
+VLV_RESPONSE_OID = "2.16.840.1.113730.3.4.10"
+_OFFSET_RANGE_ERROR = 61
+_VLV_ERROR = 76
+
+
+def _ctx(number: int, constructed: bool = False) -> tag.Tag:
+    fmt = tag.tagFormatConstructed if constructed else tag.tagFormatSimple
+    return tag.Tag(tag.tagClassContext, fmt, number)
+
+
+class _SortKey(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("attributeType", univ.OctetString()),
+        namedtype.OptionalNamedType(
+            "orderingRule", univ.OctetString().subtype(implicitTag=_ctx(0))),
+    )
+
+
+class _SortKeyList(univ.SequenceOf):
+    componentType = _SortKey()
+
+
+class _ByOffset(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("offset", univ.Integer()),
+        namedtype.NamedType("contentCount", univ.Integer()),
+    )
+
+
+class _Target(univ.Choice):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("byOffset", _ByOffset().subtype(implicitTag=_ctx(0, True))),
+    )
+
+
+class _VlvRequest(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("beforeCount", univ.Integer()),
+        namedtype.NamedType("afterCount", univ.Integer()),
+        namedtype.NamedType("target", _Target()),
+    )
+
+
+class _VlvResponse(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("targetPosition", univ.Integer()),
+        namedtype.NamedType("contentCount", univ.Integer()),
+        namedtype.NamedType("virtualListViewResult", univ.Enumerated()),
+        namedtype.OptionalNamedType("contextID", univ.OctetString()),
+    )
+
+
+def _sort_control(attr: str, ordering_rule: str) -> tuple[str, bool, bytes]:
+    key = _SortKey()
+    key["attributeType"] = attr
+    key["orderingRule"] = ordering_rule
+    keys = _SortKeyList()
+    keys.append(key)
+    return (SORT_OID, True, encoder.encode(keys))
+
+
+def _vlv_control(offset: int, count: int) -> tuple[str, bool, bytes]:
+    by_offset = _ByOffset().subtype(implicitTag=_ctx(0, True))
+    by_offset["offset"] = offset
+    by_offset["contentCount"] = 0
+    request = _VlvRequest()
+    request["beforeCount"] = 0
+    request["afterCount"] = count - 1
+    request["target"]["byOffset"] = by_offset
+    return (VLV_OID, True, encoder.encode(request))
+
+
+# ---------------------------------------------------------------------------
+# Connections
+
+
+_UNAVAILABLE = (lx.LDAPCommunicationError, lx.LDAPUnavailableResult, lx.LDAPBusyResult,
+                lx.LDAPServerPoolError, lx.LDAPSocketCloseError, lx.LDAPStartTLSError)
+
+
+class Directory:
+    """A pool of bound ldap3 connections plus the operations mailgate needs."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.ldap_url is None or settings.ldap_password is None:
+            raise ValueError("Directory needs a resolved LDAP URL and password")
+        tls = None
+        if settings.ldap_url.startswith("ldaps:") or settings.ldap_starttls:
+            tls = ldap3.Tls(validate=ssl.CERT_REQUIRED,
+                            ca_certs_file=str(settings.ldap_ca_file) if settings.ldap_ca_file
+                            else None)
+        self.server = ldap3.Server(settings.ldap_url, get_info=ldap3.NONE, tls=tls,
+                                   connect_timeout=settings.ldap_timeout)
+        self.bind_dn = settings.gateway_dn
+        self._password = settings.ldap_password
+        self.base_dn = settings.ldap_base_dn
+        self.timeout = settings.ldap_timeout
+        self.starttls = settings.ldap_starttls
+        self.pool_size = settings.ldap_pool_size
+        self._idle: queue.LifoQueue[ldap3.Connection] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(settings.ldap_pool_size)
+
+    def _connect(self) -> ldap3.Connection:
+        conn = ldap3.Connection(
+            self.server, user=self.bind_dn, password=self._password,
+            client_strategy=ldap3.SYNC, raise_exceptions=True,
+            receive_timeout=max(1, round(self.timeout)), return_empty_attributes=False,
+            auto_referrals=False,
+        )
+        try:
+            if self.starttls:
+                conn.open()
+                conn.start_tls()
+            conn.bind()
+        except lx.LDAPInvalidCredentialsResult:
+            log.error("LDAP bind as %s refused: check MAILGATE_LDAP_BIND_DN/PASSWORD",
+                      self.bind_dn)
+            raise DirectoryUnavailable("the directory refused the gateway's credentials") \
+                from None
+        except (lx.LDAPException, OSError) as exc:
+            raise DirectoryUnavailable(f"LDAP server unreachable ({exc.__class__.__name__})") \
+                from None
+        return conn
+
+    @contextlib.contextmanager
+    def _borrow(self) -> Iterator[tuple[ldap3.Connection, bool]]:
+        if not self._slots.acquire(timeout=self.timeout):
+            raise DirectoryUnavailable("all LDAP connections are busy")
+        conn: ldap3.Connection | None = None
+        try:
+            try:
+                conn, reused = self._idle.get_nowait(), True
+            except queue.Empty:
+                conn, reused = self._connect(), False
+            yield conn, reused
+        except BaseException as exc:
+            # A server's answer (no such object, already exists, ...) leaves the
+            # connection usable; anything else may have broken it.
+            if conn is not None and not isinstance(exc, lx.LDAPOperationResult | MailgateError):
+                _close(conn)
+                conn = None
+            raise
+        finally:
+            if conn is not None:
+                self._idle.put(conn)
+            self._slots.release()
+
+    def run(self, operation: Callable[[ldap3.Connection], T]) -> T:
+        """Run ``operation`` on a pooled connection, mapping ldap3 errors.
+
+        A pooled connection may have died while idle (slapd restarted): then
+        the operation runs once more on a new connection. The first attempt
+        never reached the server, so the retry cannot apply a write twice.
+        """
+        for attempt in (1, 2):
+            try:
+                with self._borrow() as (conn, reused):
+                    try:
+                        return operation(conn)
+                    except _UNAVAILABLE:
+                        if reused and attempt == 1:
+                            raise _Stale() from None
+                        raise
+            except _Stale:
+                continue
+            except MailgateError:
+                raise
+            except lx.LDAPException as exc:
+                raise _translate(exc) from None
+        raise DirectoryUnavailable("LDAP server unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        while True:
+            try:
+                _close(self._idle.get_nowait())
+            except queue.Empty:
+                return
+
+    # -- operations ---------------------------------------------------------
+
+    def ping(self) -> None:
+        """Raise DirectoryUnavailable unless the directory answers a read."""
+        self.read(self.base_dn, Filter("(objectClass=*)"), ["1.1"])
+
+    def read(self, dn: str, flt: Filter, attrs: Sequence[str]) -> Entry | None:
+        """The entry at ``dn`` if it matches ``flt``; None if absent or not matching."""
+        def op(conn: ldap3.Connection) -> Entry | None:
+            try:
+                conn.search(dn, flt, ldap3.BASE, attributes=list(attrs))
+            except lx.LDAPNoSuchObjectResult:
+                return None
+            entries = _entries(conn)
+            return entries[0] if entries else None
+        return self.run(op)
+
+    def find(self, base: str, flt: Filter, attrs: Sequence[str],
+             limit: int = 0) -> list[Entry]:
+        """Entries below ``base`` matching ``flt`` (no paging: small results only)."""
+        def op(conn: ldap3.Connection) -> list[Entry]:
+            try:
+                conn.search(base, flt, ldap3.SUBTREE, attributes=list(attrs), size_limit=limit)
+            except lx.LDAPNoSuchObjectResult:
+                return []
+            except lx.LDAPSizeLimitExceededResult:
+                pass
+            return _entries(conn)
+        return self.run(op)
+
+    def iterate(self, base: str, flt: Filter, attrs: Sequence[str],
+                page_size: int = 1000) -> Iterator[Entry]:
+        """All matching entries, fetched in simple-paged chunks (RFC 2696).
+
+        One connection is held for the whole iteration; a failure part-way
+        raises DirectoryUnavailable (a paged search cannot be resumed).
+        """
+        cookie: bytes | None = None
+        with self._borrow() as (conn, _reused):
+            while True:
+                try:
+                    conn.search(base, flt, ldap3.SUBTREE, attributes=list(attrs),
+                                paged_size=page_size, paged_cookie=cookie)
+                except lx.LDAPNoSuchObjectResult:
+                    return
+                except lx.LDAPException as exc:
+                    raise _translate(exc) from None
+                yield from _entries(conn)
+                control = conn.result.get("controls", {}).get("1.2.840.113556.1.4.319")
+                cookie = control["value"]["cookie"] if control else None
+                if not cookie:
+                    return
+
+    def sorted_page(self, base: str, flt: Filter, attrs: Sequence[str], sort_attr: str,
+                    offset: int, count: int) -> SortedPage:
+        """Entries ``offset`` (1-based) to ``offset+count-1`` in ``sort_attr`` order.
+
+        slapd sorts (sssvlv overlay) and counts; only one page crosses the wire.
+        """
+        controls = [_sort_control(sort_attr, "caseIgnoreOrderingMatch"),
+                    _vlv_control(offset, count)]
+
+        # slapd keeps a sort context per connection until it closes, and refuses
+        # a second one ("busy"): each sorted search gets a connection of its own.
+        if not self._slots.acquire(timeout=self.timeout):
+            raise DirectoryUnavailable("all LDAP connections are busy")
+        try:
+            conn = self._connect()
+            try:
+                conn.search(base, flt, ldap3.SUBTREE, attributes=list(attrs),
+                            controls=controls)
+                entries = _entries(conn)
+                response = conn.result.get("controls", {}).get(VLV_RESPONSE_OID)
+            except lx.LDAPNoSuchObjectResult:
+                return SortedPage(0, [])
+            except KeyError as exc:
+                # ldap3 knows no exception class for result codes 61 and 76 and
+                # raises KeyError(code): slapd's answer for an empty list.
+                if exc.args and exc.args[0] in (_OFFSET_RANGE_ERROR, _VLV_ERROR):
+                    return SortedPage(0, [])
+                raise
+            except lx.LDAPException as exc:
+                raise _translate(exc) from None
+            finally:
+                _close(conn)
+        finally:
+            self._slots.release()
+        if response is None:
+            raise DirectoryUnavailable("the directory did not answer the list view "
+                                       "control (is the sssvlv overlay loaded?)")
+        decoded, _ = decoder.decode(response["value"], asn1Spec=_VlvResponse())
+        total = int(decoded["contentCount"])
+        return SortedPage(total, entries if offset <= total else [])
+
+    def add(self, dn: str, object_class: str, attrs: Mapping[str, Sequence[str | bytes]]) -> None:
+        """Add an entry; Conflict if it exists, NotFound if its parent does not."""
+        body: dict[str, Any] = {k: list(v) for k, v in attrs.items() if v}
+        self.run(lambda conn: conn.add(dn, object_class, body))
+
+    def modify(self, dn: str, changes: Changes) -> None:
+        """Replace each named attribute's values (an empty list deletes it)."""
+        mods: dict[str, Any] = {
+            attr: [(ldap3.MODIFY_REPLACE, list(values))] for attr, values in changes.items()}
+        if mods:
+            self.run(lambda conn: conn.modify(dn, mods))
+
+    def delete(self, dn: str) -> None:
+        self.run(lambda conn: conn.delete(dn))
+
+    def delete_if_leaf(self, dn: str) -> bool:
+        """Delete ``dn`` if it has no children; False if it has or is gone."""
+        def op(conn: ldap3.Connection) -> bool:
+            try:
+                conn.delete(dn)
+            except (lx.LDAPNotAllowedOnNotLeafResult, lx.LDAPNoSuchObjectResult):
+                return False
+            return True
+        return self.run(op)
+
+    def compare_password(self, dn: str, password: str) -> bool:
+        """Does a simple bind as ``dn`` succeed? (used by tests and the CLI)"""
+        conn = ldap3.Connection(self.server, user=dn, password=password,
+                                receive_timeout=max(1, round(self.timeout)))
+        try:
+            return bool(conn.bind())
+        except lx.LDAPException:
+            raise DirectoryUnavailable("LDAP server unreachable") from None
+        finally:
+            _close(conn)
+
+
+class _Stale(Exception):
+    """A pooled connection was dead; retry on a new one."""
+
+
+def _close(conn: ldap3.Connection) -> None:
+    with contextlib.suppress(Exception):
+        conn.unbind()
+
+
+def _entries(conn: ldap3.Connection) -> list[Entry]:
+    return [Entry(item["dn"], dict(item["raw_attributes"]))
+            for item in conn.response or () if item.get("type") == "searchResEntry"]
+
+
+def _translate(exc: lx.LDAPException) -> MailgateError:
+    if isinstance(exc, lx.LDAPEntryAlreadyExistsResult):
+        return Conflict("the entry already exists")
+    if isinstance(exc, lx.LDAPNoSuchObjectResult):
+        return NotFound("no such entry")
+    if isinstance(exc, _UNAVAILABLE):
+        return DirectoryUnavailable(f"LDAP server unreachable ({exc.__class__.__name__})")
+    if isinstance(exc, lx.LDAPInvalidDnError | lx.LDAPInvalidDNSyntaxResult
+                  | lx.LDAPInvalidAttributeSyntaxResult | lx.LDAPConstraintViolationResult):
+        return Invalid(f"the directory refused the value ({exc.__class__.__name__})")
+    log.error("unexpected LDAP error: %s", exc.__class__.__name__)
+    return DirectoryUnavailable(f"unexpected LDAP error ({exc.__class__.__name__})")

@@ -1,0 +1,346 @@
+"""Accounts and aliases: the rules of SPEC.md over the directory.
+
+Pure domain code: no Flask here. The API and the JSON sync both call it.
+
+Layout (``ldif/README.md``)::
+
+    ou=domains,<base>
+      dc=<domain>                      mailgateDomain
+        mail=<local@domain>            mailgateAccount | mailgateAlias
+
+Accounts and aliases share one RDN namespace per domain, so the directory
+itself refuses a second entry for an address: "an address is never both an
+account and an alias" holds under any concurrency, with no lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
+
+from . import passwords
+from .addresses import (
+    Address,
+    normalize_domain,
+    normalize_local,
+    parse_address,
+    parse_recipients,
+    parse_whitelist,
+)
+from .directory import Directory, Entry, all_of, any_of, ends_with, eq, rdn
+from .errors import Conflict, Invalid, NotFound
+
+log = logging.getLogger(__name__)
+
+OC_DOMAIN = "mailgateDomain"
+OC_ACCOUNT = "mailgateAccount"
+OC_ALIAS = "mailgateAlias"
+A_MAIL = "mail"
+A_PASSWORD = "userPassword"  # noqa: S105 (an attribute name)
+A_SENDER = "mailgateSenderAllowed"
+A_DISABLED = "mailgateSubmissionDisabled"
+A_TARGET = "mailgateAliasTarget"
+A_ORIGIN = "mailgateOrigin"
+ACCOUNT_ATTRS = (A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_ORIGIN)
+ALIAS_ATTRS = (A_MAIL, A_TARGET, A_ORIGIN)
+ORIGIN_API = "api"
+ORIGIN_SYNC = "sync"
+MAX_PAGE_SIZE = 10_000
+_CREATE_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    name: str
+    domain: str
+    password: str
+    spoofing_whitelist: str
+    submission_disabled: bool
+    origin: str | None = None
+    dn: str = ""
+
+
+@dataclass(frozen=True)
+class Alias:
+    id: str
+    name: str
+    domain: str
+    to: str
+    origin: str | None = None
+    dn: str = ""
+
+
+ItemT = TypeVar("ItemT", Account, Alias)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[ItemT]):
+    count: int
+    page: int
+    page_size: int
+    results: list[ItemT]
+
+    @property
+    def has_next(self) -> bool:
+        return self.page * self.page_size < self.count
+
+
+class _Fields:
+    """Collects per-field validation errors so one 400 names every bad field.
+
+    Values returned by :meth:`take` may be used only after :meth:`done`.
+    """
+
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+
+    def take(self, field: str, parse: Callable[[str], T], value: object,
+             default: str | None = None) -> T:
+        if value is None:
+            value = default
+        if value is None:
+            self.errors[field] = "this field is required"
+        elif not isinstance(value, str):
+            self.errors[field] = "must be a string"
+        else:
+            try:
+                return parse(value)
+            except ValueError as exc:
+                self.errors[field] = str(exc)
+        return cast(T, None)
+
+    def done(self) -> None:
+        if self.errors:
+            raise Invalid("invalid input", self.errors)
+
+
+def _bool_attr(value: bool) -> list[str]:
+    # Only TRUE is written; FALSE is the absence of the attribute (the mail
+    # server filters test for TRUE).
+    return ["TRUE"] if value else []
+
+
+class MailDirectory:
+    """Accounts and aliases stored in LDAP; every method may raise DirectoryUnavailable."""
+
+    def __init__(self, directory: Directory, password_rounds: int) -> None:
+        self.dir = directory
+        self.base = f"ou=domains,{directory.base_dn}"
+        self.password_rounds = password_rounds
+
+    # -- names --------------------------------------------------------------
+
+    def domain_dn(self, domain: str) -> str:
+        return f"{rdn('dc', domain)},{self.base}"
+
+    def entry_dn(self, address: Address) -> str:
+        return f"{rdn(A_MAIL, str(address))},{self.domain_dn(address.domain)}"
+
+    @staticmethod
+    def parse_id(entry_id: str) -> Address:
+        """The normal address for an id from a URL; NotFound if it cannot be one."""
+        try:
+            return parse_address(entry_id)
+        except ValueError:
+            raise NotFound(f"no such address: {entry_id[:300]!r}") from None
+
+    # -- shared entry mechanics ------------------------------------------------
+
+    def _find(self, address: Address, object_class: str, attrs: Iterable[str]) -> Entry:
+        """The entry of ``object_class`` for ``address``, wherever it sits; NotFound."""
+        found = self.dir.find(self.base, all_of(eq("objectClass", object_class),
+                                                eq(A_MAIL, str(address))), list(attrs), limit=2)
+        if not found:
+            kind = "account" if object_class == OC_ACCOUNT else "alias"
+            raise NotFound(f"no {kind} {address}")
+        return found[0]
+
+    def _create(self, address: Address, object_class: str,
+                attrs: dict[str, list[str]]) -> str:
+        """Add the entry (and its domain if needed); Conflict if the address is taken."""
+        dn = self.entry_dn(address)
+        for _attempt in range(_CREATE_ATTEMPTS):
+            self._ensure_domain(address.domain)
+            try:
+                self.dir.add(dn, object_class, attrs)
+                return dn
+            except NotFound:
+                continue  # the domain entry was removed meanwhile: make it again
+            except Conflict:
+                raise Conflict(f"{address} already exists as {self._kind_of(address)}",
+                               {"name": "address already in use"}) from None
+        raise Conflict(f"{address}: its domain entry keeps disappearing; try again")
+
+    def _ensure_domain(self, domain: str) -> None:
+        with contextlib.suppress(Conflict):
+            self.dir.add(self.domain_dn(domain), OC_DOMAIN,
+                         {"dc": [domain], A_ORIGIN: [ORIGIN_API]})
+
+    def _kind_of(self, address: Address) -> str:
+        found = self.dir.find(self.base, eq(A_MAIL, str(address)), ["objectClass"], limit=1)
+        if found and OC_ALIAS.lower() in (c.lower() for c in found[0].all("objectClass")):
+            return "an alias"
+        return "an account" if found else "an entry"
+
+    def _remove(self, dn: str) -> None:
+        self.dir.delete(dn)
+        # Drop the domain entry when its last address goes, but only if mailgate
+        # made it: a domain entry made by hand stays.
+        parent = dn.split(",", 1)[1]
+        if self.dir.read(parent, eq(A_ORIGIN, ORIGIN_API), ["1.1"]) is not None:
+            self.dir.delete_if_leaf(parent)
+
+    def _page(self, object_class: str, attrs: Iterable[str], domains: Iterable[str] | None,
+              page: int, page_size: int) -> tuple[int, list[Entry]]:
+        if page < 1:
+            raise Invalid("invalid page", {"page": "must be 1 or more"})
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise Invalid("invalid page size", {"page_size": f"must be 1 to {MAX_PAGE_SIZE}"})
+        flt = eq("objectClass", object_class)
+        base = self.base
+        if domains is not None:
+            names = sorted(set(domains))
+            if not names:
+                return 0, []
+            if len(names) == 1:
+                base = self.domain_dn(names[0])
+            else:
+                flt = all_of(flt, any_of(*(ends_with(A_MAIL, "@" + d) for d in names)))
+        result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL,
+                                      (page - 1) * page_size + 1, page_size)
+        if page > 1 and (page - 1) * page_size >= result.total:
+            raise NotFound("Invalid page.", {"page": "beyond the last page"})
+        return result.total, result.entries
+
+    # -- accounts -----------------------------------------------------------
+
+    def create_account(self, name: object, domain: object, password: object,
+                       submission_disabled: bool = False, spoofing_whitelist: object = "",
+                       origin: str = ORIGIN_API) -> Account:
+        fields = _Fields()
+        local = fields.take("name", normalize_local, name)
+        dom = fields.take("domain", normalize_domain, domain)
+        plain = fields.take("password", passwords.check_plain, password)
+        whitelist = fields.take("spoofing_whitelist", parse_whitelist, spoofing_whitelist, "")
+        fields.done()
+        address = Address(local, dom)
+        if len(str(address)) > 254:
+            raise Invalid("invalid address", {"name": "the address is longer than 254 octets"})
+        crypt_hash = passwords.hash_password(plain, self.password_rounds)
+        dn = self._create(address, OC_ACCOUNT, {
+            A_MAIL: [str(address)],
+            A_PASSWORD: [passwords.to_ldap(crypt_hash)],
+            A_SENDER: whitelist,
+            A_DISABLED: _bool_attr(submission_disabled),
+            A_ORIGIN: [origin],
+        })
+        log.info("account created: %s (origin %s)", address, origin)
+        return Account(str(address), local, dom, crypt_hash, ",".join(whitelist),
+                       submission_disabled, origin, dn)
+
+    def get_account(self, entry_id: str) -> Account:
+        return _account(self._find(self.parse_id(entry_id), OC_ACCOUNT, ACCOUNT_ATTRS))
+
+    def list_accounts(self, domains: Iterable[str] | None, page: int = 1,
+                      page_size: int = 100) -> Page[Account]:
+        total, entries = self._page(OC_ACCOUNT, ACCOUNT_ATTRS, domains, page, page_size)
+        return Page(total, page, page_size, [_account(e) for e in entries])
+
+    def set_password(self, entry_id: str, password: object) -> Account:
+        fields = _Fields()
+        plain = fields.take("password", passwords.check_plain, password)
+        fields.done()
+        entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["1.1"])
+        crypt_hash = passwords.hash_password(plain, self.password_rounds)
+        self.dir.modify(entry.dn, {A_PASSWORD: [passwords.to_ldap(crypt_hash)]})
+        log.info("password set: %s", entry_id.lower())
+        return self.get_account(entry_id)
+
+    def set_submission_disabled(self, entry_id: str, disabled: bool) -> Account:
+        entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["1.1"])
+        self.dir.modify(entry.dn, {A_DISABLED: _bool_attr(disabled)})
+        log.info("submission %s: %s", "disabled" if disabled else "enabled", entry_id.lower())
+        return self.get_account(entry_id)
+
+    def set_spoofing_whitelist(self, entry_id: str, value: object) -> Account:
+        fields = _Fields()
+        whitelist = fields.take("spoofing_whitelist", parse_whitelist, value)
+        fields.done()
+        entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["1.1"])
+        self.dir.modify(entry.dn, {A_SENDER: whitelist})
+        log.info("spoofing whitelist set: %s", entry_id.lower())
+        return self.get_account(entry_id)
+
+    def delete_account(self, entry_id: str) -> None:
+        entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["1.1"])
+        self._remove(entry.dn)
+        log.info("account deleted: %s", entry_id.lower())
+
+    # -- aliases ------------------------------------------------------------
+
+    def create_alias(self, name: object, domain: object, to: object,
+                     origin: str = ORIGIN_API) -> Alias:
+        fields = _Fields()
+        local = fields.take("name", normalize_local, name)
+        dom = fields.take("domain", normalize_domain, domain)
+        targets = fields.take("to", parse_recipients, to)
+        fields.done()
+        address = Address(local, dom)
+        _check_not_self(address, targets)
+        dn = self._create(address, OC_ALIAS, {
+            A_MAIL: [str(address)], A_TARGET: targets, A_ORIGIN: [origin]})
+        log.info("alias created: %s (origin %s)", address, origin)
+        return Alias(str(address), local, dom, ",".join(targets), origin, dn)
+
+    def get_alias(self, entry_id: str) -> Alias:
+        return _alias(self._find(self.parse_id(entry_id), OC_ALIAS, ALIAS_ATTRS))
+
+    def list_aliases(self, domains: Iterable[str] | None, page: int = 1,
+                     page_size: int = 100) -> Page[Alias]:
+        total, entries = self._page(OC_ALIAS, ALIAS_ATTRS, domains, page, page_size)
+        return Page(total, page, page_size, [_alias(e) for e in entries])
+
+    def set_alias_targets(self, entry_id: str, to: object) -> Alias:
+        fields = _Fields()
+        targets = fields.take("to", parse_recipients, to)
+        fields.done()
+        address = self.parse_id(entry_id)
+        _check_not_self(address, targets)
+        entry = self._find(address, OC_ALIAS, ["1.1"])
+        self.dir.modify(entry.dn, {A_TARGET: targets})
+        log.info("alias updated: %s", address)
+        return self.get_alias(entry_id)
+
+    def delete_alias(self, entry_id: str) -> None:
+        entry = self._find(self.parse_id(entry_id), OC_ALIAS, ["1.1"])
+        self._remove(entry.dn)
+        log.info("alias deleted: %s", entry_id.lower())
+
+
+def _check_not_self(address: Address, targets: list[str]) -> None:
+    if str(address) in targets:
+        raise Invalid("invalid input", {"to": "an alias cannot deliver to itself"})
+
+
+def _split(mail: str) -> tuple[str, str, str]:
+    address = mail.lower()
+    name, _, domain = address.rpartition("@")
+    return address, name, domain
+
+
+def _account(entry: Entry) -> Account:
+    address, name, domain = _split(entry.first(A_MAIL) or "")
+    disabled = (entry.first(A_DISABLED) or "").upper() == "TRUE"
+    return Account(address, name, domain, passwords.from_ldap(entry.first(A_PASSWORD) or ""),
+                   ",".join(entry.all(A_SENDER)), disabled, entry.first(A_ORIGIN), entry.dn)
+
+
+def _alias(entry: Entry) -> Alias:
+    address, name, domain = _split(entry.first(A_MAIL) or "")
+    return Alias(address, name, domain, ",".join(entry.all(A_TARGET)), entry.first(A_ORIGIN),
+                 entry.dn)

@@ -1,0 +1,73 @@
+"""One password policy for the API, the sync and the directory.
+
+New passwords are hashed with SHA512-crypt (``$6$rounds=N$``) through libpass,
+the maintained fork of passlib (same ``passlib`` import; it does not depend on
+the ``crypt`` module that Python 3.13 removed, and on this machine it hashes
+as fast as libc). Imported hashes are accepted only in crypt(3) forms that
+both slapd (libxcrypt) and Dovecot verify. In LDAP every hash is stored as
+``{CRYPT}<hash>``; the API and the JSON show it without the tag.
+"""
+
+from __future__ import annotations
+
+import re
+
+from passlib.hash import sha512_crypt
+
+CRYPT_TAG = "{CRYPT}"
+MAX_PLAIN = 4096
+
+_B64 = r"[./A-Za-z0-9]"
+_ROUNDS = r"(?:rounds=[1-9][0-9]{3,8}\$)?"
+_CRYPT_FORMS = {
+    "md5-crypt": re.compile(rf"\$1\${_B64}{{1,8}}\${_B64}{{22}}"),
+    "sha256-crypt": re.compile(rf"\$5\${_ROUNDS}{_B64}{{1,16}}\${_B64}{{43}}"),
+    "sha512-crypt": re.compile(rf"\$6\${_ROUNDS}{_B64}{{1,16}}\${_B64}{{86}}"),
+    "bcrypt": re.compile(rf"\$2[aby]\$(?:0[4-9]|[12][0-9]|3[01])\${_B64}{{53}}"),
+    "yescrypt": re.compile(rf"\$y\${_B64}+\${_B64}+\${_B64}{{43}}"),
+}
+SCHEMES = tuple(_CRYPT_FORMS)
+
+
+def check_plain(password: object) -> str:
+    """Return a password fit for hashing, or raise ValueError saying why."""
+    if not isinstance(password, str):
+        raise ValueError("must be a string")
+    if password == "":
+        raise ValueError("must not be empty")
+    if "\x00" in password:
+        raise ValueError("must not contain NUL characters")
+    if len(password) > MAX_PLAIN:
+        raise ValueError(f"longer than {MAX_PLAIN} characters")
+    return password
+
+
+def hash_password(password: str, rounds: int) -> str:
+    """SHA512-crypt hash (no ``{CRYPT}`` tag) of a checked plain password."""
+    return str(sha512_crypt.using(rounds=rounds).hash(password))
+
+
+def check_crypt_hash(value: object) -> str:
+    """Return ``value`` if it is a supported crypt(3) hash; otherwise ValueError.
+
+    Plain text is refused above all: it must never reach the directory.
+    """
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a crypt(3) hash string")
+    if any(form.fullmatch(value) for form in _CRYPT_FORMS.values()):
+        return value
+    if value.startswith("{"):
+        raise ValueError("give the crypt hash without a {SCHEME} tag")
+    raise ValueError("not a supported crypt hash ($1$, $5$, $6$, $2a$/$2b$/$2y$, $y$); "
+                     "plain-text passwords are never accepted here")
+
+
+def to_ldap(crypt_hash: str) -> str:
+    return CRYPT_TAG + crypt_hash
+
+
+def from_ldap(value: str) -> str:
+    """The stored value as the API shows it: ``{CRYPT}`` (any case) stripped."""
+    if value[: len(CRYPT_TAG)].upper() == CRYPT_TAG:
+        return value[len(CRYPT_TAG):]
+    return value

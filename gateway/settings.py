@@ -1,0 +1,247 @@
+"""Typed settings read once from ``MAILGATE_*`` environment variables.
+
+Every secret may instead come from a file named by the same variable with
+``_FILE`` appended (Docker/Kubernetes secrets). Anything missing or malformed
+stops the start with :class:`ConfigError`, which names the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ldap3.utils.dn import parse_dn
+
+PREFIX = "MAILGATE_"
+SECRETS = ("LDAP_PASSWORD", "ADMIN_TOKEN", "JSON_AUTH_HEADER")
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message starts with the variable's name."""
+
+    def __init__(self, variable: str, why: str) -> None:
+        super().__init__(f"{PREFIX}{variable}: {why}")
+        self.variable = PREFIX + variable
+
+
+@dataclass(frozen=True)
+class Settings:
+    # LDAP. ldap_url None means: embedded slapd managed under data_dir.
+    ldap_url: str | None = None
+    ldap_base_dn: str = "dc=mail,dc=internal"
+    ldap_bind_dn: str | None = None
+    ldap_password: str | None = field(default=None, repr=False)
+    ldap_ca_file: Path | None = None
+    ldap_starttls: bool = False
+    ldap_pool_size: int = 8
+    ldap_timeout: float = 5.0
+    embedded_ldap_url: str = "ldap://127.0.0.1:3389"
+    data_dir: Path = Path("var")
+    # HTTPS API.
+    listen: str = "127.0.0.1:8443"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    workers: int = 2
+    threads: int = 4
+    auth_fail_limit: int = 10
+    auth_fail_window: int = 60
+    # Password policy: SHA512-crypt rounds for passwords set through the API.
+    password_rounds: int = 100_000
+    # Basic JSON sync.
+    json_urls: tuple[str, ...] = ()
+    json_interval: int = 300
+    json_ca_file: Path | None = None
+    json_auth_header: str | None = field(default=None, repr=False)
+    json_timeout: float = 30.0
+    json_max_bytes: int = 256 * 1024 * 1024
+    json_max_redirects: int = 3
+    sync_max_delete_fraction: float = 0.25
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        return self.ldap_url is None
+
+    @property
+    def mail_base_dn(self) -> str:
+        return f"ou=domains,{self.ldap_base_dn}"
+
+    @property
+    def gateway_dn(self) -> str:
+        return self.ldap_bind_dn or f"cn=gateway,ou=services,{self.ldap_base_dn}"
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every ``MAILGATE_*`` variable; raise ConfigError."""
+        env = _Env(os.environ if environ is None else environ)
+        ldap_url = env.get_str("LDAP_URL")
+        if ldap_url is not None:
+            _check_ldap_url("LDAP_URL", ldap_url)
+        base_dn = env.get_str("LDAP_BASE_DN") or cls.ldap_base_dn
+        _check_dn("LDAP_BASE_DN", base_dn)
+        bind_dn = env.get_str("LDAP_BIND_DN")
+        if bind_dn is not None:
+            _check_dn("LDAP_BIND_DN", bind_dn)
+        password = env.get_secret("LDAP_PASSWORD")
+        if ldap_url is not None and password is None:
+            raise ConfigError("LDAP_PASSWORD", "required when MAILGATE_LDAP_URL is set")
+        embedded_url = env.get_str("EMBEDDED_LDAP_URL") or cls.embedded_ldap_url
+        _check_ldap_url("EMBEDDED_LDAP_URL", embedded_url)
+        if ldap_url is None and not base_dn.lower().startswith("dc="):
+            raise ConfigError("LDAP_BASE_DN", "the embedded directory needs a base DN starting dc=")
+        listen = env.get_str("LISTEN") or cls.listen
+        _check_listen("LISTEN", listen)
+        cert, key = env.get_path("TLS_CERT", must_exist=True), env.get_path("TLS_KEY", must_exist=True)
+        if (cert is None) != (key is None):
+            raise ConfigError("TLS_KEY" if key is None else "TLS_CERT",
+                              "MAILGATE_TLS_CERT and MAILGATE_TLS_KEY go together")
+        admin_token = env.get_secret("ADMIN_TOKEN")
+        if admin_token is not None and len(admin_token) < 24:
+            raise ConfigError("ADMIN_TOKEN", "must be at least 24 characters")
+        if ldap_url is not None and admin_token is None:
+            raise ConfigError("ADMIN_TOKEN", "required when MAILGATE_LDAP_URL is set")
+        urls = tuple((env.get_str("JSON_URLS") or "").split())
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme != "https" or not parts.hostname:
+                raise ConfigError("JSON_URLS", "every URL must be https://host/...")
+        header = env.get_secret("JSON_AUTH_HEADER")
+        if header is not None and (":" not in header or "\n" in header or "\r" in header):
+            raise ConfigError("JSON_AUTH_HEADER", "must be one header line 'Name: value'")
+        log_level = (env.get_str("LOG_LEVEL") or cls.log_level).upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError("LOG_LEVEL", "one of DEBUG, INFO, WARNING, ERROR")
+        return cls(
+            ldap_url=ldap_url,
+            ldap_base_dn=base_dn,
+            ldap_bind_dn=bind_dn,
+            ldap_password=password,
+            ldap_ca_file=env.get_path("LDAP_CA_FILE", must_exist=True),
+            ldap_starttls=env.get_bool("LDAP_STARTTLS", False),
+            ldap_pool_size=env.get_int("LDAP_POOL_SIZE", cls.ldap_pool_size, 1, 256),
+            ldap_timeout=env.get_float("LDAP_TIMEOUT", cls.ldap_timeout, 0.1, 300),
+            embedded_ldap_url=embedded_url,
+            data_dir=env.get_path("DATA_DIR") or cls.data_dir,
+            listen=listen,
+            tls_cert=cert,
+            tls_key=key,
+            admin_token=admin_token,
+            workers=env.get_int("WORKERS", cls.workers, 1, 64),
+            threads=env.get_int("THREADS", cls.threads, 1, 64),
+            auth_fail_limit=env.get_int("AUTH_FAIL_LIMIT", cls.auth_fail_limit, 1, 100_000),
+            auth_fail_window=env.get_int("AUTH_FAIL_WINDOW", cls.auth_fail_window, 1, 86_400),
+            password_rounds=env.get_int("PASSWORD_ROUNDS", cls.password_rounds, 1000, 999_999_999),
+            json_urls=urls,
+            json_interval=env.get_int("JSON_INTERVAL", cls.json_interval, 10, 86_400 * 7),
+            json_ca_file=env.get_path("JSON_CA_FILE", must_exist=True),
+            json_auth_header=header,
+            json_timeout=env.get_float("JSON_TIMEOUT", cls.json_timeout, 0.1, 3600),
+            json_max_bytes=env.get_int("JSON_MAX_BYTES", cls.json_max_bytes, 1024, 1 << 40),
+            json_max_redirects=env.get_int("JSON_MAX_REDIRECTS", cls.json_max_redirects, 0, 20),
+            sync_max_delete_fraction=env.get_float(
+                "SYNC_MAX_DELETE_FRACTION", cls.sync_max_delete_fraction, 0.0, 1.0),
+            log_level=log_level,
+        )
+
+
+class _Env:
+    """Typed access to MAILGATE_* variables; every failure names the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def get_str(self, name: str) -> str | None:
+        value = self.environ.get(PREFIX + name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def get_secret(self, name: str) -> str | None:
+        direct, path = self.get_str(name), self.get_str(name + "_FILE")
+        if direct is not None and path is not None:
+            raise ConfigError(name, f"set either MAILGATE_{name} or MAILGATE_{name}_FILE")
+        if path is None:
+            return direct
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(name + "_FILE", f"cannot read {path}: {exc.__class__.__name__}") \
+                from None
+        if not value:
+            raise ConfigError(name + "_FILE", f"{path} is empty")
+        return value
+
+    def get_int(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.get_str(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(name, f"not a whole number: {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be between {low} and {high}")
+        return value
+
+    def get_float(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self.get_str(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(name, f"not a number: {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be between {low} and {high}")
+        return value
+
+    def get_bool(self, name: str, default: bool) -> bool:
+        raw = self.get_str(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, f"not a boolean: {raw!r}")
+
+    def get_path(self, name: str, must_exist: bool = False) -> Path | None:
+        raw = self.get_str(name)
+        if raw is None:
+            return None
+        path = Path(raw)
+        if must_exist and not path.is_file():
+            raise ConfigError(name, f"no such file: {raw}")
+        return path
+
+
+def _check_ldap_url(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("ldap", "ldaps", "ldapi") or (parts.scheme != "ldapi"
+                                                          and not parts.hostname):
+        raise ConfigError(name, f"not an ldap://, ldaps:// or ldapi:// URL: {url!r}")
+    try:
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        raise ConfigError(name, f"bad port in {url!r}") from None
+
+
+def _check_dn(name: str, dn: str) -> None:
+    try:
+        parse_dn(dn)
+    except Exception:  # ldap3 raises several unrelated types on a bad DN
+        raise ConfigError(name, f"not a valid DN: {dn!r}") from None
+
+
+def _check_listen(name: str, listen: str) -> None:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(name, f"expected host:port, got {listen!r}")

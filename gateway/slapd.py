@@ -1,0 +1,233 @@
+"""A managed local slapd: embedded mode, tests and benchmarks share it.
+
+It is built from the project's ``ldif/`` files, the same ones a production
+directory loads: ``config.ldif`` and ``base.ldif`` are templates filled here,
+``schema/mailgate.ldif`` is loaded as it is. Service passwords are generated
+once and kept in ``<data_dir>/secrets`` (mode 0600); the directory's data
+survives restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from urllib.parse import quote, urlsplit
+
+from ldap3.utils.dn import parse_dn
+from passlib.hash import ldap_sha512_crypt
+
+LDIF_DIR = Path(__file__).resolve().parent.parent / "ldif"
+SERVICES = ("gateway", "postfix", "dovecot", "milter")
+
+
+class SlapdError(RuntimeError):
+    """slapd could not be prepared, started or stopped."""
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+    if not found:
+        raise SlapdError(f"{name} not found: install the Debian packages slapd and ldap-utils "
+                         "(make run and make test do it)")
+    return found
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for tests and benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ManagedSlapd:
+    data_dir: Path
+    base_dn: str
+    url: str = "ldap://127.0.0.1:3389"
+    nosync: bool = False
+    debug_level: str = "0"
+    module_path: Path = Path("/usr/lib/ldap")
+    schema_dir: Path = Path("/etc/ldap/schema")
+    ldif_dir: Path = LDIF_DIR
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        self.root = self.data_dir / "ldap"
+        self.config_dir = self.root / "slapd.d"
+        self.db_dir = self.root / "db"
+        self.run_dir = self.root / "run"
+        self.secrets_dir = self.data_dir / "secrets"
+        self.log_path = self.root / "slapd.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # Names and secrets ---------------------------------------------------
+
+    def service_dn(self, name: str) -> str:
+        return f"cn={name},ou=services,{self.base_dn}"
+
+    @property
+    def admin_dn(self) -> str:
+        return f"cn=admin,{self.base_dn}"
+
+    def password_file(self, name: str) -> Path:
+        return self.secrets_dir / f"ldap-{name}.password"
+
+    def password(self, name: str) -> str:
+        return self.password_file(name).read_text(encoding="utf-8").strip()
+
+    @property
+    def ldapi_path(self) -> Path:
+        return self.run_dir / "ldapi"
+
+    @property
+    def ldapi_url(self) -> str:
+        return "ldapi://" + quote(str(self.ldapi_path), safe="")
+
+    # Lifecycle -----------------------------------------------------------
+
+    @property
+    def initialised(self) -> bool:
+        return (self.config_dir / "cn=config.ldif").is_file()
+
+    def ensure_initialised(self) -> bool:
+        """Create config and base DIT if they do not exist yet; True if created."""
+        if self.initialised:
+            return False
+        self.secrets_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.secrets_dir, 0o700)
+        for name in ("admin", *SERVICES):
+            path = self.password_file(name)
+            if not path.exists():
+                _write_secret(path, secrets.token_urlsafe(24))
+        for d in (self.config_dir, self.db_dir, self.run_dir):
+            if d.exists():
+                shutil.rmtree(d)  # a half-made directory from an interrupted start
+            d.mkdir(parents=True)
+        os.chmod(self.root, 0o700)
+        values = self._template_values()
+        rendered = self.root / "rendered"
+        rendered.mkdir(exist_ok=True)
+        config = rendered / "config.ldif"
+        base = rendered / "base.ldif"
+        config.write_text(self.render("config.ldif", values), encoding="utf-8")
+        base.write_text(self.render("base.ldif", values), encoding="utf-8")
+        slapadd = _tool("slapadd")
+        self._run([slapadd, "-n0", "-F", str(self.config_dir), "-l", str(config)])
+        self._run([slapadd, "-n1", "-q", "-F", str(self.config_dir), "-l", str(base)])
+        os.chmod(rendered, 0o700)
+        return True
+
+    def render(self, name: str, values: dict[str, str]) -> str:
+        return Template((self.ldif_dir / name).read_text(encoding="utf-8")).substitute(values)
+
+    def _template_values(self) -> dict[str, str]:
+        first_rdn = parse_dn(self.base_dn)[0]
+        values = {
+            "base_dn": self.base_dn,
+            "base_dc": first_rdn[1],
+            "db_dir": str(self.db_dir),
+            "run_dir": str(self.run_dir),
+            "module_path": str(self.module_path),
+            "schema_dir": str(self.schema_dir),
+            "ldif_dir": str(self.ldif_dir),
+            "db_nosync": "TRUE" if self.nosync else "FALSE",
+            "log_level": "none",
+            "admin_password_hash": _crypt(self.password("admin")),
+        }
+        for name in SERVICES:
+            values[f"{name}_dn"] = self.service_dn(name)
+            values[f"{name}_password_hash"] = _crypt(self.password(name))
+        return values
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start slapd in the foreground as our child and wait until it answers."""
+        self.ensure_initialised()
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        self._refuse_if_running()
+        urls = f"{self.url} {self.ldapi_url}"
+        log = open(self.log_path, "ab")  # noqa: SIM115 (handed to the child)
+        try:
+            self._proc = subprocess.Popen(
+                [_tool("slapd"), "-F", str(self.config_dir), "-h", urls, "-d", self.debug_level],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise SlapdError(f"slapd exited with {self._proc.returncode}:\n{self.log_tail()}")
+            if self._answers():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise SlapdError(f"slapd did not answer on {self.url} within {timeout}s:\n"
+                         f"{self.log_tail()}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the slapd this object started (by its process id), never another."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _answers(self) -> bool:
+        parts = urlsplit(self.url)
+        try:
+            with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 389), 0.5):
+                return True
+        except OSError:
+            return False
+
+    def _refuse_if_running(self) -> None:
+        pid_file = self.run_dir / "slapd.pid"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"slapd" in cmdline and str(self.config_dir).encode() in cmdline:
+                raise SlapdError(f"a slapd for {self.data_dir} already runs as process {pid}")
+        if self._answers():
+            raise SlapdError(f"something already listens on {self.url}")
+
+    @staticmethod
+    def _run(cmd: list[str]) -> None:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise SlapdError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}{proc.stderr}")
+
+
+def _crypt(password: str) -> str:
+    return str(ldap_sha512_crypt.using(rounds=5000).hash(password))
+
+
+def _write_secret(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
