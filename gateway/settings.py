@@ -99,7 +99,8 @@ class Settings:
             raise ConfigError("LDAP_BASE_DN", "the embedded directory needs a base DN starting dc=")
         listen = env.get_str("LISTEN") or cls.listen
         _check_listen("LISTEN", listen)
-        cert, key = env.get_path("TLS_CERT", must_exist=True), env.get_path("TLS_KEY", must_exist=True)
+        cert = env.get_path("TLS_CERT", must_exist=True)
+        key = env.get_path("TLS_KEY", must_exist=True)
         if (cert is None) != (key is None):
             raise ConfigError("TLS_KEY" if key is None else "TLS_CERT",
                               "MAILGATE_TLS_CERT and MAILGATE_TLS_KEY go together")

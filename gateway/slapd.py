@@ -68,6 +68,7 @@ class ManagedSlapd:
         self.secrets_dir = self.data_dir / "secrets"
         self.log_path = self.root / "slapd.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._owner = os.getpid()  # forked children (gunicorn workers) never stop it
 
     # Names and secrets ---------------------------------------------------
 
@@ -155,6 +156,7 @@ class ManagedSlapd:
             return
         self._refuse_if_running()
         urls = f"{self.url} {self.ldapi_url}"
+        self._owner = os.getpid()
         log = open(self.log_path, "ab")  # noqa: SIM115 (handed to the child)
         try:
             self._proc = subprocess.Popen(
@@ -177,7 +179,7 @@ class ManagedSlapd:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the slapd this object started (by its process id), never another."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None or os.getpid() != self._owner or proc.poll() is not None:
             return
         proc.send_signal(signal.SIGTERM)
         try:

@@ -1,0 +1,66 @@
+"""The REST API: Flask-RESTX namespaces and the ONE error handler.
+
+Every error leaves as ``{"message": ..., "errors": {field: why}}`` with the
+status of its :mod:`gateway.errors` class. Anything unexpected becomes a
+plain 500 with no detail (the traceback goes to the log, never the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+from flask_restx import Api
+from werkzeug.exceptions import HTTPException
+
+from ..errors import DirectoryUnavailable, MailgateError, RateLimited
+from . import accounts, aliases, health
+
+log = logging.getLogger(__name__)
+
+
+def error_body(message: str, errors: dict[str, str] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"message": message}
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def init_api(app: Flask) -> Api:
+    api = Api(
+        app, version="1.0", title="mailgate",
+        description="Mail accounts and aliases stored in LDAP for Postfix and Dovecot. "
+                    "Authenticate with 'Authorization: Bearer <token>' or HTTP Basic with "
+                    "the token as password.",
+        doc="/docs/", catch_all_404s=True,
+        authorizations={"bearer": {"type": "apiKey", "in": "header", "name": "Authorization",
+                                   "description": "Bearer <token>"},
+                        "basic": {"type": "basic"}},
+        security=["bearer", "basic"],
+    )
+    for ns in (accounts.ns, aliases.ns, health.ns):
+        api.add_namespace(ns)
+
+    @api.errorhandler(MailgateError)
+    def _mailgate_error(exc: MailgateError) -> Any:
+        headers = {}
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
+        elif isinstance(exc, DirectoryUnavailable):
+            headers["Retry-After"] = str(exc.retry_after)
+            log.warning("directory unavailable: %s", exc.message)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="mailgate", Basic realm="mailgate"'
+        return error_body(exc.message, exc.errors), exc.status, headers
+
+    @api.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        return error_body(exc.description or exc.name), exc.code or 500
+
+    @api.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        log.exception("unexpected error")
+        return error_body("internal error"), 500
+
+    return api

@@ -1,0 +1,121 @@
+"""``/mail/account/``: thin resources over :class:`gateway.mail.MailDirectory`."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from flask_restx import Namespace, Resource
+
+from ..addresses import normalize_domain
+from ..mail import MailDirectory
+from . import auth
+from .body import as_bool, list_args, read_body
+from .models import account_json, page_json, register
+
+ns = Namespace("mail/account", description="Mail accounts", path="/mail/account")
+models = register(ns)
+ERRORS = {400: "Invalid input", 401: "No or wrong token", 403: "No rights on the domain",
+          429: "Too many failed authentications", 503: "LDAP unreachable"}
+
+
+@ns.route("/")
+@ns.doc(responses=ERRORS)
+class AccountList(Resource):
+    method_decorators = (auth.authenticated,)
+
+    @ns.doc(params={"domain": "only this domain", "page": "from 1",
+                    "page_size": "default 100, at most 10000"})
+    @ns.response(200, "A page of accounts ordered by id", models["account_page"])
+    @ns.response(404, "Page beyond the last")
+    def get(self) -> Any:
+        domain, page, page_size = list_args()
+        if domain is not None:
+            auth.require_read(domain)
+            domains: frozenset[str] | None = frozenset([domain])
+        else:
+            domains = auth.scope().visible_domains
+        result = auth.mail().list_accounts(domains, page, page_size)
+        return page_json(result, [account_json(a) for a in result.results])
+
+    @ns.expect(models["account"])
+    @ns.response(201, "Created", models["account"])
+    @ns.response(409, "The address exists (as an account or an alias)")
+    def post(self) -> Any:
+        body = read_body({"name", "domain", "password", "submission_disabled",
+                          "spoofing_whitelist"})
+        disabled = as_bool("submission_disabled", body.get("submission_disabled"), False)
+        mail = auth.mail()
+        # Authorise on the normalised domain (IDN, case) before anything else.
+        domain = body.get("domain")
+        if isinstance(domain, str):
+            # An invalid domain is reported by create_account with every other field.
+            with contextlib.suppress(ValueError):
+                auth.require_write(normalize_domain(domain))
+        account = mail.create_account(body.get("name"), domain, body.get("password"),
+                                      disabled, body.get("spoofing_whitelist"))
+        return account_json(account), 201
+
+
+@ns.route("/<path:account_id>/")
+@ns.doc(responses={**ERRORS, 404: "No such account"})
+class AccountItem(Resource):
+    method_decorators = (auth.authenticated,)
+
+    @ns.response(200, "The account", models["account"])
+    def get(self, account_id: str) -> Any:
+        auth.require_read(auth.domain_of(account_id))
+        return account_json(auth.mail().get_account(account_id))
+
+    @ns.response(204, "Deleted")
+    def delete(self, account_id: str) -> Any:
+        auth.require_write(auth.domain_of(account_id))
+        auth.mail().delete_account(account_id)
+        return "", 204
+
+
+def _action(path: str, doc: str, fields: set[str], expect: Any = None) -> Any:
+    """Register ``POST /mail/account/<id>/<path>/`` around a MailDirectory call."""
+
+    document_body = ns.expect(expect) if expect is not None else (lambda func: func)
+
+    def decorate(call: Any) -> Any:
+        @ns.route(f"/<path:account_id>/{path}/")
+        @ns.doc(responses={**ERRORS, 404: "No such account"})
+        class Action(Resource):
+            method_decorators = (auth.authenticated,)
+
+            @ns.doc(description=doc)
+            @ns.response(200, "Done; the account as it is now", models["account"])
+            @document_body
+            def post(self, account_id: str) -> Any:
+                auth.require_write(auth.domain_of(account_id))
+                body = read_body(fields)
+                return account_json(call(auth.mail(), account_id, body))
+
+        Action.__name__ = "Account" + path.title().replace("_", "")
+        return call
+
+    return decorate
+
+
+@_action("set_password", "Set a new password (plain text; stored as SHA512-crypt).",
+         {"password"}, models["password"])
+def _set_password(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
+    return mail.set_password(account_id, body.get("password"))
+
+
+@_action("disable_submission", "Stop sending through submission; mail still arrives.", set())
+def _disable(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
+    return mail.set_submission_disabled(account_id, True)
+
+
+@_action("enable_submission", "Allow sending through submission again.", set())
+def _enable(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
+    return mail.set_submission_disabled(account_id, False)
+
+
+@_action("set_spoofing_whitelist", "Addresses and domains the account may send as, or *.",
+         {"spoofing_whitelist"}, models["whitelist"])
+def _set_whitelist(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
+    return mail.set_spoofing_whitelist(account_id, body.get("spoofing_whitelist"))

@@ -1,0 +1,139 @@
+"""Request authentication, per-domain authorisation and failure rate limiting.
+
+``Authorization: Bearer <token>`` and HTTP Basic with the token as password
+(any user name, so ``curl -u :TOKEN`` works). Failed attempts are counted per
+client address in each process; past the limit the address gets 429 until
+its window passes, whatever it sends. A failure never says why (unknown token,
+wrong secret, revoked): one message for all.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from flask import current_app, g, request
+
+from ..errors import Forbidden, RateLimited, Unauthorized
+from ..mail import MailDirectory
+from ..tokens import Scope
+
+F = TypeVar("F", bound=Callable[..., Any])
+_MAX_TRACKED = 100_000
+
+
+class FailureLimiter:
+    """Sliding-window count of failed authentications per client address."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._lock = threading.Lock()
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, client: str, now: float) -> deque[float] | None:
+        times = self._failures.get(client)
+        if times is not None:
+            while times and times[0] <= now - self.window:
+                times.popleft()
+            if not times:
+                del self._failures[client]
+                return None
+        return times
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until ``client`` may try again, or None if it may now."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._recent(client, now)
+            if times is None or len(times) < self.limit:
+                return None
+            return max(1, int(times[0] + self.window - now) + 1)
+
+    def record_failure(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._failures) >= _MAX_TRACKED:
+                for key in list(self._failures)[: _MAX_TRACKED // 10]:
+                    self._recent(key, now)
+            times = self._recent(client, now)
+            if times is None:
+                times = self._failures[client] = deque(maxlen=self.limit)
+            times.append(now)
+
+
+def _presented_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return value
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        _user, sep, password = decoded.partition(":")
+        return password if sep and password else None
+    return None
+
+
+def authenticate() -> Scope:
+    """The caller's scope; Unauthorized, RateLimited or DirectoryUnavailable."""
+    services = current_app.extensions["mailgate"]
+    client = request.remote_addr or "unknown"
+    wait = services.limiter.retry_after(client)
+    if wait is not None:
+        raise RateLimited("too many failed authentication attempts; try again later", wait)
+    token = _presented_token()
+    scope: Scope | None = services.tokens.authenticate(token) if token else None
+    if scope is None:
+        services.limiter.record_failure(client)
+        raise Unauthorized("missing or invalid API token")
+    return scope
+
+
+def authenticated(func: F) -> F:
+    """Resource method decorator: authenticate, then keep the scope on ``g``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        g.scope = authenticate()
+        return func(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def mail() -> MailDirectory:
+    return cast(MailDirectory, current_app.extensions["mailgate"].mail)
+
+
+def domain_of(entry_id: str) -> str:
+    """The domain an id from a URL belongs to (NotFound if it is no address)."""
+    return mail().parse_id(entry_id).domain
+
+
+def scope() -> Scope:
+    return cast(Scope, g.scope)
+
+
+def require_read(domain: str) -> None:
+    if not scope().may_read(domain):
+        raise Forbidden(f"this token has no rights on {domain}")
+
+
+def require_write(domain: str) -> None:
+    require_read(domain)
+    if not scope().may_write(domain):
+        raise Forbidden("this token is read-only")
+
+
+def require_admin() -> None:
+    if not scope().admin:
+        raise Forbidden("only the admin token may do this")

@@ -1,0 +1,87 @@
+"""Reading request bodies (JSON or form) and list query parameters.
+
+Clients of the original service send JSON and form bodies alike, so both are
+accepted; either way unknown fields are refused, so a typo never passes
+silently as "success".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from flask import request
+
+from ..addresses import normalize_domain
+from ..errors import Invalid, MailgateError
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+class UnsupportedMediaType(MailgateError):
+    status = 415
+
+
+def read_body(allowed: Collection[str]) -> dict[str, Any]:
+    """The request's fields, only names from ``allowed``; Invalid otherwise."""
+    mimetype = request.mimetype
+    if mimetype == "application/json" or (mimetype.endswith("+json")):
+        data = request.get_json(silent=True)
+        if data is None and request.get_data():
+            raise Invalid("malformed JSON body")
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise Invalid("the JSON body must be an object")
+    elif mimetype in _FORM_TYPES:
+        form = request.form
+        repeated = [key for key in form if len(form.getlist(key)) > 1]
+        if repeated:
+            raise Invalid("invalid input", {key: "given more than once" for key in repeated})
+        data = form.to_dict()
+        if request.files:
+            raise Invalid("invalid input", {key: "file uploads are not accepted"
+                                            for key in request.files})
+    elif not request.get_data():
+        data = {}
+    else:
+        raise UnsupportedMediaType(
+            "send application/json, application/x-www-form-urlencoded or multipart/form-data")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise Invalid("invalid input", {key[:100]: "unknown field" for key in unknown})
+    return data
+
+
+def as_bool(field: str, value: Any, default: bool) -> bool:
+    """A boolean from JSON (true/false) or form text (true/false, 1/0, yes/no, on/off)."""
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE:
+        return True
+    if isinstance(value, str) and value.strip().lower() in _FALSE:
+        return False
+    raise Invalid("invalid input", {field: "must be a boolean (true or false)"})
+
+
+def _int_arg(name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 9:
+        raise Invalid("invalid query parameter", {name: "must be a positive whole number"})
+    return int(raw)
+
+
+def list_args() -> tuple[str | None, int, int]:
+    """``domain``, ``page`` and ``page_size`` from the query string."""
+    domain = request.args.get("domain") or None
+    if domain is not None:
+        try:
+            domain = normalize_domain(domain)
+        except ValueError as exc:
+            raise Invalid("invalid query parameter", {"domain": str(exc)}) from None
+    return domain, _int_arg("page", 1), _int_arg("page_size", 100)

@@ -1,0 +1,80 @@
+"""Flask-RESTX models: the OpenAPI description of requests and responses.
+
+Validation is done by ``gateway.mail`` (one set of rules for API and sync);
+these models document the contract and shape responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from flask_restx import Namespace, fields
+
+from ..mail import Account, Alias, Page
+
+
+def register(ns: Namespace) -> dict[str, Any]:
+    """Define the models on ``ns`` and return them by name."""
+    error = ns.model("Error", {
+        "message": fields.String(required=True, example="invalid input"),
+        "errors": fields.Raw(description="field name -> why", example={"name": "why"}),
+    })
+    address = ns.model("Address", {
+        "id": fields.String(readonly=True, description="name@domain, lower-case",
+                            example="alice@example.com"),
+        "name": fields.String(required=True, description="local part", example="alice"),
+        "domain": fields.String(required=True, description="domain (stored as IDNA A-label)",
+                                example="example.com"),
+    })
+    account = ns.inherit("Account", address, {
+        "password": fields.String(description="write: plain text; read: the crypt hash",
+                                  example="$6$rounds=100000$..."),
+        "spoofing_whitelist": fields.String(
+            description="comma-separated addresses and domains, or *", default="",
+            example="office@example.com,skylime.net"),
+        "submission_disabled": fields.Boolean(default=False),
+    })
+    alias = ns.inherit("Alias", address, {
+        "to": fields.String(required=True, description="comma-separated recipients",
+                            example="alice@example.com,bob@example.com"),
+    })
+    models: dict[str, Any] = {"error": error, "account": account, "alias": alias}
+    for name, item in (("account", account), ("alias", alias)):
+        models[f"{name}_page"] = ns.model(f"{name.title()}Page", {
+            "count": fields.Integer(), "next": fields.String(), "previous": fields.String(),
+            "results": fields.List(fields.Nested(item)),
+        })
+    models["password"] = ns.model("Password", {"password": fields.String(required=True)})
+    models["whitelist"] = ns.model("SpoofingWhitelist",
+                                   {"spoofing_whitelist": fields.String(required=True)})
+    models["alias_update"] = ns.model("AliasUpdate", {"to": fields.String(required=True)})
+    return models
+
+
+def account_json(account: Account) -> dict[str, Any]:
+    return {"id": account.id, "name": account.name, "domain": account.domain,
+            "password": account.password, "spoofing_whitelist": account.spoofing_whitelist,
+            "submission_disabled": account.submission_disabled}
+
+
+def alias_json(alias: Alias) -> dict[str, Any]:
+    return {"id": alias.id, "name": alias.name, "domain": alias.domain, "to": alias.to}
+
+
+def _page_url(number: int) -> str:
+    args = request.args.to_dict(flat=True)
+    args["page"] = str(number)
+    from urllib.parse import urlencode
+
+    return f"{request.base_url}?{urlencode(args)}"
+
+
+def page_json(page: Page[Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The list envelope of the original service: count, next, previous, results."""
+    return {
+        "count": page.count,
+        "next": _page_url(page.page + 1) if page.has_next else None,
+        "previous": _page_url(page.page - 1) if page.page > 1 else None,
+        "results": items,
+    }
