@@ -73,3 +73,49 @@ def directory(settings: Settings) -> Iterator[Directory]:
 @pytest.fixture
 def mail(directory: Directory, settings: Settings) -> MailDirectory:
     return MailDirectory(directory, settings.password_rounds)
+
+
+class LiveGateway:
+    """The gateway app served over real HTTPS on a loopback port, in a thread."""
+
+    def __init__(self, app: object, url: str, ca: Path, token: str) -> None:
+        import requests
+
+        self.app = app
+        self.url = url
+        self.ca = ca
+        self.admin_token = token
+        self.session = requests.Session()
+        self.session.verify = str(ca)
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def __call__(self, method: str, path: str, **kwargs: object) -> object:
+        # verify per request: requests lets REQUESTS_CA_BUNDLE override session.verify
+        kwargs.setdefault("verify", str(self.ca))
+        return self.session.request(method, self.url + path, timeout=30, **kwargs)
+
+
+@pytest.fixture
+def live_gateway(settings: Settings, tmp_path: Path) -> Iterator[LiveGateway]:
+    """``live_gateway("POST", "/mail/account/", json={...})`` -> requests.Response."""
+    import ssl
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from gateway import create_app
+    from gateway.tls import ensure_self_signed
+
+    cert, key = ensure_self_signed(tmp_path / "tls", ["127.0.0.1"])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    app = create_app(settings)
+    server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield LiveGateway(app, f"https://127.0.0.1:{server.server_port}", cert, ADMIN_TOKEN)
+    finally:
+        server.shutdown()
+        thread.join(10)
+        app.extensions["mailgate"].directory.close()
