@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("gateway")
     app.config.update(
         MAX_CONTENT_LENGTH=1024 * 1024,
-        ERROR_404_HELP=False,
+        RESTX_ERROR_404_HELP=False,
         RESTX_MASK_SWAGGER=False,
         JSON_SORT_KEYS=False,
     )

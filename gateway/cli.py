@@ -56,7 +56,7 @@ def admin_token(settings: Settings) -> tuple[str, Path | None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
+            handle.write(secrets.token_urlsafe(32))
     return path.read_text(encoding="utf-8").strip(), path
 
 
@@ -78,8 +78,7 @@ def directory_settings(settings: Settings, keep_running: bool = False) \
         slapd.start()
         started = True
     resolved = settings.replace(ldap_url=settings.embedded_ldap_url,
-                                ldap_password=slapd.password("gateway"),
-                                admin_token=admin_token(settings)[0])
+                                ldap_password=slapd.password("gateway"))
     try:
         yield resolved, slapd if started else None
     finally:
@@ -98,8 +97,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     cert, key = settings.tls_cert, settings.tls_key
     if cert is None or key is None:
         cert, key = ensure_self_signed(settings.data_dir / "tls", [host])
+    token, token_path = admin_token(settings)
     with directory_settings(settings) as (resolved, _slapd):
-        token, token_path = admin_token(resolved)
         shown = f"https://{'[' + host + ']' if ':' in host else host}:{port}"
         print(f"mailgate: API           {shown}/mail/account/  {shown}/mail/alias/")
         print(f"mailgate: Swagger UI    {shown}/docs/   (OpenAPI: {shown}/swagger.json)")

@@ -190,8 +190,7 @@ class Directory:
             tls = ldap3.Tls(validate=ssl.CERT_REQUIRED,
                             ca_certs_file=str(settings.ldap_ca_file) if settings.ldap_ca_file
                             else None)
-        self.server = ldap3.Server(settings.ldap_url, get_info=ldap3.NONE, tls=tls,
-                                   connect_timeout=settings.ldap_timeout)
+        self._url, self._tls = settings.ldap_url, tls
         self.bind_dn = settings.gateway_dn
         self._password = settings.ldap_password
         self.base_dn = settings.ldap_base_dn
@@ -200,6 +199,14 @@ class Directory:
         self.pool_size = settings.ldap_pool_size
         self._idle: queue.LifoQueue[ldap3.Connection] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(settings.ldap_pool_size)
+
+    @property
+    def server(self) -> ldap3.Server:
+        # A new Server object each time: ldap3 remembers an address that failed
+        # and skips it for a while, which would delay reconnecting after a
+        # slapd restart.
+        return ldap3.Server(self._url, get_info=ldap3.NONE, tls=self._tls,
+                            connect_timeout=self.timeout)
 
     def _connect(self) -> ldap3.Connection:
         conn = ldap3.Connection(

@@ -232,4 +232,4 @@ def _crypt(password: str) -> str:
 def _write_secret(path: Path, value: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value + "\n")
+        handle.write(value)  # no newline: ldapsearch -y reads the file verbatim

@@ -119,3 +119,41 @@ def live_gateway(settings: Settings, tmp_path: Path) -> Iterator[LiveGateway]:
         server.shutdown()
         thread.join(10)
         app.extensions["mailgate"].directory.close()
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[object]:
+    from gateway import create_app
+
+    application = create_app(settings)
+    yield application
+    application.extensions["mailgate"].directory.close()
+
+
+class Client:
+    """Flask test client that sends the admin token unless told otherwise."""
+
+    def __init__(self, app: object, token: str | None = ADMIN_TOKEN) -> None:
+        self.raw = app.test_client()  # type: ignore[attr-defined]
+        self.token = token
+
+    def with_token(self, token: str | None) -> Client:
+        other = Client.__new__(Client)
+        other.raw, other.token = self.raw, token
+        return other
+
+    def __getattr__(self, method: str) -> object:
+        call = getattr(self.raw, method)
+
+        def request(path: str, **kwargs: object) -> object:
+            headers = dict(kwargs.pop("headers", {}) or {})  # type: ignore[call-overload]
+            if self.token is not None:
+                headers.setdefault("Authorization", f"Bearer {self.token}")
+            return call(path, headers=headers, **kwargs)
+
+        return request
+
+
+@pytest.fixture
+def client(app: object) -> Client:
+    return Client(app)

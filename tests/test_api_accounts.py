@@ -1,0 +1,275 @@
+"""The account routes of SPEC.md section 1, against the real slapd."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from passlib.hash import sha512_crypt
+
+from gateway.directory import Directory
+from gateway.slapd import ManagedSlapd
+
+from conftest import BASE_DN, Client, ldap_tool
+
+ACCOUNT_KEYS = {"id", "name", "domain", "password", "spoofing_whitelist", "submission_disabled"}
+
+
+def create(client: Client, **fields: Any) -> Any:
+    body = {"name": "alice", "domain": "example.com", "password": "s3cret"} | fields
+    return client.post("/mail/account/", json=body)
+
+
+def user_dn(address: str) -> str:
+    return f"mail={address},dc={address.split('@')[1]},ou=domains,{BASE_DN}"
+
+
+def test_create_returns_201_and_the_account(client: Client) -> None:
+    response = create(client, name="Alice", domain="Example.COM")
+    assert response.status_code == 201, response.json
+    body = response.json
+    assert set(body) == ACCOUNT_KEYS
+    assert body["id"] == "alice@example.com"
+    assert (body["name"], body["domain"]) == ("alice", "example.com")
+    assert body["spoofing_whitelist"] == "" and body["submission_disabled"] is False
+    assert body["password"].startswith("$6$rounds=1000$")
+    assert sha512_crypt.verify("s3cret", body["password"])
+    assert "s3cret" not in response.get_data(as_text=True)
+
+
+def test_create_from_form_body(client: Client) -> None:
+    response = client.post("/mail/account/", data={
+        "name": "bob", "domain": "example.com", "password": "pw",
+        "submission_disabled": "true", "spoofing_whitelist": "example.org"})
+    assert response.status_code == 201, response.json
+    assert response.json["submission_disabled"] is True
+    assert response.json["spoofing_whitelist"] == "example.org"
+    multipart = client.post("/mail/account/", data={
+        "name": "carol", "domain": "example.com", "password": "pw"},
+        content_type="multipart/form-data")
+    assert multipart.status_code == 201, multipart.json
+
+
+def test_idn_domain_is_stored_as_a_label(client: Client, slapd: ManagedSlapd) -> None:
+    response = create(client, name="jurgen", domain="Bücher.example")
+    assert response.status_code == 201
+    assert response.json["id"] == "jurgen@xn--bcher-kva.example"
+    found = ldap_tool(slapd, "ldapsearch", "-LLL", "-b", f"ou=domains,{BASE_DN}",
+                      "(mail=jurgen@xn--bcher-kva.example)", "mail").stdout
+    assert "dn: mail=jurgen@xn--bcher-kva.example,dc=xn--bcher-kva.example,ou=domains" in found
+    assert client.get("/mail/account/jurgen@bücher.example/").status_code == 200
+
+
+def test_the_password_set_through_the_api_binds_in_slapd(client: Client,
+                                                         directory: Directory) -> None:
+    assert create(client).status_code == 201
+    dn = user_dn("alice@example.com")
+    assert directory.compare_password(dn, "s3cret")
+    assert not directory.compare_password(dn, "wrong")
+    changed = client.post("/mail/account/alice@example.com/set_password/",
+                          json={"password": "n3w pässword"})
+    assert changed.status_code == 200
+    assert sha512_crypt.verify("n3w pässword", changed.json["password"])
+    assert directory.compare_password(dn, "n3w pässword")
+    assert not directory.compare_password(dn, "s3cret")
+
+
+def test_stored_as_crypt_with_multi_valued_whitelist(client: Client,
+                                                     slapd: ManagedSlapd) -> None:
+    assert create(client, spoofing_whitelist="office@example.com, skylime.net",
+                  submission_disabled=True).status_code == 201
+    entry = ldap_tool(slapd, "ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-b",
+                      user_dn("alice@example.com"), "-s", "base", "(objectClass=*)").stdout
+    assert "objectClass: mailgateAccount" in entry
+    assert "userPassword:: " in entry  # base64 because of '{'; decode to check
+    assert "mailgateSenderAllowed: office@example.com" in entry
+    assert "mailgateSenderAllowed: skylime.net" in entry
+    assert "mailgateSubmissionDisabled: TRUE" in entry
+    assert "mailgateOrigin: api" in entry
+    import base64
+
+    encoded = next(line.split(":: ")[1] for line in entry.splitlines()
+                   if line.startswith("userPassword:: "))
+    assert base64.b64decode(encoded).startswith(b"{CRYPT}$6$rounds=1000$")
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"domain": "example.com", "password": "x"}, "name"),
+    ({"name": "a", "password": "x"}, "domain"),
+    ({"name": "a", "domain": "example.com"}, "password"),
+    ({"name": "a", "domain": "example.com", "password": ""}, "password"),
+    ({"name": "a b", "domain": "example.com", "password": "x"}, "name"),
+    ({"name": "a" * 65, "domain": "example.com", "password": "x"}, "name"),
+    ({"name": "a", "domain": "nodot", "password": "x"}, "domain"),
+    ({"name": "a", "domain": "exa mple.com", "password": "x"}, "domain"),
+    ({"name": "a", "domain": "example.com", "password": "x", "spoofing_whitelist": "a b"},
+     "spoofing_whitelist"),
+    ({"name": "a", "domain": "example.com", "password": "x", "spoofing_whitelist": "*,x.org"},
+     "spoofing_whitelist"),
+    ({"name": "a", "domain": "example.com", "password": "x", "submission_disabled": "maybe"},
+     "submission_disabled"),
+    ({"name": 5, "domain": "example.com", "password": "x"}, "name"),
+    ({"name": "a", "domain": ["example.com"], "password": "x"}, "domain"),
+    ({"name": "a", "domain": "example.com", "password": {"p": 1}}, "password"),
+    ({"name": "a", "domain": "example.com", "password": "x", "id": "a@example.com"}, "id"),
+    ({"name": "a", "domain": "example.com", "password": "x", "quota": 5}, "quota"),
+])
+def test_invalid_input_is_400_naming_the_field(client: Client, body: dict[str, Any],
+                                               field: str) -> None:
+    response = client.post("/mail/account/", json=body)
+    assert response.status_code == 400, response.json
+    assert field in response.json["errors"], response.json
+    assert response.json["message"]
+    assert client.get("/mail/account/").json["count"] == 0
+
+
+def test_every_bad_field_is_named_at_once(client: Client) -> None:
+    response = client.post("/mail/account/", json={"name": "(x)", "domain": "-", "password": ""})
+    assert response.status_code == 400
+    assert set(response.json["errors"]) == {"name", "domain", "password"}
+
+
+@pytest.mark.parametrize(("data", "content_type", "status"), [
+    ("{not json", "application/json", 400),
+    ("[1, 2]", "application/json", 400),
+    ('"text"', "application/json", 400),
+    ("\xff\xfe", "application/json", 400),
+    ("name=a", "text/plain", 415),
+    ("<xml/>", "application/xml", 415),
+])
+def test_malformed_bodies(client: Client, data: str, content_type: str, status: int) -> None:
+    response = client.post("/mail/account/", data=data, content_type=content_type)
+    assert response.status_code == status
+    assert "message" in response.json
+
+
+def test_oversized_body_is_413_not_500(client: Client) -> None:
+    response = client.post("/mail/account/", json={"name": "a", "domain": "example.com",
+                                                   "password": "x" * (2 * 1024 * 1024)})
+    assert response.status_code == 413
+    assert "message" in response.json
+
+
+def test_duplicate_address_is_409(client: Client) -> None:
+    assert create(client).status_code == 201
+    again = create(client, name="ALICE")
+    assert again.status_code == 409
+    assert "alice@example.com" in again.json["message"]
+    assert client.post("/mail/alias/", json={"name": "alice", "domain": "example.com",
+                                             "to": "bob@example.com"}).status_code == 409
+
+
+def test_get_is_case_insensitive_and_unknown_is_404(client: Client) -> None:
+    assert create(client).status_code == 201
+    got = client.get("/mail/account/Alice@Example.COM/")
+    assert got.status_code == 200 and got.json["id"] == "alice@example.com"
+    for missing in ("bob@example.com", "not-an-address", "a@b", "%00", "x@(objectClass=*)"):
+        response = client.get(f"/mail/account/{missing}/")
+        assert response.status_code == 404, missing
+        assert "message" in response.json
+
+
+def test_alias_is_not_an_account(client: Client) -> None:
+    assert client.post("/mail/alias/", json={"name": "office", "domain": "example.com",
+                                             "to": "x@example.org"}).status_code == 201
+    assert client.get("/mail/account/office@example.com/").status_code == 404
+    assert client.delete("/mail/account/office@example.com/").status_code == 404
+    assert client.get("/mail/alias/office@example.com/").status_code == 200
+
+
+def test_delete_is_204_then_404(client: Client, slapd: ManagedSlapd) -> None:
+    assert create(client).status_code == 201
+    deleted = client.delete("/mail/account/alice@example.com/")
+    assert deleted.status_code == 204 and deleted.get_data() == b""
+    assert client.get("/mail/account/alice@example.com/").status_code == 404
+    assert client.delete("/mail/account/alice@example.com/").status_code == 404
+    # The domain entry mailgate made goes with its last address.
+    gone = ldap_tool(slapd, "ldapsearch", "-LLL", "-b", f"dc=example.com,ou=domains,{BASE_DN}",
+                     "-s", "base", check=False)
+    assert gone.returncode == 32
+
+
+def test_submission_toggles(client: Client, slapd: ManagedSlapd) -> None:
+    assert create(client).status_code == 201
+    off = client.post("/mail/account/alice@example.com/disable_submission/")
+    assert off.status_code == 200 and off.json["submission_disabled"] is True
+    assert client.get("/mail/account/alice@example.com/").json["submission_disabled"] is True
+    on = client.post("/mail/account/alice@example.com/enable_submission/")
+    assert on.status_code == 200 and on.json["submission_disabled"] is False
+    entry = ldap_tool(slapd, "ldapsearch", "-LLL", "-b", user_dn("alice@example.com"),
+                      "-s", "base", "mailgateSubmissionDisabled").stdout
+    assert "mailgateSubmissionDisabled" not in entry
+    assert client.post("/mail/account/nobody@example.com/disable_submission/").status_code == 404
+    unknown = client.post("/mail/account/alice@example.com/disable_submission/",
+                          json={"really": True})
+    assert unknown.status_code == 400
+
+
+def test_set_spoofing_whitelist(client: Client) -> None:
+    assert create(client).status_code == 201
+    url = "/mail/account/alice@example.com/set_spoofing_whitelist/"
+    done = client.post(url, json={"spoofing_whitelist": "Office@example.com,skylime.net"})
+    assert done.status_code == 200
+    assert done.json["spoofing_whitelist"] == "office@example.com,skylime.net"
+    assert client.post(url, data={"spoofing_whitelist": "*"}).json["spoofing_whitelist"] == "*"
+    assert client.post(url, json={"spoofing_whitelist": ""}).json["spoofing_whitelist"] == ""
+    bad = client.post(url, json={"spoofing_whitelist": "x@@y"})
+    assert bad.status_code == 400 and "spoofing_whitelist" in bad.json["errors"]
+    assert client.post(url, json={}).status_code == 400
+    assert client.get("/mail/account/alice@example.com/").json["spoofing_whitelist"] == ""
+
+
+def test_set_password_validation(client: Client) -> None:
+    assert create(client).status_code == 201
+    url = "/mail/account/alice@example.com/set_password/"
+    before = client.get("/mail/account/alice@example.com/").json["password"]
+    for body in ({}, {"password": ""}, {"password": None}, {"password": 12},
+                 {"password": "x", "other": 1}):
+        response = client.post(url, json=body)
+        assert response.status_code == 400, body
+    assert client.get("/mail/account/alice@example.com/").json["password"] == before
+    assert client.post("/mail/account/nobody@example.com/set_password/",
+                       json={"password": "x"}).status_code == 404
+
+
+def test_list_envelope_order_filter_and_pages(client: Client) -> None:
+    for name, domain in [("zed", "example.com"), ("alice", "example.com"), ("bob", "example.org"),
+                         ("carol", "example.com"), ("dave", "example.org")]:
+        assert create(client, name=name, domain=domain).status_code == 201
+    everything = client.get("/mail/account/").json
+    assert set(everything) == {"count", "next", "previous", "results"}
+    assert everything["count"] == 5 and everything["next"] is None
+    assert [a["id"] for a in everything["results"]] == sorted(a["id"] for a in
+                                                             everything["results"])
+    only = client.get("/mail/account/?domain=Example.ORG").json
+    assert [a["id"] for a in only["results"]] == ["bob@example.org", "dave@example.org"]
+    first = client.get("/mail/account/?page_size=2").json
+    assert [a["id"] for a in first["results"]] == ["alice@example.com", "bob@example.org"]
+    assert first["previous"] is None and "page=2" in first["next"]
+    assert "page_size=2" in first["next"]
+    second = client.get("/mail/account/?page_size=2&page=2").json
+    assert [a["id"] for a in second["results"]] == ["carol@example.com", "dave@example.org"]
+    assert "page=1" in second["previous"] and "page=3" in second["next"]
+    third = client.get("/mail/account/?page_size=2&page=3").json
+    assert [a["id"] for a in third["results"]] == ["zed@example.com"]
+    assert third["next"] is None
+    assert client.get("/mail/account/?page_size=2&page=4").status_code == 404
+    assert client.get("/mail/account/?page_size=10000").json["count"] == 5
+    for bad in ("page=0", "page=-1", "page=x", "page_size=0", "page_size=10001",
+                "page_size=1e3", "domain=not_a_domain"):
+        response = client.get(f"/mail/account/?{bad}")
+        assert response.status_code == 400, bad
+        assert response.json["errors"], bad
+
+
+def test_empty_list(client: Client) -> None:
+    empty = client.get("/mail/account/").json
+    assert empty == {"count": 0, "next": None, "previous": None, "results": []}
+    assert client.get("/mail/account/?domain=nothing.example").json["count"] == 0
+
+
+def test_routes_keep_their_trailing_slash(client: Client) -> None:
+    assert client.get("/mail/account").status_code == 308
+    assert client.get("/mail/nothing/").status_code == 404
+    assert client.put("/mail/account/").status_code == 405
+    assert client.put("/mail/account/").json["message"]

@@ -1,0 +1,97 @@
+"""The alias routes of SPEC.md section 1, and the seed's example."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.slapd import ManagedSlapd
+
+from conftest import BASE_DN, Client, ldap_tool
+
+
+def test_seed_example_alice_bob_office(client: Client, slapd: ManagedSlapd) -> None:
+    for name in ("alice", "bob"):
+        assert client.post("/mail/account/", json={"name": name, "domain": "example.com",
+                                                   "password": f"{name}-pw"}).status_code == 201
+    office = client.post("/mail/alias/", json={"name": "office", "domain": "example.com",
+                                                "to": "alice@example.com,bob@example.com"})
+    assert office.status_code == 201
+    assert office.json == {"id": "office@example.com", "name": "office",
+                           "domain": "example.com", "to": "alice@example.com,bob@example.com"}
+    accounts = client.get("/mail/account/?domain=example.com").json
+    assert [a["id"] for a in accounts["results"]] == ["alice@example.com", "bob@example.com"]
+    aliases = client.get("/mail/alias/").json
+    assert aliases["count"] == 1 and aliases["results"][0]["id"] == "office@example.com"
+    entry = ldap_tool(slapd, "ldapsearch", "-LLL", "-b",
+                      f"mail=office@example.com,dc=example.com,ou=domains,{BASE_DN}",
+                      "-s", "base").stdout
+    assert "objectClass: mailgateAlias" in entry
+    assert "mailgateAliasTarget: alice@example.com" in entry
+    assert "mailgateAliasTarget: bob@example.com" in entry
+
+
+def test_alias_crud(client: Client) -> None:
+    created = client.post("/mail/alias/", data={"name": "Sales", "domain": "Example.com",
+                                                "to": "Ext@Partner.example, me@example.com"})
+    assert created.status_code == 201
+    assert created.json["to"] == "ext@partner.example,me@example.com"
+    assert client.get("/mail/alias/SALES@example.com/").json["id"] == "sales@example.com"
+    updated = client.put("/mail/alias/sales@example.com/", json={"to": "one@example.net"})
+    assert updated.status_code == 200 and updated.json["to"] == "one@example.net"
+    form = client.put("/mail/alias/sales@example.com/", data={"to": "a@x.example,b@x.example"})
+    assert form.status_code == 200 and form.json["to"] == "a@x.example,b@x.example"
+    assert client.get("/mail/alias/sales@example.com/").json["to"] == "a@x.example,b@x.example"
+    assert client.delete("/mail/alias/sales@example.com/").status_code == 204
+    assert client.get("/mail/alias/sales@example.com/").status_code == 404
+    assert client.delete("/mail/alias/sales@example.com/").status_code == 404
+    assert client.put("/mail/alias/sales@example.com/", json={"to": "x@y.example"}
+                      ).status_code == 404
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"domain": "example.com", "to": "a@example.com"}, "name"),
+    ({"name": "x", "to": "a@example.com"}, "domain"),
+    ({"name": "x", "domain": "example.com"}, "to"),
+    ({"name": "x", "domain": "example.com", "to": ""}, "to"),
+    ({"name": "x", "domain": "example.com", "to": " , "}, "to"),
+    ({"name": "x", "domain": "example.com", "to": "a@example.com,broken"}, "to"),
+    ({"name": "x", "domain": "example.com", "to": "a@example.com)(mail=*"}, "to"),
+    ({"name": "x", "domain": "example.com", "to": "x@example.com"}, "to"),
+    ({"name": "x", "domain": "example.com", "to": ["a@example.com"]}, "to"),
+    ({"name": "x", "domain": "example.com", "to": "a@example.com", "extra": ""}, "extra"),
+])
+def test_invalid_alias_input(client: Client, body: dict[str, object], field: str) -> None:
+    response = client.post("/mail/alias/", json=body)
+    assert response.status_code == 400, response.json
+    assert field in response.json["errors"]
+    assert client.get("/mail/alias/").json["count"] == 0
+
+
+def test_put_validation_changes_nothing(client: Client) -> None:
+    assert client.post("/mail/alias/", json={"name": "x", "domain": "example.com",
+                                             "to": "a@example.com"}).status_code == 201
+    for body in ({}, {"to": ""}, {"to": "nope"}, {"to": "a@example.com", "name": "y"},
+                 {"to": "x@example.com"}):
+        assert client.put("/mail/alias/x@example.com/", json=body).status_code == 400, body
+    assert client.get("/mail/alias/x@example.com/").json["to"] == "a@example.com"
+
+
+def test_account_address_cannot_become_an_alias(client: Client) -> None:
+    assert client.post("/mail/account/", json={"name": "a", "domain": "example.com",
+                                               "password": "x"}).status_code == 201
+    clash = client.post("/mail/alias/", json={"name": "A", "domain": "EXAMPLE.com",
+                                              "to": "b@example.com"})
+    assert clash.status_code == 409
+    assert "account" in clash.json["message"]
+
+
+def test_alias_list_pages_and_domain_filter(client: Client) -> None:
+    for i in range(5):
+        assert client.post("/mail/alias/", json={"name": f"list{i}", "domain": "example.net",
+                                                 "to": "a@example.com"}).status_code == 201
+    assert client.post("/mail/alias/", json={"name": "other", "domain": "example.org",
+                                             "to": "a@example.com"}).status_code == 201
+    page = client.get("/mail/alias/?domain=example.net&page_size=2&page=3").json
+    assert page["count"] == 5 and [a["id"] for a in page["results"]] == ["list4@example.net"]
+    assert page["next"] is None and "page=2" in page["previous"]
+    assert client.get("/mail/alias/?page_size=4").json["count"] == 6

@@ -1,0 +1,179 @@
+"""LDAP is the only state: LDAP tools and the API see the same entries; the DIT
+keeps one entry per address under concurrency; values cannot inject filters or
+DNs; the gateway rides out a slapd restart."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from pathlib import Path
+
+import pytest
+
+from gateway import create_app
+from gateway.directory import Directory
+from gateway.settings import Settings
+from gateway.slapd import ManagedSlapd, free_port
+
+from conftest import ADMIN_TOKEN, BASE_DN, Client, LiveGateway, ldap_tool
+
+HAND_MADE = f"""dn: dc=hand.example,ou=domains,{BASE_DN}
+objectClass: mailgateDomain
+dc: hand.example
+
+dn: mail=carol@hand.example,dc=hand.example,ou=domains,{BASE_DN}
+objectClass: mailgateAccount
+mail: carol@hand.example
+userPassword: {{CRYPT}}$1$9hW1N3SC$J6vfo890zc50GC1jYHP211
+mailgateSenderAllowed: hand.example
+
+dn: mail=team@hand.example,dc=hand.example,ou=domains,{BASE_DN}
+objectClass: mailgateAlias
+mail: team@hand.example
+mailgateAliasTarget: carol@hand.example
+mailgateAliasTarget: dave@elsewhere.example
+"""
+
+
+def test_entries_added_and_deleted_by_hand_show_in_the_api(client: Client,
+                                                           slapd: ManagedSlapd) -> None:
+    ldap_tool(slapd, "ldapadd", input=HAND_MADE)
+    carol = client.get("/mail/account/carol@hand.example/")
+    assert carol.status_code == 200
+    assert carol.json["password"] == "$1$9hW1N3SC$J6vfo890zc50GC1jYHP211"
+    assert carol.json["spoofing_whitelist"] == "hand.example"
+    assert [a["id"] for a in client.get("/mail/account/").json["results"]] == [
+        "carol@hand.example"]
+    assert client.get("/mail/alias/team@hand.example/").json["to"] == (
+        "carol@hand.example,dave@elsewhere.example")
+    ldap_tool(slapd, "ldapmodify", input=(
+        f"dn: mail=carol@hand.example,dc=hand.example,ou=domains,{BASE_DN}\n"
+        "changetype: modify\nreplace: mailgateSubmissionDisabled\n"
+        "mailgateSubmissionDisabled: TRUE\n"))
+    assert client.get("/mail/account/carol@hand.example/").json["submission_disabled"] is True
+    ldap_tool(slapd, "ldapdelete", f"mail=carol@hand.example,dc=hand.example,ou=domains,{BASE_DN}")
+    assert client.get("/mail/account/carol@hand.example/").status_code == 404
+    assert client.get("/mail/account/").json["count"] == 0
+    # A domain entry made by hand is not removed by the API with its last address.
+    assert client.delete("/mail/alias/team@hand.example/").status_code == 204
+    kept = ldap_tool(slapd, "ldapsearch", "-LLL", "-s", "base", "-b",
+                     f"dc=hand.example,ou=domains,{BASE_DN}")
+    assert "dc: hand.example" in kept.stdout
+
+
+def test_api_changes_are_visible_to_ldap_tools(client: Client, slapd: ManagedSlapd) -> None:
+    assert client.post("/mail/account/", json={"name": "eve", "domain": "example.com",
+                                               "password": "pw"}).status_code == 201
+    found = ldap_tool(slapd, "ldapsearch", "-LLL", "-b", f"ou=domains,{BASE_DN}",
+                      "(mail=eve@example.com)", "mail").stdout
+    assert "mail: eve@example.com" in found
+
+
+@pytest.mark.parametrize("kinds", [("account",) * 20, ("account", "alias") * 10])
+def test_parallel_creates_of_one_address_make_exactly_one(live_gateway: LiveGateway,
+                                                          kinds: tuple[str, ...]) -> None:
+    def create(kind: str) -> int:
+        if kind == "account":
+            body = {"name": "race", "domain": "example.com", "password": "pw"}
+        else:
+            body = {"name": "race", "domain": "example.com", "to": "x@example.org"}
+        return int(live_gateway("POST", f"/mail/{kind}/", json=body).status_code)  # type: ignore[attr-defined]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(create, kinds))
+    assert sorted(statuses) == [201] + [409] * (len(kinds) - 1), statuses
+    accounts = live_gateway("GET", "/mail/account/").json()  # type: ignore[attr-defined]
+    aliases = live_gateway("GET", "/mail/alias/").json()  # type: ignore[attr-defined]
+    assert accounts["count"] + aliases["count"] == 1
+
+
+INJECTIONS = ["*", "(", ")", "\\", "\x00", ",", "=", "+"]
+
+
+@pytest.mark.parametrize("char", INJECTIONS)
+def test_injection_attempts_in_every_field(client: Client, directory: Directory,
+                                           slapd: ManagedSlapd, char: str) -> None:
+    assert client.post("/mail/account/", json={"name": "victim", "domain": "example.com",
+                                               "password": "pw"}).status_code == 201
+    assert client.post("/mail/alias/", json={"name": "list", "domain": "example.com",
+                                             "to": "victim@example.com"}).status_code == 201
+    name = f"a{char}b"
+    created = client.post("/mail/account/", json={"name": name, "domain": "example.com",
+                                                  "password": f"p{char}w"})
+    if char in "*=+":  # RFC 5321 atext: a valid local part, stored literally
+        assert created.status_code == 201, created.json
+        assert created.json["id"] == f"a{char}b@example.com"
+        entry_id = f"a{char}b@example.com"
+        assert client.get(f"/mail/account/{entry_id}/").json["name"] == name
+        assert directory.compare_password(
+            f"mail=a\\{char}b@example.com,dc=example.com,ou=domains,{BASE_DN}"
+            if char in "=+" else f"mail={entry_id},dc=example.com,ou=domains,{BASE_DN}",
+            f"p{char}w")
+        # A wildcard in an id is a literal character, never a filter wildcard.
+        assert client.get(f"/mail/account/a{char}@example.com/").status_code == 404
+        assert client.delete(f"/mail/account/{entry_id}/").status_code == 204
+    else:
+        assert created.status_code == 400 and "name" in created.json["errors"]
+    # Other fields: nothing malformed reaches LDAP, and no 500 anywhere.
+    probes = [
+        client.post("/mail/account/", json={"name": "x", "domain": f"ex{char}ample.com",
+                                            "password": "pw"}),
+        client.post("/mail/alias/", json={"name": "y", "domain": "example.com",
+                                          "to": f"victim@exa{char}mple.com"}),
+        client.post("/mail/alias/", json={"name": "z", "domain": "example.com",
+                                          "to": f"v{char})(mail=*@example.com"}),
+        client.put("/mail/alias/list@example.com/", json={"to": f"*{char}@example.com)"}),
+        client.post("/mail/account/victim@example.com/set_spoofing_whitelist/",
+                    json={"spoofing_whitelist": f"example.com{char}(mail=*)"}),
+        client.get(f"/mail/account/?domain=example.com{char}"),
+        client.get(f"/mail/account/?page={char}"),
+        client.get(f"/mail/account/v{char}ictim@example.com/"),
+        client.get(f"/mail/alias/*{char}@example.com/"),
+        client.delete(f"/mail/account/*{char}/"),
+    ]
+    for response in probes:
+        assert response.status_code in (400, 404), (response.status_code, response.json)
+        assert "message" in response.json
+    password = client.post("/mail/account/victim@example.com/set_password/",
+                           json={"password": f"pa{char}ss" if char != "\x00" else "pa)(ss"})
+    assert password.status_code == 200
+    assert client.get("/mail/alias/list@example.com/").json["to"] == "victim@example.com"
+    victim = client.get("/mail/account/victim@example.com/").json
+    assert victim["spoofing_whitelist"] == ""
+    listed = ldap_tool(slapd, "ldapsearch", "-LLL", "-b", f"ou=domains,{BASE_DN}",
+                       "(|(objectClass=mailgateAccount)(objectClass=mailgateAlias))", "mail")
+    assert sorted(line for line in listed.stdout.splitlines() if line.startswith("mail:")) == [
+        "mail: list@example.com", "mail: victim@example.com"]
+
+
+def test_gateway_answers_503_while_slapd_is_down_and_reconnects(tmp_path: Path) -> None:
+    server = ManagedSlapd(tmp_path / "restart", BASE_DN, url=f"ldap://127.0.0.1:{free_port()}",
+                          nosync=True)
+    server.start()
+    settings = Settings(ldap_url=server.url, ldap_base_dn=BASE_DN,
+                        ldap_password=server.password("gateway"), admin_token=ADMIN_TOKEN,
+                        password_rounds=1000, ldap_timeout=2.0)
+    app = create_app(settings)
+    client = Client(app)
+    try:
+        assert client.post("/mail/account/", json={"name": "alice", "domain": "example.com",
+                                                   "password": "pw"}).status_code == 201
+        assert client.get("/mail/account/alice@example.com/").status_code == 200
+        server.stop()
+        for path in ("/mail/account/alice@example.com/", "/mail/account/", "/readyz"):
+            down = client.get(path)
+            assert down.status_code == 503, path
+            assert down.headers["Retry-After"]
+            assert "LDAP" in down.json["message"]
+            assert "Traceback" not in down.get_data(as_text=True)
+        created = client.post("/mail/account/", json={"name": "bob", "domain": "example.com",
+                                                      "password": "pw"})
+        assert created.status_code == 503
+        assert client.get("/healthz").status_code == 200
+        server.start()
+        assert client.get("/mail/account/alice@example.com/").status_code == 200
+        assert client.get("/readyz").status_code == 200
+        assert client.post("/mail/account/", json={"name": "bob", "domain": "example.com",
+                                                   "password": "pw"}).status_code == 201
+    finally:
+        app.extensions["mailgate"].directory.close()
+        server.stop()

@@ -1,0 +1,136 @@
+"""``mailgate serve`` in embedded mode, as an operator runs it (make run)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from gateway.slapd import free_port
+
+
+class Served:
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.port, self.ldap_port = free_port(), free_port()
+        self.proc: subprocess.Popen[str] | None = None
+        self.output = ""
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = dict(os.environ, MAILGATE_DATA_DIR=str(self.data),
+                   MAILGATE_LISTEN=f"127.0.0.1:{self.port}",
+                   MAILGATE_EMBEDDED_LDAP_URL=f"ldap://127.0.0.1:{self.ldap_port}",
+                   MAILGATE_PASSWORD_ROUNDS="1000", MAILGATE_WORKERS="2")
+        for name in list(env):
+            if name.startswith("MAILGATE_") and name not in (
+                    "MAILGATE_DATA_DIR", "MAILGATE_LISTEN", "MAILGATE_EMBEDDED_LDAP_URL",
+                    "MAILGATE_PASSWORD_ROUNDS", "MAILGATE_WORKERS"):
+                del env[name]
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.stdout.read()  # type: ignore[union-attr]
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("mailgate serve did not listen within 30 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.output, _ = self.proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.output, _ = self.proc.communicate(timeout=10)
+        self.proc = None
+
+    def get(self, path: str, **kwargs: object) -> requests.Response:
+        token = (self.data / "admin-token").read_text().strip()
+        return requests.request(kwargs.pop("method", "GET"), self.url + path,  # type: ignore[arg-type]
+                                headers={"Authorization": f"Bearer {token}"},
+                                verify=str(self.data / "tls" / "cert.pem"), timeout=30,
+                                **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    server = Served(tmp_path / "var")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), 0.2):
+            return True
+    except OSError:
+        return False
+
+
+def test_embedded_serve_end_to_end(served: Served) -> None:
+    served.start()
+    token_file = served.data / "admin-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((served.data / "secrets" / "ldap-admin.password").stat().st_mode) == 0o600
+    assert served.get("/readyz").json() == {"status": "ready"}
+    created = served.get("/mail/account/", method="POST",
+                         json={"name": "alice", "domain": "example.com", "password": "pw"})
+    assert created.status_code == 201, created.text
+    # Plain HTTP gets no API answer on the HTTPS port.
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://127.0.0.1:{served.port}/mail/account/", timeout=5)
+    # Swagger UI and the OpenAPI document come from the gateway itself.
+    docs = served.get("/docs/")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    external = [u for u in re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+                if u.startswith(("http:", "https:", "//"))]
+    assert external == []
+    for asset in re.findall(r'(?:src|href)="(/swaggerui/[^"]+)"', docs.text):
+        assert served.get(asset).status_code == 200, asset
+    spec = served.get("/swagger.json").json()
+    for path in ("/mail/account/", "/mail/account/{account_id}/",
+                 "/mail/account/{account_id}/set_password/",
+                 "/mail/account/{account_id}/disable_submission/",
+                 "/mail/account/{account_id}/enable_submission/",
+                 "/mail/account/{account_id}/set_spoofing_whitelist/",
+                 "/mail/alias/", "/mail/alias/{alias_id}/"):
+        assert path in spec["paths"], path
+    # Existing LDAP tools, pointed where serve says, see the entry.
+    admin_pw = served.data / "secrets" / "ldap-admin.password"
+    found = subprocess.run(
+        ["ldapsearch", "-x", "-LLL", "-H", f"ldap://127.0.0.1:{served.ldap_port}",
+         "-D", "cn=admin,dc=mail,dc=internal", "-y", str(admin_pw),
+         "-b", "ou=domains,dc=mail,dc=internal", "(mail=alice@example.com)", "mail"],
+        capture_output=True, text=True, timeout=30, check=True)
+    assert "mail: alice@example.com" in found.stdout
+    served.stop()
+    output = served.output
+    assert f"https://127.0.0.1:{served.port}/docs/" in output
+    assert str(token_file.resolve()) in output
+    assert f"ldap://127.0.0.1:{served.ldap_port}" in output
+    assert "cn=admin,dc=mail,dc=internal" in output and str(admin_pw.resolve()) in output
+    assert token_file.read_text().strip() not in output
+    assert not _port_open(served.ldap_port), "serve must stop the slapd it started"
+    # Data is kept between runs.
+    served.start()
+    assert served.get("/mail/account/alice@example.com/").status_code == 200
