@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None) -> Flask:
                          "embedded slapd and passes it)")
     directory = Directory(settings)
     app = Flask("gateway")
+    # "//" in a path is a malformed id, not something to redirect.
+    app.url_map.merge_slashes = False
     app.config.update(
         MAX_CONTENT_LENGTH=1024 * 1024,
         RESTX_ERROR_404_HELP=False,
