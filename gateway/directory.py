@@ -23,7 +23,7 @@ from typing import Any, NewType, TypeVar
 import ldap3
 from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import escape_rdn
+from ldap3.utils.dn import escape_rdn, to_dn
 from pyasn1.codec.ber import decoder, encoder
 from pyasn1.type import namedtype, tag, univ
 
@@ -67,6 +67,11 @@ def rdn(attr: str, value: str) -> str:
     return f"{attr}={escape_rdn(value)}"
 
 
+def parent_dn(dn: str) -> str:
+    """The DN one level up (escaped commas in the RDN handled)."""
+    return ",".join(to_dn(dn)[1:])
+
+
 # ---------------------------------------------------------------------------
 # Result shapes
 
@@ -98,6 +103,7 @@ Changes = Mapping[str, Sequence[str | bytes]]
 # by address without holding the directory in memory.
 
 SORT_OID = "1.2.840.113556.1.4.473"
+ASSERTION_OID = "1.3.6.1.1.12"
 VLV_OID = "2.16.840.1.113730.3.4.9"
 VLV_RESPONSE_OID = "2.16.840.1.113730.3.4.10"
 _OFFSET_RANGE_ERROR = 61
@@ -171,6 +177,14 @@ def _vlv_control(offset: int, count: int) -> tuple[str, bool, bytes]:
     return (VLV_OID, True, encoder.encode(request))
 
 
+def _assertion_control(flt: Filter) -> tuple[str, bool, bytes]:
+    """RFC 4528: the server applies the operation only if the entry matches ``flt``."""
+    from ldap3.operation.search import compile_filter, parse_filter
+
+    node = parse_filter(flt, None, True, True, None, False)
+    return (ASSERTION_OID, True, encoder.encode(compile_filter(node.elements[0])))
+
+
 # ---------------------------------------------------------------------------
 # Connections
 
@@ -199,6 +213,13 @@ class Directory:
         self.pool_size = settings.ldap_pool_size
         self._idle: queue.LifoQueue[ldap3.Connection] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(settings.ldap_pool_size)
+        # Called as on_write(operation, dn) before every write request is sent
+        # (add, modify, delete): lets tests and benchmarks count real writes.
+        self.on_write: Callable[[str, str], None] | None = None
+
+    def _writing(self, operation: str, dn: str) -> None:
+        if self.on_write is not None:
+            self.on_write(operation, dn)
 
     @property
     def server(self) -> ldap3.Server:
@@ -381,6 +402,7 @@ class Directory:
     def add(self, dn: str, object_class: str, attrs: Mapping[str, Sequence[str | bytes]]) -> None:
         """Add an entry; Conflict if it exists, NotFound if its parent does not."""
         body: dict[str, Any] = {k: list(v) for k, v in attrs.items() if v}
+        self._writing("add", dn)
         self.run(lambda conn: conn.add(dn, object_class, body))
 
     def modify(self, dn: str, changes: Changes) -> None:
@@ -388,10 +410,48 @@ class Directory:
         mods: dict[str, Any] = {
             attr: [(ldap3.MODIFY_REPLACE, list(values))] for attr, values in changes.items()}
         if mods:
+            self._writing("modify", dn)
             self.run(lambda conn: conn.modify(dn, mods))
 
+    def modify_if(self, dn: str, changes: Changes, assertion: Filter) -> bool:
+        """Like :meth:`modify`, but only while the entry matches ``assertion``.
+
+        The test and the change are one atomic operation on the server (the
+        LDAP assertion control, RFC 4528). False if the entry no longer
+        matches; NotFound if it is gone.
+        """
+        mods: dict[str, Any] = {
+            attr: [(ldap3.MODIFY_REPLACE, list(values))] for attr, values in changes.items()}
+        controls = [_assertion_control(assertion)]
+
+        def op(conn: ldap3.Connection) -> bool:
+            try:
+                conn.modify(dn, mods, controls=controls)
+            except lx.LDAPAssertionFailedResult:
+                return False
+            return True
+        self._writing("modify", dn)
+        return self.run(op)
+
     def delete(self, dn: str) -> None:
+        self._writing("delete", dn)
         self.run(lambda conn: conn.delete(dn))
+
+    def delete_if(self, dn: str, assertion: Filter) -> bool:
+        """Delete ``dn`` only if it matches ``assertion``, atomically (RFC 4528).
+
+        False if it does not match or is already gone.
+        """
+        controls = [_assertion_control(assertion)]
+
+        def op(conn: ldap3.Connection) -> bool:
+            try:
+                conn.delete(dn, controls=controls)
+            except (lx.LDAPAssertionFailedResult, lx.LDAPNoSuchObjectResult):
+                return False
+            return True
+        self._writing("delete", dn)
+        return self.run(op)
 
     def delete_if_leaf(self, dn: str) -> bool:
         """Delete ``dn`` if it has no children; False if it has or is gone."""
@@ -401,6 +461,7 @@ class Directory:
             except (lx.LDAPNotAllowedOnNotLeafResult, lx.LDAPNoSuchObjectResult):
                 return False
             return True
+        self._writing("delete", dn)
         return self.run(op)
 
     def compare_password(self, dn: str, password: str) -> bool:

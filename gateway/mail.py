@@ -30,7 +30,7 @@ from .addresses import (
     parse_recipients,
     parse_whitelist,
 )
-from .directory import Directory, Entry, all_of, any_of, ends_with, eq, rdn
+from .directory import Directory, Entry, all_of, any_of, ends_with, eq, parent_dn, rdn
 from .errors import Conflict, Invalid, NotFound
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class MailDirectory:
         self.dir.delete(dn)
         # Drop the domain entry when its last address goes, but only if mailgate
         # made it: a domain entry made by hand stays.
-        parent = dn.split(",", 1)[1]
+        parent = parent_dn(dn)
         if self.dir.read(parent, eq(A_ORIGIN, ORIGIN_API), ["1.1"]) is not None:
             self.dir.delete_if_leaf(parent)
 

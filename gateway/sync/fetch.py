@@ -1,0 +1,204 @@
+"""Fetching the Basic JSON documents over HTTPS.
+
+* TLS is always verified: against ``MAILGATE_JSON_CA_FILE`` if set, else the
+  system CAs. ``verify=`` is passed on every request because requests lets the
+  ``REQUESTS_CA_BUNDLE`` environment variable override ``Session.verify``.
+* Conditional requests: the ETag and Last-Modified of the last applied
+  document are sent back (``If-None-Match`` / ``If-Modified-Since``); a 304, or
+  a 200 whose body has the same SHA-256 as last time, means "unchanged".
+* Redirects are followed by hand, at most ``MAILGATE_JSON_MAX_REDIRECTS``,
+  https only. The auth header goes only to the origin (scheme, host, port) of
+  the configured URL, never to a host a redirect names.
+* The size limit holds while streaming (after decompression), so a lying or
+  missing Content-Length cannot make the gateway read more. A whole document
+  must arrive within ``DEADLINE_FACTOR`` timeouts (a server that trickles
+  bytes cannot hold the sync lock for ever).
+* Secrets never leave this module: URLs are shown through :func:`redact_url`
+  (no user info, every query value and fragment masked) and errors carry
+  messages written here, never requests' own (which quote the URL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import requests
+
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEADLINE_FACTOR = 10
+CHUNK = 64 * 1024
+_REDIRECTS = (301, 302, 303, 307, 308)
+MASK = "***"
+
+
+class FetchError(Exception):
+    """A source could not be fetched; the message is safe to log and show."""
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What identifies the last applied version of a source."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    sha256: str | None = None
+
+    def as_json(self) -> dict[str, str]:
+        return {k: v for k, v in (("etag", self.etag), ("last_modified", self.last_modified),
+                                  ("sha256", self.sha256)) if v}
+
+    @classmethod
+    def from_json(cls, data: object) -> Validators:
+        if not isinstance(data, dict):
+            return cls()
+        return cls(*(data.get(k) if isinstance(data.get(k), str) else None
+                     for k in ("etag", "last_modified", "sha256")))
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One source's answer. ``body`` is None when the source is unchanged."""
+
+    key: str            # stable id of the configured URL (a hash: URLs may hold secrets)
+    url: str            # redacted, for logs and status
+    body: bytes | None
+    validators: Validators
+
+    @property
+    def unchanged(self) -> bool:
+        return self.body is None
+
+
+def source_key(url: str) -> str:
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
+
+
+def redact_url(url: str) -> str:
+    """The URL with user info, query values and fragment masked."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparsable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = (f"{MASK}@" if parts.username or parts.password else "") + host
+    if port is not None:
+        netloc += f":{port}"
+    query = urlencode([(k, MASK) for k, _v in parse_qsl(parts.query, keep_blank_values=True)],
+                      safe="*")
+    if parts.query and not query:
+        query = MASK
+    return urlunsplit((parts.scheme, netloc, parts.path, query, MASK if parts.fragment else ""))
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or 443
+
+
+class Fetcher:
+    """Fetches sources with the limits and credentials of ``settings``."""
+
+    def __init__(self, settings: Settings, session: requests.Session | None = None) -> None:
+        self.verify: str | bool = str(settings.json_ca_file) if settings.json_ca_file else True
+        self.timeout = settings.json_timeout
+        self.max_bytes = settings.json_max_bytes
+        self.max_redirects = settings.json_max_redirects
+        self.session = session or requests.Session()
+        self._auth: tuple[str, str] | None = None
+        if settings.json_auth_header:
+            name, _, value = settings.json_auth_header.partition(":")
+            self._auth = (name.strip(), value.strip())
+
+    def close(self) -> None:
+        self.session.close()
+
+    def fetch(self, url: str, known: Validators | None = None) -> Fetched:
+        """Fetch ``url``; conditional when ``known`` validators are given.
+
+        Raises FetchError (message already redacted).
+        """
+        shown = redact_url(url)
+        try:
+            return self._fetch(url, shown, known)
+        except FetchError as exc:
+            raise FetchError(f"{shown}: {exc}") from None
+        except requests.exceptions.SSLError:
+            raise FetchError(f"{shown}: TLS handshake or certificate verification failed") \
+                from None
+        except requests.exceptions.Timeout:
+            raise FetchError(f"{shown}: timed out after {self.timeout:g} s") from None
+        except requests.exceptions.ConnectionError:
+            raise FetchError(f"{shown}: connection failed") from None
+        except requests.exceptions.RequestException as exc:
+            raise FetchError(f"{shown}: request failed ({exc.__class__.__name__})") from None
+
+    def _fetch(self, url: str, shown: str, known: Validators | None) -> Fetched:
+        deadline = time.monotonic() + self.timeout * DEADLINE_FACTOR
+        origin = _origin(url)
+        conditional: dict[str, str] = {}
+        if known is not None:
+            if known.etag:
+                conditional["If-None-Match"] = known.etag
+            if known.last_modified:
+                conditional["If-Modified-Since"] = known.last_modified
+        target = url
+        for _hop in range(self.max_redirects + 1):
+            headers = {"Accept": "application/json", **conditional}
+            if self._auth is not None and _origin(target) == origin:
+                headers[self._auth[0]] = self._auth[1]
+            response = self.session.get(target, headers=headers, timeout=self.timeout,
+                                        verify=self.verify, allow_redirects=False, stream=True)
+            with response:
+                if response.status_code in _REDIRECTS:
+                    location = response.headers.get("Location")
+                    if not location:
+                        raise FetchError(f"HTTP {response.status_code} without Location")
+                    target = urljoin(target, location)
+                    if urlsplit(target).scheme != "https":
+                        raise FetchError(f"redirect to a non-https URL refused "
+                                         f"({redact_url(target)})")
+                    continue
+                if response.status_code == 304 and conditional:
+                    log.debug("%s: not modified", shown)
+                    assert known is not None
+                    return Fetched(source_key(url), shown, None, known)
+                if response.status_code != 200:
+                    raise FetchError(f"HTTP {response.status_code}")
+                body = self._read(response, deadline)
+                digest = hashlib.sha256(body).hexdigest()
+                validators = Validators(response.headers.get("ETag"),
+                                        response.headers.get("Last-Modified"), digest)
+                if known is not None and known.sha256 == digest:
+                    log.debug("%s: same content as last applied", shown)
+                    return Fetched(source_key(url), shown, None, validators)
+                log.info("%s: fetched %d bytes", shown, len(body))
+                return Fetched(source_key(url), shown, body, validators)
+        raise FetchError(f"more than {self.max_redirects} redirects")
+
+    def _read(self, response: requests.Response, deadline: float) -> bytes:
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            raise FetchError(f"document larger than the limit of {self.max_bytes} bytes "
+                             "(MAILGATE_JSON_MAX_BYTES)")
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(CHUNK):
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise FetchError(f"document larger than the limit of {self.max_bytes} bytes "
+                                 "(MAILGATE_JSON_MAX_BYTES)")
+            if time.monotonic() > deadline:
+                raise FetchError(f"document not complete after "
+                                 f"{self.timeout * DEADLINE_FACTOR:g} s")
+            chunks.append(chunk)
+        return b"".join(chunks)
