@@ -17,6 +17,7 @@ slapd: ``MAILGATE_EMBEDDED_LDAP_URL`` and ``<data_dir>/secrets/ldap-<service>.pa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import grp
 import os
 import pwd
@@ -223,10 +224,9 @@ def write_files(out: Path, files: list[Rendered]) -> list[Path]:
             handle.write(item.text)
         os.chmod(tmp, item.mode)
         if item.group is not None and os.geteuid() == 0:
-            try:
+            # No such group on this machine: root only, which is safe.
+            with contextlib.suppress(KeyError):
                 os.chown(tmp, 0, grp.getgrnam(item.group).gr_gid)
-            except KeyError:
-                pass  # no such group on this machine: root only, which is safe
         os.replace(tmp, path)
         written.append(path)
     return written
