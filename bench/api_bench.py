@@ -1,0 +1,192 @@
+"""B5-B7: the REST API against its fastest baselines on the same slapd.
+
+B5  GET /mail/account/{id}/ over HTTPS, 8 concurrent keep-alive clients (wrk),
+    vs 8 processes reading the same entries straight from slapd with ldap3.
+B6  every account through GET /mail/account/ in pages of 10 000, vs ldapsearch
+    with the same page size; peak memory of the serving process.
+B7  POST /mail/account/ with the configured hash rounds, vs the same machine
+    computing that hash alone.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import re
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import requests
+from common import (
+    ADMIN_TOKEN,
+    BASE_DN,
+    Samples,
+    account_ids,
+    children,
+    domains_for,
+    gateway,
+    ldap_tool_args,
+    peak_rss_mb,
+    production_slapd,
+    write_ldif,
+)
+from passlib.hash import sha512_crypt
+
+ATTRS = ["mail", "userPassword", "mailgateSenderAllowed", "mailgateSubmissionDisabled",
+         "mailgateOrigin"]
+HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def _wrk(url: str, accounts: int, seconds: int, concurrency: int) -> dict[str, float]:
+    domains = len(domains_for(accounts))
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(f"""
+math.randomseed(os.time())
+request = function()
+  local i = math.random(0, {accounts - 1})
+  local path = string.format("/mail/account/user%07d@d%03d.example/", i, i % {domains})
+  return wrk.format("GET", path, {{["Authorization"] = "Bearer {ADMIN_TOKEN}"}})
+end
+""")
+    out = subprocess.run(["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency",
+                          "-s", str(script), url], capture_output=True, text=True,
+                         check=True).stdout
+    script.unlink()
+    if "Non-2xx" in out:
+        raise RuntimeError("wrk saw errors:\n" + out)
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return {"rate": rate, "p50": ms("50%"), "p99": ms("99%")}
+
+
+def _ldap_reader(args: tuple[str, str, str, int, float]) -> list[float]:
+    import ldap3
+
+    url, dn, password, accounts, seconds = args
+    conn = ldap3.Connection(ldap3.Server(url, get_info=ldap3.NONE), dn, password,
+                            auto_bind=True, raise_exceptions=True)
+    ids = account_ids(accounts)
+    latencies: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        address = random.choice(ids)
+        start = time.perf_counter()
+        conn.search(f"ou=domains,{BASE_DN}",
+                    f"(&(objectClass=mailgateAccount)(mail={address}))", ldap3.SUBTREE,
+                    attributes=ATTRS)
+        assert len(conn.response) == 1
+        latencies.append(time.perf_counter() - start)
+    conn.unbind()
+    return latencies
+
+
+def _ldap_baseline(server: Any, accounts: int, seconds: int, concurrency: int) \
+        -> dict[str, float]:
+    job = (server.url, server.service_dn("gateway"), server.password("gateway"), accounts,
+           float(seconds))
+    with multiprocessing.get_context("fork").Pool(concurrency) as pool:
+        results = pool.map(_ldap_reader, [job] * concurrency)
+    latencies = sorted(x for r in results for x in r)
+    return {"rate": len(latencies) / seconds, "p50": latencies[len(latencies) // 2] * 1000,
+            "p99": latencies[int(len(latencies) * 0.99)] * 1000}
+
+
+def b5(server: Any, work: Path, accounts: int, runs: int, seconds: int) -> dict[str, Any]:
+    ratio, gw_rate, base_rate, p50, p99, bp50, bp99 = (Samples() for _ in range(7))
+    with gateway(server, work / "b5") as (url, _proc):
+        _wrk(url, accounts, 2, 8)  # warm-up
+        for _ in range(runs):
+            gw = _wrk(url, accounts, seconds, 8)
+            base = _ldap_baseline(server, accounts, seconds, 8)
+            for samples, value in ((gw_rate, gw["rate"]), (base_rate, base["rate"]),
+                                   (p50, gw["p50"]), (p99, gw["p99"]), (bp50, base["p50"]),
+                                   (bp99, base["p99"]), (ratio, gw["rate"] / base["rate"])):
+                samples.add(value)
+    return {"ratio": ratio, "gateway_rate": gw_rate, "baseline_rate": base_rate,
+            "p50": p50, "p99": p99, "baseline_p50": bp50, "baseline_p99": bp99}
+
+
+def b6(server: Any, work: Path, accounts: int, runs: int) -> dict[str, Any]:
+    ratio, gw_time, base_time, memory = Samples(), Samples(), Samples(), Samples()
+    for run in range(runs):
+        with gateway(server, work / f"b6-{run}", workers=1) as (url, proc):
+            session = requests.Session()
+            start = time.perf_counter()
+            page, seen = 1, 0
+            while True:
+                response = session.get(f"{url}/mail/account/", params={
+                    "page": page, "page_size": 10000}, headers=HEADERS,
+                    verify=False, timeout=600)
+                response.raise_for_status()
+                body = response.json()
+                seen += len(body["results"])
+                if body["next"] is None:
+                    break
+                page += 1
+            elapsed = time.perf_counter() - start
+            if seen != accounts:
+                raise RuntimeError(f"listed {seen} of {accounts} accounts")
+            memory.add(max(peak_rss_mb(pid) for pid in children(proc.pid)))
+        start = time.perf_counter()
+        listed = subprocess.run(["ldapsearch", *ldap_tool_args(server), "-LLL",
+                                 "-E", "pr=10000/noprompt", "-b", f"ou=domains,{BASE_DN}",
+                                 "(objectClass=mailgateAccount)", *ATTRS],
+                                capture_output=True, check=True)
+        base = time.perf_counter() - start
+        if listed.stdout.count(b"\ndn: ") + listed.stdout.startswith(b"dn: ") != accounts:
+            raise RuntimeError("ldapsearch did not list every account")
+        gw_time.add(elapsed)
+        base_time.add(base)
+        ratio.add(elapsed / base)
+    return {"ratio": ratio, "gateway_s": gw_time, "baseline_s": base_time, "peak_mb": memory}
+
+
+def _hash(i: int) -> str:
+    return str(sha512_crypt.using(rounds=100_000).hash(f"password-{i}"))
+
+
+def b7(server: Any, work: Path, runs: int, count: int) -> dict[str, Any]:
+    ratio, gw_rate, base_rate = Samples(), Samples(), Samples()
+    with gateway(server, work / "b7", workers=2, threads=4) as (url, _proc):
+        session = requests.Session()
+        for run in range(runs):
+            def create(i: int, run: int = run) -> int:
+                response = session.post(f"{url}/mail/account/", json={
+                    "name": f"new{run}x{i}", "domain": "b7.example",
+                    "password": f"password-{i}"}, headers=HEADERS, verify=False, timeout=120)
+                return response.status_code
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(4) as pool:
+                statuses = list(pool.map(create, range(count)))
+            elapsed = time.perf_counter() - start
+            if set(statuses) != {201}:
+                raise RuntimeError(f"creates failed: {statuses}")
+            start = time.perf_counter()
+            with multiprocessing.get_context("fork").Pool(2) as pool:
+                pool.map(_hash, range(count))
+            hashing = time.perf_counter() - start
+            gw_rate.add(count / elapsed)
+            base_rate.add(count / hashing)
+            ratio.add((count / elapsed) / (count / hashing))
+    return {"ratio": ratio, "gateway_rate": gw_rate, "baseline_rate": base_rate}
+
+
+def run_all(work: Path, accounts: int, runs: int, seconds: int, creates: int) \
+        -> dict[str, dict[str, Any]]:
+    import urllib3
+
+    urllib3.disable_warnings()  # the bench gateway's self-signed certificate
+    data = write_ldif(work / "accounts.ldif", accounts)
+    with production_slapd(work / "slapd", preload=data) as server:
+        return {"B5": b5(server, work, accounts, runs, seconds),
+                "B6": b6(server, work, accounts, runs),
+                "B7": b7(server, work, runs, creates)}

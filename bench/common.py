@@ -1,0 +1,183 @@
+"""Shared pieces of the benchmarks: a production-settings slapd, data, timing, memory.
+
+Every scenario measures the gateway and its baseline in the same run on the
+same machine, and reports ratios; absolute times on these shared machines
+mean little.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from passlib.hash import sha512_crypt
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.slapd import ManagedSlapd, free_port
+
+BASE_DN = "dc=mail,dc=bench"
+ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
+# One pre-computed hash for every generated account: hashing is not what the
+# list and read scenarios measure.
+PASSWORD = "bench-password"
+HASH = sha512_crypt.using(rounds=5000).hash(PASSWORD)
+
+
+@dataclass
+class Samples:
+    values: list[float] = field(default_factory=list)
+
+    def add(self, value: float) -> None:
+        self.values.append(value)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def fmt(self, digits: int = 2) -> str:
+        return (f"{self.median:.{digits}f} (min {min(self.values):.{digits}f}, "
+                f"max {max(self.values):.{digits}f})")
+
+
+def domains_for(count: int) -> list[str]:
+    return [f"d{i:03d}.example" for i in range(max(1, count // 1000))]
+
+
+def account_ids(count: int) -> list[str]:
+    domains = domains_for(count)
+    return [f"user{i:07d}@{domains[i % len(domains)]}" for i in range(count)]
+
+
+def alias_ids(count: int, accounts: int) -> list[str]:
+    domains = domains_for(accounts)
+    return [f"alias{i:07d}@{domains[i % len(domains)]}" for i in range(count)]
+
+
+def directory_ldif(accounts: int, aliases: int = 0, origin: str = "sync") -> Iterator[str]:
+    """Domains, accounts and aliases as LDIF, in the layout the gateway writes."""
+    for domain in domains_for(accounts):
+        yield (f"dn: dc={domain},ou=domains,{BASE_DN}\nobjectClass: mailgateDomain\n"
+               f"dc: {domain}\nmailgateOrigin: {origin}\n\n")
+    for address in account_ids(accounts):
+        domain = address.split("@")[1]
+        yield (f"dn: mail={address},dc={domain},ou=domains,{BASE_DN}\n"
+               f"objectClass: mailgateAccount\nmail: {address}\n"
+               f"userPassword: {{CRYPT}}{HASH}\nmailgateOrigin: {origin}\n\n")
+    targets = account_ids(accounts)
+    for i, address in enumerate(alias_ids(aliases, accounts)):
+        domain = address.split("@")[1]
+        yield (f"dn: mail={address},dc={domain},ou=domains,{BASE_DN}\n"
+               f"objectClass: mailgateAlias\nmail: {address}\n"
+               f"mailgateAliasTarget: {targets[i % len(targets)]}\n"
+               f"mailgateAliasTarget: {targets[(i + 1) % len(targets)]}\n"
+               f"mailgateOrigin: {origin}\n\n")
+
+
+def write_ldif(path: Path, accounts: int, aliases: int = 0) -> Path:
+    with path.open("w", encoding="utf-8") as handle:
+        for chunk in directory_ldif(accounts, aliases):
+            handle.write(chunk)
+    return path
+
+
+@contextmanager
+def production_slapd(root: Path, preload: Path | None = None) -> Iterator[ManagedSlapd]:
+    """A slapd with production settings (fsync on, shipped indexes) on a free port.
+
+    ``preload`` is loaded offline with slapadd before start (fast set-up for
+    scenarios that only read).
+    """
+    server = ManagedSlapd(root, BASE_DN, url=f"ldap://127.0.0.1:{free_port()}", nosync=False)
+    server.ensure_initialised()
+    if preload is not None:
+        subprocess.run(["slapadd", "-q", "-n1", "-F", str(server.config_dir), "-l", str(preload)],
+                       check=True, capture_output=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def ldap_tool_args(server: ManagedSlapd, service: str = "gateway") -> list[str]:
+    return ["-x", "-H", server.url, "-D", server.service_dn(service), "-y",
+            str(server.password_file(service))]
+
+
+@contextmanager
+def gateway(server: ManagedSlapd, data: Path, workers: int = 2, threads: int = 4,
+            rounds: int = 100_000) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``mailgate serve`` (gunicorn, TLS) against ``server``; yields (url, process)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+    env.update(MAILGATE_LDAP_URL=server.url, MAILGATE_LDAP_BASE_DN=BASE_DN,
+               MAILGATE_LDAP_PASSWORD_FILE=str(server.password_file("gateway")),
+               MAILGATE_ADMIN_TOKEN=ADMIN_TOKEN, MAILGATE_DATA_DIR=str(data),
+               MAILGATE_LISTEN=f"127.0.0.1:{port}", MAILGATE_WORKERS=str(workers),
+               MAILGATE_THREADS=str(threads), MAILGATE_PASSWORD_ROUNDS=str(rounds),
+               MAILGATE_LOG_LEVEL="WARNING", MAILGATE_AUTH_FAIL_LIMIT="100000")
+    data.mkdir(parents=True, exist_ok=True)
+    log = (data / "gateway.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("gateway did not start: " + (data / "gateway.log").read_text())
+            try:
+                with socket.create_connection(("127.0.0.1", port), 0.2):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        time.sleep(1.0)  # workers up
+        yield f"https://127.0.0.1:{port}", proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident set) of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
+    slapd = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "slapd"],
+                           capture_output=True, text=True, check=False).stdout
+    return (f"{os.cpu_count()} cores ({cpu}), {mem} GiB RAM, {platform.platform()}, "
+            f"Python {platform.python_version()}, slapd {slapd}")
