@@ -31,7 +31,7 @@ from .slapd import ManagedSlapd, SlapdError
 log = logging.getLogger("mailgate")
 
 # Modules with ``add_commands(subparsers)``; each sets ``func`` on its parsers.
-COMMAND_MODULES: tuple[str, ...] = ("gateway.mailconfig", "gateway.milter")
+COMMAND_MODULES: tuple[str, ...] = ("gateway.mailconfig", "gateway.milter", "gateway.sync.cli")
 
 
 def embedded_slapd(settings: Settings) -> ManagedSlapd:

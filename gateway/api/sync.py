@@ -1,0 +1,86 @@
+"""``/sync/``: the JSON sync's status and a manual trigger (admin token only).
+
+``GET /sync/status`` reads LDAP, so every worker and host shows the same.
+``POST /sync/run`` answers 202 when it started a run (in a thread of this
+process; its id is in the answer and, when done, in ``/sync/status``), 409
+when a sync is already running anywhere (the lock is taken before answering,
+so 202 really means "started") or when no sources are configured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from flask_restx import Namespace, Resource, fields
+
+from ..sync.job import runner_for
+from . import auth
+from .body import as_bool, read_body
+
+ns = Namespace("sync", description="Basic JSON sync: status and manual runs (admin only)",
+               path="/sync")
+ERRORS = {401: "No or wrong token", 403: "Not the admin token",
+          429: "Too many failed authentications", 503: "LDAP unreachable"}
+
+_skip = ns.model("SyncSkip", {
+    "domain": fields.String(), "name": fields.String(), "reason": fields.String(),
+    "source": fields.String(description="the source URL, credentials masked"),
+})
+_run = ns.model("SyncRun", {
+    "id": fields.String(example="20260101T120000Z-a1b2c3"),
+    "trigger": fields.String(enum=["schedule", "cli", "api"]),
+    "started": fields.String(description="ISO 8601, UTC"),
+    "duration": fields.Float(description="seconds"),
+    "result": fields.String(enum=["applied", "partial", "failed", "refused"]),
+    "reason": fields.String(),
+    "forced": fields.Boolean(), "full": fields.Boolean(),
+    "counts": fields.Raw(example={"created": 2, "updated": 1, "taken_over": 0, "replaced": 0,
+                                  "deleted": 0, "skipped": 1, "unchanged": 40,
+                                  "managed": 43}),
+    "sources": fields.Raw(), "skipped": fields.List(fields.Nested(_skip)),
+    "skipped_total": fields.Integer(), "errors": fields.List(fields.String()),
+    "errors_total": fields.Integer(),
+})
+_status = ns.model("SyncStatus", {
+    "sources": fields.List(fields.String(), description="credentials masked"),
+    "interval": fields.Integer(), "max_delete_fraction": fields.Float(),
+    "running": fields.Raw(description="host, pid and lock expiry of the running sync, or null"),
+    "last_check": fields.Raw(description="when a process last checked the sources"),
+    "runs": fields.List(fields.Nested(_run), description="newest first, at most 20"),
+})
+_request = ns.model("SyncRunRequest", {
+    "force": fields.Boolean(default=False, description="pass the delete guard"),
+    "full": fields.Boolean(default=False,
+                           description="reconcile even if no source changed"),
+})
+_started = ns.model("SyncStarted", {"message": fields.String(), "id": fields.String()})
+
+
+@ns.route("/status")
+@ns.doc(responses=ERRORS)
+class SyncStatus(Resource):
+    method_decorators = (auth.authenticated,)
+
+    @ns.response(200, "The sync's state and its last runs", _status)
+    def get(self) -> Any:
+        auth.require_admin()
+        return runner_for(current_app).status()
+
+
+@ns.route("/run")
+@ns.doc(responses=ERRORS)
+class SyncRun(Resource):
+    method_decorators = (auth.authenticated,)
+
+    @ns.expect(_request)
+    @ns.response(202, "A run started; see /sync/status", _started)
+    @ns.response(409, "A sync is already running, or no sources are configured")
+    def post(self) -> Any:
+        auth.require_admin()
+        body = read_body({"force", "full"})
+        force = as_bool("force", body.get("force"), False)
+        full = as_bool("full", body.get("full"), False)
+        run_id = runner_for(current_app).start_in_background(force=force, full=full)
+        return {"message": "sync started; its result appears in /sync/status",
+                "id": run_id}, 202

@@ -1,0 +1,181 @@
+"""``mailgate sync`` and ``mailgate export``.
+
+    mailgate sync --once [--force] [--full]   one run now (waits for nothing:
+                                              "busy" if another sync runs)
+    mailgate sync --dry-run                   fetch, validate, print the plan;
+                                              writes nothing, takes no lock
+    mailgate export [--domain D] [-o FILE]    the directory as Basic JSON
+
+Exit status of ``sync``: 0 applied, unchanged or planned; 1 failed or partly
+failed; 2 configuration error; 3 refused by the delete guard; 4 another sync
+is running. Progress of long phases goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..settings import Settings
+from .document import WantAlias
+from .plan import Plan
+from .runner import RunReport, SyncRunner
+
+
+def add_commands(subparsers: Any) -> None:
+    sync = subparsers.add_parser(
+        "sync", help="run the Basic JSON sync once, or print its plan",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit status: 0 applied/unchanged/planned, 1 failed, 2 configuration error, "
+               "3 refused by the delete guard, 4 another sync is running.")
+    mode = sync.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--once", action="store_true", help="run one sync now")
+    mode.add_argument("--dry-run", action="store_true",
+                      help="fetch and validate every source and print what a sync would "
+                           "create, update, delete and skip; write nothing")
+    sync.add_argument("--force", action="store_true",
+                      help="apply even if more than MAILGATE_SYNC_MAX_DELETE_FRACTION of the "
+                           "sync-managed entries would be deleted")
+    sync.add_argument("--full", action="store_true",
+                      help="reconcile even if no source changed (ignore ETag/Last-Modified)")
+    sync.set_defaults(func=_sync)
+
+    export = subparsers.add_parser(
+        "export", help="print the directory as a Basic JSON document",
+        description="The directory as a Basic JSON document that a sync of it reproduces.")
+    export.add_argument("--domain", action="append",
+                        help="only this domain (repeat for more; default: all)")
+    export.add_argument("-o", "--output", type=Path,
+                        help="write to this file (mode 0600) instead of standard output")
+    export.set_defaults(func=_export)
+
+
+class Progress:
+    """Throttled progress lines on stderr, only for phases that take a while."""
+
+    def __init__(self, stream: TextIO = sys.stderr, every: float = 2.0) -> None:
+        self.stream = stream
+        self.every = every
+        self.phase = ""
+        self.started = self.last = 0.0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if phase != self.phase:
+            self.phase, self.started, self.last = phase, now, now
+        if now - self.started < self.every:
+            return  # quick phases stay quiet
+        if now - self.last < self.every and not (total and done >= total):
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-6)
+        of = f"/{total}" if total else ""
+        print(f"mailgate sync: {phase} {done}{of} ({rate:.0f}/s)", file=self.stream,
+              flush=True)
+
+
+def _sync(args: argparse.Namespace, settings: Settings) -> int:
+    from ..cli import directory_settings
+
+    if not settings.json_urls:
+        print("mailgate: configuration error: MAILGATE_JSON_URLS: no sources to sync",
+              file=sys.stderr)
+        return 2
+    with directory_settings(settings) as (resolved, _slapd):
+        runner = SyncRunner(resolved)
+        try:
+            if args.dry_run:
+                report = runner.plan_only(Progress())
+                if report.plan is not None:
+                    print_plan(report.plan, sys.stdout)
+            else:
+                report = runner.run("cli", force=args.force, full=args.full,
+                                    progress=Progress())
+                for skip in report.skipped:
+                    print(f"skipped {skip.domain} {skip.name!r}: {skip.reason}")
+                for error in report.errors:
+                    print(f"error: {error}", file=sys.stderr)
+        finally:
+            runner.close()
+    print(summary(report))
+    return report.exit_code
+
+
+def summary(report: RunReport) -> str:
+    counts = report.counts
+    parts = [f"{counts.get(k, 0)} {k.replace('_', ' ')}" for k in
+             ("created", "updated", "taken_over", "replaced", "deleted", "skipped",
+              "unchanged") if k in counts]
+    text = f"sync {report.result}"
+    if parts:
+        text += ": " + ", ".join(parts)
+    if report.reason:
+        text += f" ({report.reason})"
+    return text
+
+
+def print_plan(plan: Plan, out: TextIO) -> None:
+    for domain in plan.domains:
+        print(f"create domain {domain}", file=out)
+    for create in plan.creates:
+        want = create.want
+        extra = f" -> {','.join(want.targets)}" if isinstance(want, WantAlias) else ""
+        print(f"create {want.kind} {want.address}{extra}", file=out)
+    for replace in plan.replaces:
+        print(f"replace {replace.existing.kind} {replace.existing.address} with an "
+              f"{replace.want.kind}", file=out)
+    for update in plan.updates:
+        fields = [f for f in update.changes if f != "origin"]
+        what = ", ".join(fields) if fields else "nothing else"
+        takeover = ""
+        if update.takeover:
+            origin = update.existing.origin or "none (made by hand)"
+            takeover = f" (takes over the entry, origin {origin})"
+        print(f"update {update.existing.kind} {update.existing.address}: {what}{takeover}",
+              file=out)
+    for delete in plan.deletes:
+        print(f"delete {delete.existing.kind} {delete.existing.address}", file=out)
+    for skip in plan.skipped:
+        print(f"skip {skip.domain} {skip.name!r}: {skip.reason}", file=out)
+    c = plan.counts()
+    print(f"plan: {len(plan.domains)} domains to create, {c['created']} creates, "
+          f"{c['updated']} updates ({c['taken_over']} takeovers), {c['replaced']} replaces, "
+          f"{c['deleted']} deletes, {c['skipped']} skipped, {c['unchanged']} unchanged; "
+          f"{c['managed']} entries managed by the sync", file=out)
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from ..addresses import normalize_domain
+    from ..cli import directory_settings
+    from ..directory import Directory
+    from .export import export_document
+
+    domains = None
+    if args.domain:
+        try:
+            domains = {normalize_domain(d) for d in args.domain}
+        except ValueError as exc:
+            print(f"mailgate: --domain: {exc}", file=sys.stderr)
+            return 2
+    with directory_settings(settings) as (resolved, _slapd):
+        directory = Directory(resolved)
+        try:
+            document, warnings = export_document(directory, domains, Progress())
+        finally:
+            directory.close()
+    for warning in warnings:
+        print(f"mailgate export: {warning}", file=sys.stderr)
+    text = json.dumps(document, indent=2) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    return 0

@@ -1,0 +1,190 @@
+"""The sync's diff: desired state + current LDAP state -> changes. Pure.
+
+Rules (SPEC.md section 2), for the domains the documents list:
+
+* a wanted address with no entry is created, owned by the sync;
+* a wanted address with an entry of the same kind is updated in the fields
+  that differ, and only in fields the document states (an absent
+  ``spoofing_whitelist`` or ``submission_disabled`` keeps its LDAP value);
+* an entry made through the API (``mailgateOrigin: api``) or by hand (no
+  origin) that the document lists is taken over: its origin becomes ``sync``
+  (the plan marks it, apply logs it);
+* an entry the sync owns that the document no longer lists is deleted;
+  entries of other origins are never deleted;
+* kind changes (an alias in LDAP, an account in the document, or the reverse)
+  replace the entry (delete, then add) only when the sync owns it; otherwise
+  the entry is skipped, reported, and left as it is: an address someone
+  made through the API is not turned into something else behind their back;
+* protected addresses (skipped while validating) and addresses that several
+  LDAP entries carry are left exactly as they are.
+
+Domains not listed are not looked at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .document import Desired, Skip, Want, WantAccount, WantAlias
+
+ORIGIN_SYNC = "sync"
+
+
+@dataclass(frozen=True)
+class Existing:
+    """An account or alias as LDAP holds it (only what the sync compares)."""
+
+    dn: str
+    address: str
+    kind: str                            # "account" or "alias"
+    origin: str | None
+    password: str = ""                   # crypt hash, {CRYPT} tag removed
+    whitelist: tuple[str, ...] = ()
+    submission_disabled: bool = False
+    targets: tuple[str, ...] = ()
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+    @property
+    def managed(self) -> bool:
+        return (self.origin or "").lower() == ORIGIN_SYNC
+
+
+@dataclass(frozen=True)
+class Create:
+    want: Want
+
+
+@dataclass(frozen=True)
+class Update:
+    existing: Existing
+    want: Want
+    changes: dict[str, object]   # field -> new value; "origin" means a takeover
+
+    @property
+    def takeover(self) -> bool:
+        return "origin" in self.changes
+
+
+@dataclass(frozen=True)
+class Replace:
+    existing: Existing   # owned by the sync, of the other kind
+    want: Want
+
+
+@dataclass(frozen=True)
+class Delete:
+    existing: Existing
+
+
+@dataclass
+class Plan:
+    domains: list[str] = field(default_factory=list)       # domain entries to add
+    creates: list[Create] = field(default_factory=list)
+    updates: list[Update] = field(default_factory=list)
+    replaces: list[Replace] = field(default_factory=list)
+    deletes: list[Delete] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    unchanged: int = 0
+    managed: int = 0      # sync-owned entries in the listed domains before the run
+
+    @property
+    def writes(self) -> int:
+        return (len(self.domains) + len(self.creates) + len(self.updates)
+                + 2 * len(self.replaces) + len(self.deletes))
+
+    @property
+    def takeovers(self) -> int:
+        return sum(1 for u in self.updates if u.takeover)
+
+    def counts(self) -> dict[str, int]:
+        return {"domains_created": len(self.domains), "created": len(self.creates),
+                "updated": len(self.updates), "taken_over": self.takeovers,
+                "replaced": len(self.replaces), "deleted": len(self.deletes),
+                "skipped": len(self.skipped), "unchanged": self.unchanged,
+                "managed": self.managed}
+
+
+def make_plan(desired: Desired, existing: Iterable[Existing],
+              existing_domains: Iterable[str]) -> Plan:
+    """The changes that bring the listed domains to ``desired``."""
+    plan = Plan(skipped=list(desired.skipped))
+    plan.domains = sorted(desired.domains - set(existing_domains))
+
+    by_address: dict[str, list[Existing]] = {}
+    for entry in existing:
+        if entry.domain in desired.domains:
+            by_address.setdefault(entry.address, []).append(entry)
+
+    for address, entries in by_address.items():
+        plan.managed += sum(1 for e in entries if e.managed)
+        want = desired.entries.get(address)
+        if address in desired.protected:
+            continue
+        if len(entries) > 1:
+            name, _, domain = address.rpartition("@")
+            plan.skipped.append(Skip(domain, name, f"{len(entries)} LDAP entries carry this "
+                                     "address; left as they are"))
+            continue
+        current = entries[0]
+        if want is None:
+            if current.managed:
+                plan.deletes.append(Delete(current))
+            continue
+        if want.kind != current.kind:
+            if current.managed:
+                plan.replaces.append(Replace(current, want))
+            else:
+                plan.skipped.append(Skip(want.domain, want.name, _kind_clash(current, want)))
+            continue
+        changes = _differences(current, want)
+        if changes:
+            plan.updates.append(Update(current, want, changes))
+        else:
+            plan.unchanged += 1
+
+    for address, want in desired.entries.items():
+        if address not in by_address:
+            plan.creates.append(Create(want))
+    return plan
+
+
+def _kind_clash(current: Existing, want: Want) -> str:
+    made = "through the API" if (current.origin or "").lower() == "api" else "by hand"
+    return (f"exists as an {current.kind} made {made}; the document lists an {want.kind}. "
+            f"Left as it is: delete the {current.kind} to let the sync create the {want.kind}")
+
+
+def _same(a: Iterable[str], b: Iterable[str]) -> bool:
+    return {x.lower() for x in a} == {x.lower() for x in b}
+
+
+def _differences(current: Existing, want: Want) -> dict[str, object]:
+    changes: dict[str, object] = {}
+    if isinstance(want, WantAccount):
+        if current.password != want.password:
+            changes["password"] = want.password
+        if want.whitelist is not None and not _same(current.whitelist, want.whitelist):
+            changes["spoofing_whitelist"] = want.whitelist
+        if (want.submission_disabled is not None
+                and current.submission_disabled != want.submission_disabled):
+            changes["submission_disabled"] = want.submission_disabled
+    elif isinstance(want, WantAlias) and not _same(current.targets, want.targets):
+        changes["to"] = want.targets
+    if not current.managed:
+        changes["origin"] = ORIGIN_SYNC
+    return changes
+
+
+def refusal(plan: Plan, max_fraction: float) -> str | None:
+    """Why the delete guard refuses ``plan`` (None: it may run)."""
+    deletes = len(plan.deletes)
+    if deletes == 0 or deletes <= max_fraction * plan.managed:
+        return None
+    share = deletes / plan.managed if plan.managed else 1.0
+    return (f"would delete {deletes} of {plan.managed} sync-managed entries "
+            f"({share:.0%}, more than the {max_fraction:.0%} of "
+            "MAILGATE_SYNC_MAX_DELETE_FRACTION); run with --force to apply")

@@ -1,0 +1,352 @@
+"""One sync run: lock, fetch, validate, read, plan, guard, apply, record.
+
+:class:`SyncRunner` is what the scheduler, the CLI and the API call. A run:
+
+1. takes the cluster-wide lock (``cn=sync-lock,ou=gateway,<base>``); if
+   someone else holds it the run is ``busy`` and does nothing;
+2. fetches every source, conditionally (ETag / Last-Modified / same SHA-256
+   as last applied). If all are unchanged the run is ``unchanged``: no mail
+   entry is read or written. If any changed, the unchanged ones are fetched
+   again in full (a document is never cached outside LDAP, and LDAP is no
+   place for it);
+3. parses and validates all documents; any fetch or parse failure makes the
+   run ``failed`` with nothing changed;
+4. reads the listed domains (one paged search), plans, and refuses
+   (``refused``) a plan deleting more than the configured share of the
+   sync-managed entries unless forced;
+5. applies; ``applied``, or ``partial`` if some entries failed, or ``failed``
+   if LDAP went away or the lock was lost part-way (the next run converges);
+6. records the run in LDAP (``GET /sync/status``) and, only after a complete
+   run, the sources' validators.
+
+Validators are ignored (a *full* run) when asked (``--full``, ``"full":
+true``) and once every :data:`FULL_EVERY` seconds, so drift made by hand in
+LDAP or conflicts that went away are reconciled even while the documents
+stay the same.
+
+Scheduled runs in every gateway process skip a tick when any process ran less
+than 90 % of the interval ago (read from LDAP, no write), so N workers on M
+hosts together sync about once per interval.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..directory import Directory
+from ..errors import Conflict, DirectoryUnavailable, MailgateError
+from ..mail import MailDirectory
+from ..settings import Settings
+from .apply import Applier
+from .current import read_current
+from .document import DocumentError, Skip, build_desired, parse_document
+from .fetch import Fetched, Fetcher, FetchError, Validators, redact_url, source_key
+from .lock import LdapLock, LockLost
+from .plan import Plan, make_plan, refusal
+from .state import StateStore
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "sync-lock"
+FULL_EVERY = 24 * 3600
+WRITERS = 8
+RECENT_SHARE = 0.9
+SHOWN_SKIPS = 100
+SHOWN_ERRORS = 50
+Progress = Callable[[str, int, int], None]
+
+# Exit codes of ``mailgate sync`` by result.
+EXIT_CODES = {"applied": 0, "unchanged": 0, "planned": 0, "skipped": 0, "partial": 1,
+              "failed": 1, "refused": 3, "busy": 4}
+
+
+def _iso(when: float) -> str:
+    return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds") \
+        .replace("+00:00", "Z")
+
+
+@dataclass
+class RunReport:
+    id: str
+    trigger: str
+    started: float
+    result: str = "running"
+    reason: str = ""
+    duration: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: list[Skip] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    error_count: int = 0
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    forced: bool = False
+    full: bool = False
+    plan: Plan | None = None
+
+    def finish(self, result: str, reason: str = "") -> RunReport:
+        self.result = result
+        self.reason = reason
+        self.duration = round(time.time() - self.started, 3)
+        return self
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.result, 1)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "trigger": self.trigger, "started": _iso(self.started),
+            "duration": self.duration, "result": self.result, "reason": self.reason,
+            "forced": self.forced, "full": self.full, "counts": self.counts,
+            "sources": self.sources,
+            "skipped": [s.as_json() for s in self.skipped[:SHOWN_SKIPS]],
+            "skipped_total": len(self.skipped),
+            "errors": self.errors[:SHOWN_ERRORS], "errors_total": self.error_count,
+        }
+
+
+def new_run_id(now: float) -> str:
+    return dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y%m%dT%H%M%SZ-") \
+        + secrets.token_hex(3)
+
+
+class SyncRunner:
+    """Runs syncs for one process; safe to share between its threads."""
+
+    def __init__(self, settings: Settings, directory: Directory | None = None,
+                 fetcher: Fetcher | None = None, lock_ttl: float | None = None) -> None:
+        self.settings = settings
+        # Its own connection pool: a sync writing on WRITERS connections at
+        # once must not starve the API's requests in the same process.
+        self._own_directory = directory is None
+        self.directory = directory or Directory(settings.replace(
+            ldap_pool_size=max(settings.ldap_pool_size, WRITERS + 2)))
+        self.mail = MailDirectory(self.directory, settings.password_rounds)
+        self.state = StateStore(self.directory)
+        self.fetcher = fetcher or Fetcher(settings)
+        self.lock_ttl = lock_ttl
+        self.scheduler: Any = None
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+        self.fetcher.close()
+        if self._own_directory:
+            self.directory.close()
+
+    def new_lock(self) -> LdapLock:
+        if self.lock_ttl is not None:
+            return LdapLock(self.directory, LOCK_NAME, self.lock_ttl)
+        return LdapLock(self.directory, LOCK_NAME)
+
+    # -- entry points -----------------------------------------------------------
+
+    def run(self, trigger: str = "cli", *, force: bool = False, full: bool = False,
+            scheduled: bool = False, progress: Progress | None = None,
+            lock: LdapLock | None = None, run_id: str | None = None) -> RunReport:
+        """One complete run (see the module docstring). Never raises MailgateError."""
+        now = time.time()
+        report = RunReport(run_id or new_run_id(now), trigger, now, forced=force)
+        try:
+            if scheduled and self._ran_recently(self.state.load_state(), now):
+                return report.finish("skipped", "another process ran the sync recently")
+            lock = lock or self.new_lock()
+            if not lock.held and not lock.acquire():
+                holder = lock.holder()
+                who = f" (held by {holder.host}, pid {holder.pid})" if holder else ""
+                log.log(logging.DEBUG if scheduled else logging.INFO,
+                        "sync not started: another sync is running%s", who)
+                return report.finish("busy", f"another sync is running{who}")
+        except DirectoryUnavailable as exc:
+            log.error("sync not started: %s", exc.message)
+            return report.finish("failed", exc.message)
+        with lock.kept():
+            try:
+                self._locked_run(report, lock, full, scheduled, progress)
+            except DirectoryUnavailable as exc:
+                report.finish("failed", exc.message)
+            except LockLost as exc:
+                report.finish("failed", exc.message)
+            if report.result not in ("unchanged", "skipped"):
+                self.state.record_run(report.as_json())
+        self._log(report)
+        return report
+
+    def plan_only(self, progress: Progress | None = None) -> RunReport:
+        """A dry run: fetch all, validate, read, plan. Writes nothing, takes no lock."""
+        now = time.time()
+        report = RunReport(new_run_id(now), "dry-run", now, full=True)
+        try:
+            fetched = self._fetch_all({}, report)
+            plan = self._plan(fetched, progress, report)
+        except (FetchError, DocumentError) as exc:
+            return report.finish("failed", str(exc))
+        except DirectoryUnavailable as exc:
+            return report.finish("failed", exc.message)
+        why = refusal(plan, self.settings.sync_max_delete_fraction)
+        return report.finish("planned", f"would be refused without --force: {why}" if why
+                             else "")
+
+    def start_in_background(self, *, force: bool = False, full: bool = False) -> str:
+        """Start a run in a thread of this process and return its id.
+
+        The lock is taken here, before answering, so the caller learns at once
+        whether a run started: Conflict if another sync (any process, any
+        host) is running.
+        """
+        if not self.settings.json_urls:
+            raise Conflict("no JSON sources are configured (MAILGATE_JSON_URLS)")
+        lock = self.new_lock()
+        if not lock.acquire():
+            holder = lock.holder()
+            raise Conflict("a sync is already running",
+                           {"running": f"{holder.host}, pid {holder.pid}, lock expires "
+                                       f"{holder.as_json()['expires']}"} if holder else None)
+        run_id = new_run_id(time.time())
+
+        def work() -> None:
+            try:
+                self.run("api", force=force, full=full, lock=lock, run_id=run_id)
+            except Exception:
+                log.exception("the sync run %s failed unexpectedly", run_id)
+                lock.release()
+
+        threading.Thread(target=work, name=f"mailgate-sync-{run_id}", daemon=True).start()
+        return run_id
+
+    def tick(self) -> None:
+        """The scheduler's job: a scheduled run; never raises."""
+        try:
+            self.run("schedule", scheduled=True)
+        except Exception:
+            log.exception("the scheduled sync failed unexpectedly")
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /sync/status`` shows; DirectoryUnavailable."""
+        holder = self.new_lock().holder()
+        state = self.state.load_state()
+        running = None
+        if holder is not None and holder.expires > dt.datetime.now(dt.UTC):
+            running = holder.as_json()
+        return {
+            "sources": [redact_url(u) for u in self.settings.json_urls],
+            "interval": self.settings.json_interval,
+            "max_delete_fraction": self.settings.sync_max_delete_fraction,
+            "running": running,
+            "last_check": state.get("last_check"),
+            "runs": self.state.runs(),
+        }
+
+    # -- the run itself -----------------------------------------------------------
+
+    def _ran_recently(self, state: dict[str, Any], now: float) -> bool:
+        last = state.get("last_attempt")
+        return isinstance(last, int | float) and \
+            now - last < RECENT_SHARE * self.settings.json_interval
+
+    def _locked_run(self, report: RunReport, lock: LdapLock, full: bool, scheduled: bool,
+                    progress: Progress | None) -> None:
+        state = self.state.load_state()
+        now = report.started
+        if scheduled and self._ran_recently(state, now):
+            report.finish("skipped", "another process ran the sync recently")
+            return
+        last_full = state.get("last_full")
+        if not isinstance(last_full, int | float) or now - last_full >= FULL_EVERY:
+            full = True
+        report.full = full
+        stored = state.get("sources")
+        known = {} if full or not isinstance(stored, dict) else \
+            {k: Validators.from_json(v) for k, v in stored.items()}
+        state["last_attempt"] = now
+        try:
+            fetched = self._fetch_all(known, report)
+            if all(f.unchanged for f in fetched):
+                report.finish("unchanged", "no source changed since the last applied run")
+                state["last_check"] = {"time": _iso(now), "result": "unchanged"}
+                state["sources"] = {f.key: f.validators.as_json() for f in fetched}
+                self.state.save_state(state)
+                return
+            plan = self._plan(fetched, progress, report)
+        except (FetchError, DocumentError) as exc:
+            report.finish("failed", f"nothing changed: {exc}")
+            self._save_attempt(state, report)
+            return
+        why = refusal(plan, self.settings.sync_max_delete_fraction)
+        if why and not report.forced:
+            report.finish("refused", f"nothing changed: {why}")
+            self._save_attempt(state, report)
+            return
+        if why:
+            log.warning("delete guard overridden (forced): %s", why)
+        lock.check()
+        result = Applier(self.mail, lock, WRITERS, progress).apply(plan)
+        report.counts = {**plan.counts(), "domains_created": 0, "created": 0, "updated": 0,
+                         "taken_over": 0, "replaced": 0, "deleted": 0, **result.done}
+        report.errors = result.errors
+        report.error_count = result.error_count
+        if result.aborted:
+            report.finish("failed", f"stopped part-way (the next run converges): "
+                                    f"{result.aborted}")
+            self._save_attempt(state, report)
+            return
+        if result.error_count:
+            report.finish("partial", f"{result.error_count} changes failed")
+            self._save_attempt(state, report)
+            return
+        report.finish("applied")
+        state["sources"] = {f.key: f.validators.as_json() for f in fetched}
+        if full:
+            state["last_full"] = now
+        self._save_attempt(state, report)
+
+    def _save_attempt(self, state: dict[str, Any], report: RunReport) -> None:
+        state["last_check"] = {"time": _iso(report.started), "result": report.result,
+                               "run": report.id}
+        try:
+            self.state.save_state(state)
+        except MailgateError as exc:
+            log.error("could not save the sync state: %s", exc.message)
+
+    def _fetch_all(self, known: dict[str, Validators], report: RunReport) -> list[Fetched]:
+        urls = self.settings.json_urls
+        fetched = [self.fetcher.fetch(url, known.get(source_key(url))) for url in urls]
+        if not all(f.unchanged for f in fetched):
+            # Something changed: the unchanged documents are needed in full too.
+            fetched = [self.fetcher.fetch(url) if f.unchanged else f
+                       for url, f in zip(urls, fetched, strict=True)]
+        report.sources = [{"url": f.url, "status": "unchanged" if f.unchanged else "fetched",
+                           "bytes": len(f.body or b"")} for f in fetched]
+        return fetched
+
+    def _plan(self, fetched: list[Fetched], progress: Progress | None,
+              report: RunReport) -> Plan:
+        documents = [(f.url, parse_document(f.body or b"", f.url)) for f in fetched]
+        desired = build_desired(documents)
+        del documents
+        current = read_current(self.directory, desired.domains, progress)
+        plan = make_plan(desired, current.entries, current.domains)
+        report.plan = plan
+        report.counts = plan.counts()
+        report.skipped = plan.skipped
+        return plan
+
+    @staticmethod
+    def _log(report: RunReport) -> None:
+        counts = ", ".join(f"{k} {v}" for k, v in report.counts.items() if v)
+        level = logging.INFO if report.result in ("applied", "unchanged", "skipped", "busy") \
+            else logging.WARNING
+        log.log(level, "sync %s (%s, %.1f s)%s%s", report.result, report.trigger,
+                report.duration, f": {report.reason}" if report.reason else "",
+                f" [{counts}]" if counts else "")
+        for skip in report.skipped[:SHOWN_SKIPS]:
+            log.warning("sync skipped %s %r: %s", skip.domain, skip.name, skip.reason)
+        if len(report.skipped) > SHOWN_SKIPS:
+            log.warning("sync skipped %d more entries", len(report.skipped) - SHOWN_SKIPS)

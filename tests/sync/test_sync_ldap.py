@@ -1,0 +1,268 @@
+"""The sync end to end: real HTTPS documents reconciled onto the real slapd."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from gateway.directory import Directory
+from gateway.mail import MailDirectory
+from gateway.slapd import ManagedSlapd
+
+from .conftest import (
+    BOB_HASH,
+    BOB_PASSWORD,
+    CAROL_HASH,
+    CAROL_PASSWORD,
+    CHEAP_HASH,
+    SEED_HASH,
+    MakeRunner,
+    spec_document,
+)
+from .httpsserver import DocServer
+from conftest import BASE_DN, ldap_tool
+
+
+def attrs(slapd: ManagedSlapd, address: str) -> dict[str, list[str]]:
+    """The entry of ``address`` as ldapsearch (the directory admin) sees it."""
+    out = ldap_tool(slapd, "ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-b",
+                    f"ou=domains,{BASE_DN}", f"(mail={address})", "*").stdout
+    found: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        name, sep, value = line.partition(": ")
+        if sep:
+            found.setdefault(name, []).append(value)
+    return found
+
+
+def test_spec_document_is_imported_and_accounts_bind(
+        make_runner: MakeRunner, docs: DocServer, directory: Directory,
+        mail: MailDirectory, slapd: ManagedSlapd) -> None:
+    document = spec_document()
+    document["example.com"]["account"].append(  # type: ignore[index]
+        {"name": "carol", "password": CAROL_HASH, "spoofing_whitelist": "office@example.com",
+         "submission_disabled": True})
+    runner = make_runner(docs.serve("/mail.json", document))
+
+    report = runner.run()
+
+    assert report.result == "applied", report.reason
+    assert report.counts["created"] == 4
+    alice = mail.get_account("alice@example.com")
+    assert alice.password == SEED_HASH and alice.origin == "sync"
+    bob = mail.get_account("bob@example.com")
+    assert bob.password == BOB_HASH and bob.password.startswith("$6$rounds=100000$")
+    carol = mail.get_account("carol@example.com")
+    assert carol.submission_disabled and carol.spoofing_whitelist == "office@example.com"
+    office = mail.get_alias("office@example.com")
+    assert office.to == "alice@example.com,bob@example.com" and office.origin == "sync"
+    # slapd verifies the imported hashes on a simple bind ({CRYPT} through libxcrypt).
+    assert directory.compare_password(bob.dn, BOB_PASSWORD)
+    assert directory.compare_password(carol.dn, CAROL_PASSWORD)
+    assert not directory.compare_password(bob.dn, "wrong")
+    assert not directory.compare_password(alice.dn, "wrong")
+    # Ownership is visible to LDAP tools.
+    assert attrs(slapd, "bob@example.com")["mailgateOrigin"] == ["sync"]
+
+
+def test_second_run_writes_nothing(make_runner: MakeRunner, docs: DocServer) -> None:
+    runner = make_runner(docs.serve("/mail.json", spec_document()))
+    assert runner.run().result == "applied"
+    assert len(runner.writes.mail()) == 4  # type: ignore[attr-defined]
+
+    # Unchanged document (ETag): not even a read of the mail tree is needed.
+    runner.writes.clear()  # type: ignore[attr-defined]
+    report = runner.run()
+    assert report.result == "unchanged"
+    assert runner.writes.mail() == []  # type: ignore[attr-defined]
+    assert docs.requests_to("/mail.json")[-1].headers.get("If-None-Match")
+
+    # A full reconcile (validators ignored) reads everything and still writes nothing.
+    report = runner.run(full=True)
+    assert report.result == "applied"
+    assert report.counts["unchanged"] == 3
+    assert runner.writes.mail() == []  # type: ignore[attr-defined]
+
+
+def test_updates_write_only_what_differs_and_keep_unstated_fields(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory) -> None:
+    runner = make_runner("/mail.json")
+    docs.serve("/mail.json", spec_document())
+    runner.run()
+    # An emergency disable through the API; the document says nothing about it.
+    mail.set_submission_disabled("bob@example.com", True)
+    document = spec_document()
+    document["example.com"]["account"][0]["spoofing_whitelist"] = "example.org"  # type: ignore[index]
+    docs.serve("/mail.json", document)
+    runner.writes.clear()  # type: ignore[attr-defined]
+
+    report = runner.run()
+
+    assert report.result == "applied"
+    assert report.counts["updated"] == 1
+    assert [op for op, _dn in runner.writes.mail()] == ["modify"]  # type: ignore[attr-defined]
+    assert mail.get_account("alice@example.com").spoofing_whitelist == "example.org"
+    assert mail.get_account("bob@example.com").submission_disabled  # survived
+
+    # Once the JSON states it, the JSON wins.
+    document["example.com"]["account"][1]["submission_disabled"] = False  # type: ignore[index]
+    docs.serve("/mail.json", document)
+    runner.run()
+    assert not mail.get_account("bob@example.com").submission_disabled
+
+
+def test_sync_deletes_only_its_own_entries_and_takes_over_listed_ones(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory,
+        slapd: ManagedSlapd, caplog: pytest.LogCaptureFixture) -> None:
+    mail.create_account("api-only", "example.com", "pw")
+    mail.create_account("bob", "example.com", "pw")       # listed by the JSON: taken over
+    ldap_tool(slapd, "ldapadd", input=(
+        f"dn: mail=byhand@example.com,dc=example.com,ou=domains,{BASE_DN}\n"
+        "objectClass: mailgateAlias\nmail: byhand@example.com\n"
+        "mailgateAliasTarget: someone@example.net\n"))
+    runner = make_runner(docs.serve("/mail.json", spec_document()))
+    with caplog.at_level(logging.INFO, logger="gateway.sync"):
+        report = runner.run()
+    assert report.result == "applied"
+    assert report.counts["taken_over"] == 1
+    assert any("took over account bob@example.com" in r.getMessage() for r in caplog.records)
+    bob = mail.get_account("bob@example.com")
+    assert bob.origin == "sync" and bob.password == BOB_HASH
+
+    # The document drops everything but alice: the sync deletes its own entries
+    # (bob, office) and never the API's or the hand-made ones.
+    docs.serve("/mail.json", {"example.com": {"account": [{"name": "alice",
+                                                            "password": SEED_HASH}]}})
+    report = make_runner("/mail.json", sync_max_delete_fraction=1.0).run()
+    assert report.result == "applied", report.reason
+    assert report.counts["deleted"] == 2
+    ids = {a.id for a in mail.list_accounts(None).results}
+    assert ids == {"alice@example.com", "api-only@example.com"}
+    assert {a.id for a in mail.list_aliases(None).results} == {"byhand@example.com"}
+
+
+def test_domains_absent_from_every_document_are_untouched(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory) -> None:
+    docs.serve("/a.json", {"example.org": {"account": [{"name": "x", "password": CHEAP_HASH}]}})
+    docs.serve("/b.json", spec_document())
+    make_runner("/a.json", "/b.json").run()
+    # example.org disappears from the documents: its entries stay as they are.
+    docs.serve("/a.json", {})
+    report = make_runner("/a.json", "/b.json").run()
+    assert report.result == "applied" and report.counts["deleted"] == 0
+    assert mail.get_account("x@example.org").origin == "sync"
+
+
+def test_any_source_failing_changes_nothing(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory) -> None:
+    docs.serve("/good.json", spec_document())
+    runner = make_runner("/good.json", "/broken.json")
+    docs.serve("/broken.json", b'{"example.org": {"account": [')
+    report = runner.run()
+    assert report.result == "failed"
+    assert "not valid JSON" in report.reason and "nothing changed" in report.reason
+    assert runner.writes.mail() == []  # type: ignore[attr-defined]
+
+    del docs.routes["/broken.json"]  # 404
+    report = runner.run()
+    assert report.result == "failed" and "HTTP 404" in report.reason
+    assert mail.list_accounts(None).count == 0
+    status = runner.status()
+    assert [r["result"] for r in status["runs"]] == ["failed", "failed"]
+
+
+def test_invalid_entries_are_skipped_reported_and_left_alone(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory) -> None:
+    docs.serve("/mail.json", spec_document())
+    runner = make_runner("/mail.json")
+    runner.run()
+    document = spec_document()
+    accounts = document["example.com"]["account"]  # type: ignore[index]
+    accounts[1]["password"] = "plain-text-password"     # bob: refused, keeps his hash
+    accounts.append({"name": "bad name", "password": CHEAP_HASH})
+    accounts.append({"name": "dave", "password": CHEAP_HASH, "spoofing_whitelist": "x@@y"})
+    document["example.com"]["alias"].append({"name": "alice", "to": "bob@example.com"})  # type: ignore[index]
+    docs.serve("/mail.json", document)
+
+    report = runner.run()
+
+    assert report.result == "applied"
+    reasons = {(s.domain, s.name): s.reason for s in report.skipped}
+    assert "crypt" in reasons[("example.com", "bob")]
+    assert "plain-text-password" not in str(report.as_json())
+    assert ("example.com", "bad name") in reasons
+    assert "spoofing_whitelist" in reasons[("example.com", "dave")]
+    assert "account and as alias" in reasons[("example.com", "alice")]
+    # Left as they were: bob keeps his hash, alice (listed twice) is not deleted.
+    assert mail.get_account("bob@example.com").password == BOB_HASH
+    assert mail.get_account("alice@example.com").password == SEED_HASH
+    with pytest.raises(Exception, match="no account"):
+        mail.get_account("dave@example.com")
+
+
+def test_kind_change_replaces_only_sync_owned_entries(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory) -> None:
+    docs.serve("/mail.json", spec_document())
+    runner = make_runner("/mail.json")
+    runner.run()
+    mail.create_alias("info", "example.com", "alice@example.com")   # made through the API
+    document = spec_document()
+    document["example.com"]["alias"] = [{"name": "bob", "to": "alice@example.com"}]  # type: ignore[index]
+    document["example.com"]["account"] = [  # type: ignore[index]
+        {"name": "alice", "password": SEED_HASH},
+        {"name": "office", "password": CHEAP_HASH},
+        {"name": "info", "password": CHEAP_HASH}]
+    docs.serve("/mail.json", document)
+
+    report = make_runner("/mail.json", sync_max_delete_fraction=1.0).run()
+
+    assert report.counts["replaced"] == 2, report.as_json()
+    assert mail.get_alias("bob@example.com").to == "alice@example.com"
+    assert mail.get_account("office@example.com").origin == "sync"
+    # The API's alias stays an alias; the clash is reported.
+    assert mail.get_alias("info@example.com").origin == "api"
+    assert any(s.name == "info" and "through the API" in s.reason for s in report.skipped)
+
+
+def test_idn_domains_are_stored_as_a_labels(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory) -> None:
+    docs.serve("/mail.json", {"Bücher.Example": {
+        "account": [{"name": "Anna", "password": CHEAP_HASH}],
+        "alias": [{"name": "info", "to": "anna@bücher.example"}]}})
+    report = make_runner("/mail.json").run()
+    assert report.result == "applied", report.reason
+    assert mail.get_account("anna@xn--bcher-kva.example").domain == "xn--bcher-kva.example"
+    assert mail.get_alias("info@xn--bcher-kva.example").to == "anna@xn--bcher-kva.example"
+
+
+def test_delete_guard_refuses_unless_forced(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory) -> None:
+    docs.serve("/mail.json", spec_document())
+    make_runner("/mail.json").run()
+    docs.serve("/mail.json", {"example.com": {}})      # would delete all 3
+    runner = make_runner("/mail.json")
+
+    report = runner.run()
+
+    assert report.result == "refused" and "3 of 3" in report.reason
+    assert runner.writes.mail() == []  # type: ignore[attr-defined]
+    assert runner.status()["runs"][0]["result"] == "refused"
+    assert mail.list_accounts(None).count == 2
+
+    report = runner.run(force=True)
+    assert report.result == "applied" and report.counts["deleted"] == 3
+    assert mail.list_accounts(None).count == 0
+
+
+def test_status_is_shared_through_ldap_and_keeps_twenty_runs(
+        make_runner: MakeRunner, docs: DocServer) -> None:
+    docs.serve("/mail.json", spec_document())
+    first = make_runner("/mail.json")
+    for _ in range(22):
+        first.run(full=True)
+    other = make_runner("/mail.json")     # another process would see the same
+    runs = other.status()["runs"]
+    assert len(runs) == 20
+    assert runs[0]["result"] == "applied" and runs[0]["counts"]["unchanged"] == 3
+    assert set(runs[0]) >= {"started", "duration", "result", "counts", "errors", "sources"}
