@@ -155,7 +155,7 @@ def _hash(i: int) -> str:
 
 def b7(server: Any, work: Path, runs: int, count: int) -> dict[str, Any]:
     ratio, gw_rate, base_rate = Samples(), Samples(), Samples()
-    with gateway(server, work / "b7", workers=2, threads=4) as (url, _proc):
+    with gateway(server, work / "b7") as (url, _proc):
         session = requests.Session()
         for run in range(runs):
             def create(i: int, run: int = run) -> int:

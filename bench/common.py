@@ -117,7 +117,7 @@ def ldap_tool_args(server: ManagedSlapd, service: str = "gateway") -> list[str]:
 
 
 @contextmanager
-def gateway(server: ManagedSlapd, data: Path, workers: int = 2, threads: int = 4,
+def gateway(server: ManagedSlapd, data: Path, workers: int | None = None, threads: int = 2,
             rounds: int = 100_000) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``mailgate serve`` (gunicorn, TLS) against ``server``; yields (url, process)."""
     port = free_port()
@@ -125,9 +125,11 @@ def gateway(server: ManagedSlapd, data: Path, workers: int = 2, threads: int = 4
     env.update(MAILGATE_LDAP_URL=server.url, MAILGATE_LDAP_BASE_DN=BASE_DN,
                MAILGATE_LDAP_PASSWORD_FILE=str(server.password_file("gateway")),
                MAILGATE_ADMIN_TOKEN=ADMIN_TOKEN, MAILGATE_DATA_DIR=str(data),
-               MAILGATE_LISTEN=f"127.0.0.1:{port}", MAILGATE_WORKERS=str(workers),
+               MAILGATE_LISTEN=f"127.0.0.1:{port}",
                MAILGATE_THREADS=str(threads), MAILGATE_PASSWORD_ROUNDS=str(rounds),
                MAILGATE_LOG_LEVEL="WARNING", MAILGATE_AUTH_FAIL_LIMIT="100000")
+    if workers is not None:
+        env["MAILGATE_WORKERS"] = str(workers)
     data.mkdir(parents=True, exist_ok=True)
     log = (data / "gateway.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env,

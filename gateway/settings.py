@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 from ldap3.utils.dn import parse_dn
 
 PREFIX = "MAILGATE_"
+# gunicorn's rule of thumb: Python request handling is CPU-bound under the GIL,
+# so processes, not threads, use the cores (measured in docs/benchmarks.md, B5).
+DEFAULT_WORKERS = 2 * (os.cpu_count() or 1) + 1
 SECRETS = ("LDAP_PASSWORD", "ADMIN_TOKEN", "JSON_AUTH_HEADER")
 
 
@@ -46,8 +49,8 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     admin_token: str | None = field(default=None, repr=False)
-    workers: int = 2
-    threads: int = 4
+    workers: int = DEFAULT_WORKERS
+    threads: int = 2
     auth_fail_limit: int = 10
     auth_fail_window: int = 60
     # Password policy: SHA512-crypt rounds for passwords set through the API.
