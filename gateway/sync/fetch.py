@@ -14,17 +14,19 @@
   must arrive within ``DEADLINE_FACTOR`` timeouts (a server that trickles
   bytes cannot hold the sync lock for ever).
 * Secrets never leave this module: URLs are shown through :func:`redact_url`
-  (no user info, every query value and fragment masked) and errors carry
-  messages written here, never requests' own (which quote the URL).
+  (no user info, every query value and fragment masked), errors carry
+  messages written here, never requests' own (which quote the URL), and a log
+  filter masks the query strings urllib3 writes at DEBUG level.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 
@@ -93,11 +95,31 @@ def redact_url(url: str) -> str:
     netloc = (f"{MASK}@" if parts.username or parts.password else "") + host
     if port is not None:
         netloc += f":{port}"
-    query = urlencode([(k, MASK) for k, _v in parse_qsl(parts.query, keep_blank_values=True)],
-                      safe="*")
-    if parts.query and not query:
-        query = MASK
+    # Keys stay (they say what is masked); every value, and any bare item
+    # (``?s3cret``), is masked.
+    query = "&".join(f"{item.partition('=')[0]}={MASK}" if "=" in item else MASK
+                     for item in parts.query.split("&")) if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, MASK if parts.fragment else ""))
+
+
+_QUERY = re.compile(r"\?[^\s\"']*")
+_USERINFO = re.compile(r"//[^/\s\"'@]*@")
+
+
+class _RedactUrllib3(logging.Filter):
+    """urllib3 logs request lines with their query string at DEBUG: mask it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        record.msg = _USERINFO.sub(f"//{MASK}@", _QUERY.sub(f"?{MASK}", message))
+        record.args = ()
+        return True
+
+
+def _redact_urllib3_logs() -> None:
+    logger = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, _RedactUrllib3) for f in logger.filters):
+        logger.addFilter(_RedactUrllib3())
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -114,6 +136,7 @@ class Fetcher:
         self.max_bytes = settings.json_max_bytes
         self.max_redirects = settings.json_max_redirects
         self.session = session or requests.Session()
+        _redact_urllib3_logs()
         self._auth: tuple[str, str] | None = None
         if settings.json_auth_header:
             name, _, value = settings.json_auth_header.partition(":")

@@ -71,10 +71,14 @@ class Holder:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC)
 
 
 def _format(when: dt.datetime) -> str:
+    """generalizedTime, rounded *up* to the second: others never see an expiry
+    earlier than the one this process works with."""
+    if when.microsecond:
+        when = when.replace(microsecond=0) + dt.timedelta(seconds=1)
     return when.astimezone(dt.UTC).strftime(_TIME)
 
 

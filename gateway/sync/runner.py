@@ -132,11 +132,15 @@ class SyncRunner:
         self.fetcher = fetcher or Fetcher(settings)
         self.lock_ttl = lock_ttl
         self.scheduler: Any = None
+        self._background: list[threading.Thread] = []
 
-    def close(self) -> None:
+    def close(self, wait: float = 60.0) -> None:
+        """Stop the scheduler, wait for runs of this process, close connections."""
         if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
+            self.scheduler.shutdown(wait=True)
             self.scheduler = None
+        for thread in self._background:
+            thread.join(wait)
         self.fetcher.close()
         if self._own_directory:
             self.directory.close()
@@ -218,7 +222,9 @@ class SyncRunner:
                 log.exception("the sync run %s failed unexpectedly", run_id)
                 lock.release()
 
-        threading.Thread(target=work, name=f"mailgate-sync-{run_id}", daemon=True).start()
+        thread = threading.Thread(target=work, name=f"mailgate-sync-{run_id}", daemon=True)
+        self._background = [t for t in self._background if t.is_alive()] + [thread]
+        thread.start()
         return run_id
 
     def tick(self) -> None:
