@@ -331,11 +331,15 @@ service imap-login {{
 
     def imap_login(self, user: str, password: str) -> bool:
         """Does an IMAP AUTHENTICATE PLAIN succeed (and the mailbox open)?"""
+        return self.imap_error(user, password) is None
+
+    def imap_error(self, user: str, password: str) -> str | None:
+        """None if the IMAP login succeeds, else the server's answer."""
         try:
             with self._imap(user, password):
-                return True
-        except imaplib.IMAP4.error:
-            return False
+                return None
+        except imaplib.IMAP4.error as exc:
+            return str(exc)
 
     @contextlib.contextmanager
     def _imap(self, user: str, password: str) -> Iterator[imaplib.IMAP4]:
@@ -349,6 +353,10 @@ service imap-login {{
         finally:
             with contextlib.suppress(Exception):
                 imap.logout()
+
+    def wait_until_login(self, user: str, password: str, timeout: float = 30) -> None:
+        wait_until(lambda: self.imap_login(user, password), timeout, f"IMAP login of {user}",
+                   interval=0.2)
 
     def imap_subjects(self, user: str, password: str) -> list[str]:
         with self._imap(user, password) as imap:
