@@ -6,14 +6,16 @@ says differ, and a run killed half-way leaves a directory from which the
 next run's plan finishes the job. The directory's one-entry-per-address RDN
 rules out duplicates whatever happens.
 
-Writes go out on several pooled connections at once: slapd syncs each write
-to disk, and overlapping them (and ldap3's pure-Python encoding) roughly
-doubles throughput. Domain entries are added first, one by one.
+Creates, updates and deletes touch one entry each, so they are sent
+pipelined (:meth:`gateway.directory.Directory.write_many`): slapd syncs each
+write to disk, and keeping several in flight makes the sync faster than
+``ldapadd``. Domain entries go first and replaces last, one by one (a
+replace's delete must be done before its add).
 
 * Entry-level failures (an entry made or removed meanwhile, a value slapd
   refuses) are collected and reported; the run goes on.
 * LDAP going away or the lock being lost stops the run at once (``aborted``);
-  nothing half-written remains beyond whole operations.
+  the next run converges.
 * Deletes carry an assertion that the entry is still sync-owned, so an entry
   an operator adopted (``mailgateOrigin: api``) meanwhile is never deleted.
 """
@@ -22,15 +24,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from .. import passwords
 from ..addresses import Address
-from ..directory import eq
+from ..directory import AssertionFailed, Write, eq
 from ..errors import Conflict, DirectoryUnavailable, MailgateError, NotFound
 from ..mail import (
     A_DISABLED,
@@ -49,10 +49,9 @@ from .plan import ORIGIN_SYNC, Create, Delete, Plan, Replace, Update
 
 log = logging.getLogger(__name__)
 
-WORKERS = 8
+WINDOW = 16
 MAX_ERRORS_KEPT = 1000
 Progress = Callable[[str, int, int], None]
-Task = Callable[[], tuple[str, ...]]   # returns the counters to bump
 
 
 @dataclass
@@ -100,23 +99,26 @@ def change_attrs(changes: dict[str, object]) -> dict[str, list[str]]:
 
 class Applier:
     def __init__(self, mail: MailDirectory, lock: LdapLock | None = None,
-                 workers: int = WORKERS, progress: Progress | None = None) -> None:
+                 window: int = WINDOW, progress: Progress | None = None) -> None:
         self.mail = mail
         self.dir = mail.dir
         self.lock = lock
-        self.workers = max(1, min(workers, mail.dir.pool_size))
+        self.window = window
         self.progress = progress
-        self._errors_lock = threading.Lock()
+        self._done = self._total = self._progress_due = 0
 
     def apply(self, plan: Plan) -> ApplyResult:
         result = ApplyResult()
-        total = plan.writes
+        self._done, self._total = 0, plan.writes
         try:
             for domain in plan.domains:
                 self._check()
                 self.mail._ensure_domain(domain)
-                result.done["domains_created"] += 1
-            self._run_parallel(self._tasks(plan), result, total)
+                self._count(result, "domains_created")
+            self._pipelined(plan, result)
+            for replace in plan.replaces:
+                self._check()
+                self._outcome(result, functools.partial(self._replace, replace))
         except (DirectoryUnavailable, LockLost) as exc:
             result.aborted = exc.message
         return result
@@ -125,96 +127,85 @@ class Applier:
         if self.lock is not None:
             self.lock.check()
 
-    def _tasks(self, plan: Plan) -> Iterator[Task]:
-        for create in plan.creates:
-            yield functools.partial(self._create, create)
-        for replace in plan.replaces:
-            yield functools.partial(self._replace, replace)
-        for update in plan.updates:
-            yield functools.partial(self._update, update)
-        for delete in plan.deletes:
-            yield functools.partial(self._delete, delete)
-
-    def _run_parallel(self, tasks: Iterator[Task], result: ApplyResult, total: int) -> None:
-        done = result.done["domains_created"]
-        fatal: MailgateError | None = None
-        running: set[Future[tuple[str, ...]]] = set()
-
-        def collect() -> None:
-            nonlocal done, fatal
-            finished, _pending = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                running.discard(future)
-                done += 1
-                try:
-                    result.done.update(future.result())
-                except (DirectoryUnavailable, LockLost) as exc:
-                    fatal = fatal or exc
-                except MailgateError as exc:
-                    self._error(result, exc.message)
-            if self.progress is not None:
-                self.progress("applying", done, total)
-
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="mailgate-sync") as pool:
-            # Bounded submission: 100 000 changes never sit in memory as futures.
-            for task in tasks:
-                if fatal is not None:
-                    break
-                self._check()
-                running.add(pool.submit(task))
-                if len(running) >= self.workers * 4:
-                    collect()
-            while running:
-                collect()
-        if fatal is not None:
-            raise fatal
+    def _count(self, result: ApplyResult, *counters: str) -> None:
+        result.done.update(counters)
+        self._done += 1
+        if self.progress is not None:
+            self._progress_due -= 1
+            if self._progress_due <= 0 or self._done >= self._total:
+                self._progress_due = 500
+                self.progress("applying", self._done, self._total)
 
     def _error(self, result: ApplyResult, message: str) -> None:
-        with self._errors_lock:
-            result.error_count += 1
-            if len(result.errors) < MAX_ERRORS_KEPT:
-                result.errors.append(message)
+        result.error_count += 1
+        if len(result.errors) < MAX_ERRORS_KEPT:
+            result.errors.append(message)
 
-    # -- one change each ------------------------------------------------------
-
-    def _add(self, want: Want) -> None:
-        object_class, attrs = entry_attrs(want)
-        dn = self.mail.entry_dn(Address(want.name, want.domain))
+    def _outcome(self, result: ApplyResult, change: Callable[[], tuple[str, ...]]) -> None:
         try:
-            self.dir.add(dn, object_class, attrs)
-        except NotFound:
+            counters = change()
+        except (DirectoryUnavailable, LockLost):
+            raise
+        except MailgateError as exc:
+            self._error(result, exc.message)
+            self._count(result)
+            return
+        self._count(result, *counters)
+
+    # -- creates, updates, deletes: pipelined ------------------------------------
+
+    def _writes(self, plan: Plan) -> Iterator[Write]:
+        for create in plan.creates:
+            self._check()
+            object_class, attrs = entry_attrs(create.want)
+            dn = self.mail.entry_dn(Address(create.want.name, create.want.domain))
+            yield _Tagged("add", dn, attrs, object_class, change=create)
+        for update in plan.updates:
+            self._check()
+            yield _Tagged("modify", update.existing.dn, change_attrs(update.changes),
+                          change=update)
+        for delete in plan.deletes:
+            self._check()
+            yield _Tagged("delete", delete.existing.dn, assertion=eq(A_ORIGIN, ORIGIN_SYNC),
+                          change=delete)
+
+    def _pipelined(self, plan: Plan, result: ApplyResult) -> None:
+        for write, error in self.dir.write_many(self._writes(plan), self.window):
+            assert isinstance(write, _Tagged)
+            change = write.change
+            if isinstance(error, DirectoryUnavailable):
+                raise error
+            if isinstance(change, Create):
+                self._outcome(result, functools.partial(self._created, change, error))
+            elif isinstance(change, Update):
+                self._outcome(result, functools.partial(self._updated, change, error))
+            elif isinstance(change, Delete):
+                self._outcome(result, functools.partial(self._deleted, change, error))
+
+    def _created(self, create: Create, error: MailgateError | None) -> tuple[str, ...]:
+        if isinstance(error, NotFound):
             # The domain entry went away since the plan was made: make it again.
-            self.mail._ensure_domain(want.domain)
-            self.dir.add(dn, object_class, attrs)
-
-    def _create(self, create: Create) -> tuple[str, ...]:
-        try:
-            self._add(create.want)
-        except Conflict:
+            self.mail._ensure_domain(create.want.domain)
+            try:
+                self._add(create.want)
+            except Conflict as exc:
+                error = exc
+            else:
+                error = None
+        if isinstance(error, Conflict):
             raise Conflict(f"{create.want.address}: created by someone else meanwhile; "
-                           "the next run reconciles it") from None
+                           "the next run reconciles it")
+        if error is not None:
+            raise MailgateError(f"{create.want.address}: not created: {error.message}")
         log.debug("created %s %s", create.want.kind, create.want.address)
         return ("created",)
 
-    def _replace(self, replace: Replace) -> tuple[str, ...]:
-        old = replace.existing
-        if not self.dir.delete_if(old.dn, eq(A_ORIGIN, ORIGIN_SYNC)):
-            log.info("not replacing %s: no longer sync-owned or gone", old.address)
-        try:
-            self._add(replace.want)
-        except Conflict:
-            raise Conflict(f"{old.address}: could not replace the {old.kind} with an "
-                           f"{replace.want.kind} (it exists again)") from None
-        log.info("replaced %s %s by an %s", old.kind, old.address, replace.want.kind)
-        return ("replaced",)
-
-    def _update(self, update: Update) -> tuple[str, ...]:
+    def _updated(self, update: Update, error: MailgateError | None) -> tuple[str, ...]:
         old = update.existing
-        try:
-            self.dir.modify(old.dn, change_attrs(update.changes))
-        except NotFound:
-            raise NotFound(f"{old.address}: deleted meanwhile; the next run recreates it") \
-                from None
+        if isinstance(error, NotFound):
+            raise NotFound(f"{old.address}: deleted meanwhile; the next run recreates it")
+        if error is not None:
+            raise MailgateError(f"{old.address}: not updated: {error.message}")
         if update.takeover:
             log.info("took over %s %s (origin was %s): the JSON sync manages it now",
                      old.kind, old.address, old.origin or "none, made by hand")
@@ -222,10 +213,40 @@ class Applier:
         log.debug("updated %s %s: %s", old.kind, old.address, ", ".join(update.changes))
         return ("updated",)
 
-    def _delete(self, delete: Delete) -> tuple[str, ...]:
+    def _deleted(self, delete: Delete, error: MailgateError | None) -> tuple[str, ...]:
         old = delete.existing
-        if self.dir.delete_if(old.dn, eq(A_ORIGIN, ORIGIN_SYNC)):
+        if error is None:
             log.info("deleted %s %s (no longer listed)", old.kind, old.address)
             return ("deleted",)
-        log.info("did not delete %s: gone or no longer sync-owned", old.address)
-        return ()
+        if isinstance(error, AssertionFailed | NotFound):
+            log.info("did not delete %s: gone or no longer sync-owned", old.address)
+            return ()
+        raise MailgateError(f"{old.address}: not deleted: {error.message}")
+
+    # -- replaces: one by one --------------------------------------------------------
+
+    def _add(self, want: Want) -> None:
+        object_class, attrs = entry_attrs(want)
+        self.dir.add(self.mail.entry_dn(Address(want.name, want.domain)), object_class, attrs)
+
+    def _replace(self, replace: Replace) -> tuple[str, ...]:
+        old = replace.existing
+        if not self.dir.delete_if(old.dn, eq(A_ORIGIN, ORIGIN_SYNC)):
+            log.info("not replacing %s: no longer sync-owned or gone", old.address)
+        try:
+            self._add(replace.want)
+        except NotFound:
+            self.mail._ensure_domain(replace.want.domain)
+            self._add(replace.want)
+        except Conflict:
+            raise Conflict(f"{old.address}: could not replace the {old.kind} with an "
+                           f"{replace.want.kind} (it exists again)") from None
+        log.info("replaced %s %s by an %s", old.kind, old.address, replace.want.kind)
+        return ("replaced",)
+
+
+@dataclass(frozen=True)
+class _Tagged(Write):
+    """A Write that remembers the plan change it carries out."""
+
+    change: Create | Update | Delete | None = None

@@ -31,12 +31,13 @@ hosts together sync about once per interval.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +57,6 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "sync-lock"
 FULL_EVERY = 24 * 3600
-WRITERS = 8
 RECENT_SHARE = 0.9
 SHOWN_SKIPS = 100
 SHOWN_ERRORS = 50
@@ -87,7 +87,16 @@ class RunReport:
     sources: list[dict[str, Any]] = field(default_factory=list)
     forced: bool = False
     full: bool = False
+    phases: dict[str, float] = field(default_factory=dict)   # seconds per phase
     plan: Plan | None = None
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[name] = round(time.monotonic() - start, 3)
 
     def finish(self, result: str, reason: str = "") -> RunReport:
         self.result = result
@@ -104,7 +113,7 @@ class RunReport:
             "id": self.id, "trigger": self.trigger, "started": _iso(self.started),
             "duration": self.duration, "result": self.result, "reason": self.reason,
             "forced": self.forced, "full": self.full, "counts": self.counts,
-            "sources": self.sources,
+            "phases": self.phases, "sources": self.sources,
             "skipped": [s.as_json() for s in self.skipped[:SHOWN_SKIPS]],
             "skipped_total": len(self.skipped),
             "errors": self.errors[:SHOWN_ERRORS], "errors_total": self.error_count,
@@ -122,11 +131,10 @@ class SyncRunner:
     def __init__(self, settings: Settings, directory: Directory | None = None,
                  fetcher: Fetcher | None = None, lock_ttl: float | None = None) -> None:
         self.settings = settings
-        # Its own connection pool: a sync writing on WRITERS connections at
-        # once must not starve the API's requests in the same process.
+        # Its own connections: a long sync must not hold slots of the pool the
+        # API's requests in the same process use.
         self._own_directory = directory is None
-        self.directory = directory or Directory(settings.replace(
-            ldap_pool_size=max(settings.ldap_pool_size, WRITERS + 2)))
+        self.directory = directory or Directory(settings)
         self.mail = MailDirectory(self.directory, settings.password_rounds)
         self.state = StateStore(self.directory)
         self.fetcher = fetcher or Fetcher(settings)
@@ -293,7 +301,8 @@ class SyncRunner:
         if why:
             log.warning("delete guard overridden (forced): %s", why)
         lock.check()
-        result = Applier(self.mail, lock, WRITERS, progress).apply(plan)
+        with report.phase("apply"):
+            result = Applier(self.mail, lock, progress=progress).apply(plan)
         report.counts = {**plan.counts(), "domains_created": 0, "created": 0, "updated": 0,
                          "taken_over": 0, "replaced": 0, "deleted": 0, **result.done}
         report.errors = result.errors
@@ -323,22 +332,26 @@ class SyncRunner:
 
     def _fetch_all(self, known: dict[str, Validators], report: RunReport) -> list[Fetched]:
         urls = self.settings.json_urls
-        fetched = [self.fetcher.fetch(url, known.get(source_key(url))) for url in urls]
-        if not all(f.unchanged for f in fetched):
-            # Something changed: the unchanged documents are needed in full too.
-            fetched = [self.fetcher.fetch(url) if f.unchanged else f
-                       for url, f in zip(urls, fetched, strict=True)]
+        with report.phase("fetch"):
+            fetched = [self.fetcher.fetch(url, known.get(source_key(url))) for url in urls]
+            if not all(f.unchanged for f in fetched):
+                # Something changed: the unchanged documents are needed in full too.
+                fetched = [self.fetcher.fetch(url) if f.unchanged else f
+                           for url, f in zip(urls, fetched, strict=True)]
         report.sources = [{"url": f.url, "status": "unchanged" if f.unchanged else "fetched",
                            "bytes": len(f.body or b"")} for f in fetched]
         return fetched
 
     def _plan(self, fetched: list[Fetched], progress: Progress | None,
               report: RunReport) -> Plan:
-        documents = [(f.url, parse_document(f.body or b"", f.url)) for f in fetched]
-        desired = build_desired(documents)
-        del documents
-        current = read_current(self.directory, desired.domains, progress)
-        plan = make_plan(desired, current.entries, current.domains)
+        with report.phase("validate"):
+            documents = [(f.url, parse_document(f.body or b"", f.url)) for f in fetched]
+            desired = build_desired(documents)
+            del documents
+        with report.phase("read"):
+            current = read_current(self.directory, desired.domains, progress)
+        with report.phase("plan"):
+            plan = make_plan(desired, current.entries, current.domains)
         report.plan = plan
         report.counts = plan.counts()
         report.skipped = plan.skipped
