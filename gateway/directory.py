@@ -16,6 +16,7 @@ import logging
 import queue
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NewType, TypeVar
@@ -282,12 +283,15 @@ class Directory:
         return self._reader.iterate(base, flt, attrs, page_size)
 
     def sorted_page(self, base: str, flt: Filter, attrs: Sequence[str], sort_attr: str,
-                    offset: int, count: int) -> SortedPage:
+                    offset: int, count: int, continuation: bool = False) -> SortedPage:
         """Entries ``offset`` (1-based) to ``offset+count-1`` in ``sort_attr`` order.
 
         slapd sorts (sssvlv overlay) and counts; only one page crosses the wire.
+        ``continuation``: a later page of a listing, which may continue slapd's
+        sorted snapshot of the same search made at most 30 s ago.
         """
-        return self._reader.sorted_page(base, flt, attrs, sort_attr, offset, count)
+        return self._reader.sorted_page(base, flt, attrs, sort_attr, offset, count,
+                                        continuation)
 
     def add(self, dn: str, object_class: str, attrs: Mapping[str, Sequence[str | bytes]]) -> None:
         """Add an entry; Conflict if it exists, NotFound if its parent does not."""
@@ -438,6 +442,15 @@ def _translate(exc: lx.LDAPException) -> MailgateError:
 
 _PL_DOWN = (_pl.SERVER_DOWN, _pl.TIMEOUT, _pl.CONNECT_ERROR, _pl.UNAVAILABLE, _pl.BUSY)
 _SORT_RULE = "caseIgnoreOrderingMatch"
+_VIEW_TTL = 30.0
+_MAX_VIEWS = 2
+
+
+@dataclass
+class _View:
+    conn: Any
+    context: bytes | None
+    created: float
 
 
 class _Reader:
@@ -453,6 +466,8 @@ class _Reader:
         self.ca_file = settings.ldap_ca_file
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(settings.ldap_pool_size)
+        self._views: dict[tuple[Any, ...], _View] = {}
+        self._views_lock = threading.Lock()
 
     def _open(self) -> Any:
         conn = _pl.initialize(self.url)
@@ -577,24 +592,83 @@ class _Reader:
                 paging.cookie = cookies[0]
 
     def sorted_page(self, base: str, flt: Filter, attrs: Sequence[str], sort_attr: str,
-                    offset: int, count: int) -> SortedPage:
+                    offset: int, count: int, continuation: bool) -> SortedPage:
+        key = (base, flt, tuple(attrs), sort_attr)
+        view = self._take_view(key) if continuation else None
+        if view is not None:
+            try:
+                return self._view_page(key, view, sort_attr, offset, count)
+            except _pl.LDAPError:
+                pass  # the view expired in slapd or slapd restarted: sort afresh
+        try:
+            view = _View(self._connect(), None, time.monotonic())
+            return self._view_page(key, view, sort_attr, offset, count)
+        except _PL_DOWN as exc:
+            raise DirectoryUnavailable(
+                f"LDAP server unreachable ({exc.__class__.__name__})") from None
+        except _pl.LDAPError as exc:
+            log.error("unexpected LDAP error: %s", exc.__class__.__name__)
+            raise DirectoryUnavailable(
+                f"unexpected LDAP error ({exc.__class__.__name__})") from None
+
+    def _view_page(self, key: tuple[Any, ...], view: _View, sort_attr: str, offset: int,
+                   count: int) -> SortedPage:
+        base, flt, attrs, _ = key
         controls = [
             SSSRequestControl(True, [f"{sort_attr}:{_SORT_RULE}"]),
             VLVRequestControl(True, before_count=0, after_count=count - 1, offset=offset,
-                              content_count=0),
+                              content_count=0, context_id=view.context),
         ]
-        # slapd keeps a sort context per connection until it closes and refuses
-        # a second one ("busy"): each sorted search gets a connection of its own.
-        entries, response = self.search(base, _pl.SCOPE_SUBTREE, flt, attrs,
-                                        controls=controls, pooled=False)
+        try:
+            msgid = view.conn.search_ext(base, _pl.SCOPE_SUBTREE, flt, list(attrs) or None,
+                                         serverctrls=controls)
+            _type, data, _msgid, response = view.conn.result3(msgid)
+        except BaseException as exc:
+            _pl_close(view.conn)
+            # offsetRangeError (61), virtualListViewError (76): an empty result.
+            if isinstance(exc, _pl.NO_SUCH_OBJECT) or (
+                    isinstance(exc, _pl.LDAPError) and _result_code(exc) in (61, 76)
+                    and view.context is None):
+                return SortedPage(0, [])
+            raise
         vlv = [c for c in response if c.controlType == VLVResponseControl.controlType]
         if not vlv:
-            if not entries:
-                return SortedPage(0, [])
+            _pl_close(view.conn)
             raise DirectoryUnavailable("the directory did not answer the list view control "
                                        "(is the sssvlv overlay loaded?)")
+        view.context = vlv[0].context_id
+        self._keep_view(key, view)
         total = int(vlv[0].content_count)
-        return SortedPage(total, entries if offset <= total else [])
+        return SortedPage(total, _pl_entries(data) if offset <= total else [])
+
+    # A list view is slapd's sorted snapshot of a result, bound to the
+    # connection that asked for it (sssvlv). Page 1 of a list always sorts
+    # afresh; later pages continue the newest view of the same search while it
+    # is younger than _VIEW_TTL, so paging through 100 000 entries sorts once,
+    # not once a page, and sees one consistent snapshot (like a cursor).
+    # Views are taken out of the table while in use: two requests never share
+    # one.
+
+    def _take_view(self, key: tuple[Any, ...]) -> _View | None:
+        with self._views_lock:
+            view = self._views.pop(key, None)
+        if view is not None and time.monotonic() - view.created > _VIEW_TTL:
+            _pl_close(view.conn)
+            return None
+        return view
+
+    def _keep_view(self, key: tuple[Any, ...], view: _View) -> None:
+        now = time.monotonic()
+        with self._views_lock:
+            dropped = [v for k, v in self._views.items() if k == key
+                       or now - v.created > _VIEW_TTL]
+            self._views = {k: v for k, v in self._views.items()
+                           if k != key and now - v.created <= _VIEW_TTL}
+            self._views[key] = view
+            while len(self._views) > _MAX_VIEWS:
+                dropped.append(self._views.pop(next(iter(self._views))))
+        for old in dropped:
+            _pl_close(old.conn)
 
     def bind_succeeds(self, dn: str, password: str) -> bool:
         try:
@@ -612,6 +686,10 @@ class _Reader:
             _pl_close(conn)
 
     def close(self) -> None:
+        with self._views_lock:
+            views, self._views = list(self._views.values()), {}
+        for view in views:
+            _pl_close(view.conn)
         while True:
             try:
                 _pl_close(self._idle.get_nowait())

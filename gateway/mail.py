@@ -19,7 +19,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar, cast
+from typing import Generic, NamedTuple, TypeVar, cast
 
 from . import passwords
 from .addresses import (
@@ -46,14 +46,17 @@ A_TARGET = "mailgateAliasTarget"
 A_ORIGIN = "mailgateOrigin"
 ACCOUNT_ATTRS = (A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_ORIGIN)
 ALIAS_ATTRS = (A_MAIL, A_TARGET, A_ORIGIN)
+# Lists show no origin: reading less is what makes 10 000-entry pages fast.
+ACCOUNT_LIST_ATTRS = ACCOUNT_ATTRS[:-1]
+ALIAS_LIST_ATTRS = ALIAS_ATTRS[:-1]
 ORIGIN_API = "api"
 ORIGIN_SYNC = "sync"
 MAX_PAGE_SIZE = 10_000
 _CREATE_ATTEMPTS = 4
 
 
-@dataclass(frozen=True)
-class Account:
+class Account(NamedTuple):
+    # A NamedTuple, not a dataclass: a list builds 10 000 of them per request.
     id: str
     name: str
     domain: str
@@ -64,8 +67,7 @@ class Account:
     dn: str = ""
 
 
-@dataclass(frozen=True)
-class Alias:
+class Alias(NamedTuple):
     id: str
     name: str
     domain: str
@@ -212,7 +214,8 @@ class MailDirectory:
             else:
                 flt = all_of(flt, any_of(*(ends_with(A_MAIL, "@" + d) for d in names)))
         result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL,
-                                      (page - 1) * page_size + 1, page_size)
+                                      (page - 1) * page_size + 1, page_size,
+                                      continuation=page > 1)
         if page > 1 and (page - 1) * page_size >= result.total:
             raise NotFound("Invalid page.", {"page": "beyond the last page"})
         return result.total, result.entries
@@ -248,7 +251,7 @@ class MailDirectory:
 
     def list_accounts(self, domains: Iterable[str] | None, page: int = 1,
                       page_size: int = 100) -> Page[Account]:
-        total, entries = self._page(OC_ACCOUNT, ACCOUNT_ATTRS, domains, page, page_size)
+        total, entries = self._page(OC_ACCOUNT, ACCOUNT_LIST_ATTRS, domains, page, page_size)
         return Page(total, page, page_size, [_account(e) for e in entries])
 
     def set_password(self, entry_id: str, password: object) -> Account:
@@ -302,7 +305,7 @@ class MailDirectory:
 
     def list_aliases(self, domains: Iterable[str] | None, page: int = 1,
                      page_size: int = 100) -> Page[Alias]:
-        total, entries = self._page(OC_ALIAS, ALIAS_ATTRS, domains, page, page_size)
+        total, entries = self._page(OC_ALIAS, ALIAS_LIST_ATTRS, domains, page, page_size)
         return Page(total, page, page_size, [_alias(e) for e in entries])
 
     def set_alias_targets(self, entry_id: str, to: object) -> Alias:
@@ -327,20 +330,31 @@ def _check_not_self(address: Address, targets: list[str]) -> None:
         raise Invalid("invalid input", {"to": "an alias cannot deliver to itself"})
 
 
-def _split(mail: str) -> tuple[str, str, str]:
-    address = mail.lower()
-    name, _, domain = address.rpartition("@")
-    return address, name, domain
+# Lists turn up to 10 000 entries into accounts per request: these read the
+# raw attribute lists directly rather than through Entry's helpers.
+
+def _text_values(attrs: dict[str, list[bytes]], name: str) -> list[str]:
+    return [v.decode("utf-8", "replace") for v in attrs.get(name, ())]
+
+
+def _first(attrs: dict[str, list[bytes]], name: str) -> str:
+    values = attrs.get(name)
+    return values[0].decode("utf-8", "replace") if values else ""
 
 
 def _account(entry: Entry) -> Account:
-    address, name, domain = _split(entry.first(A_MAIL) or "")
-    disabled = (entry.first(A_DISABLED) or "").upper() == "TRUE"
-    return Account(address, name, domain, passwords.from_ldap(entry.first(A_PASSWORD) or ""),
-                   ",".join(entry.all(A_SENDER)), disabled, entry.first(A_ORIGIN), entry.dn)
+    attrs = entry.attrs
+    address = _first(attrs, A_MAIL).lower()
+    name, _, domain = address.rpartition("@")
+    return Account(address, name, domain, passwords.from_ldap(_first(attrs, A_PASSWORD)),
+                   ",".join(_text_values(attrs, A_SENDER)),
+                   _first(attrs, A_DISABLED).upper() == "TRUE",
+                   _first(attrs, A_ORIGIN) or None, entry.dn)
 
 
 def _alias(entry: Entry) -> Alias:
-    address, name, domain = _split(entry.first(A_MAIL) or "")
-    return Alias(address, name, domain, ",".join(entry.all(A_TARGET)), entry.first(A_ORIGIN),
-                 entry.dn)
+    attrs = entry.attrs
+    address = _first(attrs, A_MAIL).lower()
+    name, _, domain = address.rpartition("@")
+    return Alias(address, name, domain, ",".join(_text_values(attrs, A_TARGET)),
+                 _first(attrs, A_ORIGIN) or None, entry.dn)

@@ -273,3 +273,23 @@ def test_routes_keep_their_trailing_slash(client: Client) -> None:
     assert client.get("/mail/nothing/").status_code == 404
     assert client.put("/mail/account/").status_code == 405
     assert client.put("/mail/account/").json["message"]
+
+
+def test_later_pages_continue_the_snapshot_of_page_one(client: Client) -> None:
+    """Paging is like a cursor: page 1 sorts afresh, later pages continue that
+    sorted snapshot, so an entry added meanwhile shifts nothing mid-listing."""
+    for name in ("bob", "carol", "dave"):
+        assert create(client, name=name).status_code == 201
+    first = client.get("/mail/account/?page_size=2").json
+    assert [a["name"] for a in first["results"]] == ["bob", "carol"]
+    assert create(client, name="alice").status_code == 201
+    second = client.get("/mail/account/?page_size=2&page=2").json
+    assert [a["name"] for a in second["results"]] == ["dave"]
+    again = client.get("/mail/account/?page_size=2").json
+    assert again["count"] == 4
+    assert [a["name"] for a in again["results"]] == ["alice", "bob"]
+    # A deleted entry is not shown by a continued page.
+    assert client.delete("/mail/account/dave@example.com/").status_code == 204
+    assert create(client, name="zed").status_code == 201
+    tail = client.get("/mail/account/?page_size=2&page=2").json
+    assert [a["name"] for a in tail["results"]] == ["carol"]
