@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from passlib.hash import md5_crypt, sha512_crypt
 
+from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
 
 from .mailstack import ALLOW_UNINDEXED, MailStack, SendResult, wait_until
@@ -453,6 +455,50 @@ def test_changes_are_in_force_for_the_next_transaction(mail_stack: MailStack,
               f"{txn_times[len(mine) // 2]:.4f} max {txn_times[-1]:.4f} | n={len(mine)}")
 
 
+# -- the Basic JSON sync -------------------------------------------------------------
+
+
+def test_accounts_imported_by_the_json_sync_work_on_the_mail_path(
+        mail_stack: MailStack, live_gateway: LiveGateway, settings: Settings,
+        tmp_path: Path) -> None:
+    """The Basic JSON sync end to end: $1$ and $6$rounds=100000$ hashes, the
+    optional fields, an alias; then IMAP, LMTP, submission and the whitelist."""
+    from sync import httpsserver  # tests/sync: the HTTPS document server
+
+    from gateway.sync.runner import SyncRunner
+
+    old, new, team = "old@synced.example", "new@synced.example", "team@synced.example"
+    document = {"synced.example": {
+        "account": [
+            {"name": "old", "password": md5_crypt.hash("md5 password"),
+             "spoofing_whitelist": "skylime.net"},
+            {"name": "new", "password": sha512_crypt.using(rounds=100_000).hash("sha pw"),
+             "submission_disabled": True},
+        ],
+        "alias": [{"name": "team", "to": f"{old},{new}"}],
+    }}
+    docs, server = httpsserver.start(tmp_path)
+    runner = SyncRunner(settings.replace(json_urls=(docs.serve("/mail.json", document),),
+                                         json_ca_file=docs.ca_file))
+    try:
+        report = runner.run()
+        assert report.result == "applied", report.reason
+    finally:
+        runner.close()
+        server.shutdown()
+        server.server_close()
+    assert mail_stack.imap_login(old, "md5 password")
+    assert mail_stack.imap_login(new, "sha pw")
+    to_team = subject()
+    assert mail_stack.send25("x@outside.test", [team], subject=to_team).sent
+    mail_stack.wait_for_mail(old, "md5 password", to_team)
+    mail_stack.wait_for_mail(new, "sha pw", to_team)
+    assert mail_stack.submit(old, "md5 password", "x@skylime.net", [new]).sent
+    assert_refused(mail_stack.submit(old, "md5 password", new, [new]), "rcpt", 553)
+    assert_refused(mail_stack.submit(new, "sha pw", new, [old]), "rcpt", 554,
+                   "sending is disabled")
+
+
 # -- the directory down (last: it restarts the session's slapd) -------------------------
 
 
@@ -490,3 +536,4 @@ def test_directory_down_defers_everything_and_recovers(
     mail_stack.wait_for_mail(ALICE, "pw", back)
     # The milter's pooled LDAP connection died with slapd; it reconnects.
     assert mail_stack.submit(ALICE, "pw", ALICE, [BOB], from_header="office@example.com").sent
+
