@@ -4,9 +4,10 @@
 # Services are not started here: mailgate and its tests run their own instances
 # with their own config directories on loopback ports.
 set -euo pipefail
-# libldap2-dev, libsasl2-dev: python-ldap compiles against them (pip).
-packages=(slapd ldap-utils libldap2-dev libsasl2-dev postfix postfix-ldap dovecot-core
-          dovecot-imapd dovecot-lmtpd dovecot-ldap libmilter-dev)
+# gcc, libldap2-dev, libsasl2-dev, libmilter-dev: pip builds python-ldap and
+# pymilter against them.
+packages=(slapd ldap-utils gcc libc6-dev libldap2-dev libsasl2-dev postfix postfix-ldap
+          dovecot-core dovecot-imapd dovecot-lmtpd dovecot-ldap libmilter-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
