@@ -1,11 +1,13 @@
-"""Reading what LDAP holds for some domains: one paged search, few attributes.
+"""Reading what LDAP holds for some domains: few searches, few attributes.
 
-ldap3 decodes in pure Python, so the sync asks only for the attributes it
-compares and reads domain entries, accounts and aliases of the listed
-domains in one paged search. Up to :data:`OR_LIMIT` domains are selected in
-the filter (``dc=`` for domain entries, ``mail=*@domain`` for addresses);
-for more, every entry is read and the rest dropped here, which is cheaper
-than a huge OR evaluated for every entry.
+ldap3 and python-ldap still decode in Python, so the sync asks only for the
+attributes it compares. First the domain entries (a small indexed search for
+``dc``), then accounts and aliases in one paged search. That search selects
+the listed domains in its filter (``mail=*@domain`` alternatives) only when
+it pays: when some domains in LDAP are not listed and the listed ones are at
+most :data:`OR_LIMIT`. Otherwise it reads every entry and drops the unlisted
+here, since slapd evaluates a long OR of substring filters for every entry
+(100 alternatives over 100 000 entries: 0.9 s of 2.7).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .plan import Existing
 
 OR_LIMIT = 200
 PAGE_SIZE = 2000
-ATTRS = ("objectClass", "dc", A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_TARGET, A_ORIGIN)
+ATTRS = ("objectClass", A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_TARGET, A_ORIGIN)
 Progress = Callable[[str, int, int], None]
 
 
@@ -40,15 +42,11 @@ class Current:
     entries: list[Existing] = field(default_factory=list)  # accounts and aliases
 
 
-def _filter(domains: Collection[str] | None) -> Filter:
-    classes = (eq("objectClass", OC_ACCOUNT), eq("objectClass", OC_ALIAS))
-    if domains is None or len(domains) > OR_LIMIT:
-        return any_of(eq("objectClass", OC_DOMAIN), *classes)
-    names = sorted(domains)
-    return any_of(
-        all_of(eq("objectClass", OC_DOMAIN), any_of(*(eq("dc", d) for d in names))),
-        all_of(any_of(*classes), any_of(*(ends_with(A_MAIL, "@" + d) for d in names))),
-    )
+def _entries_filter(domains: Collection[str] | None) -> Filter:
+    classes = any_of(eq("objectClass", OC_ACCOUNT), eq("objectClass", OC_ALIAS))
+    if domains is None:
+        return classes
+    return all_of(classes, any_of(*(ends_with(A_MAIL, "@" + d) for d in sorted(domains))))
 
 
 def read_current(directory: Directory, domains: Collection[str] | None,
@@ -59,18 +57,17 @@ def read_current(directory: Directory, domains: Collection[str] | None,
         return current
     wanted = set(domains) if domains is not None else None
     base = f"ou=domains,{directory.base_dn}"
+    present = {(e.first("dc") or "").lower()
+               for e in directory.find(base, eq("objectClass", OC_DOMAIN), ["dc"])}
+    current.domains = present if wanted is None else present & wanted
+    selective = wanted is not None and bool(present - wanted) and len(wanted) <= OR_LIMIT
     seen = 0
-    for entry in directory.iterate(base, _filter(domains), ATTRS, page_size=PAGE_SIZE):
+    for entry in directory.iterate(base, _entries_filter(wanted if selective else None),
+                                   ATTRS, page_size=PAGE_SIZE):
         seen += 1
         if progress is not None and seen % 5000 == 0:
             progress("reading", seen, 0)
-        classes = {c.lower() for c in entry.all("objectClass")}
-        if OC_DOMAIN.lower() in classes:
-            name = (entry.first("dc") or "").lower()
-            if wanted is None or name in wanted:
-                current.domains.add(name)
-            continue
-        existing = _existing(entry, classes)
+        existing = _existing(entry)
         if existing is not None and (wanted is None or existing.domain in wanted):
             current.entries.append(existing)
     if progress is not None:
@@ -78,18 +75,31 @@ def read_current(directory: Directory, domains: Collection[str] | None,
     return current
 
 
-def _existing(entry: Entry, classes: set[str]) -> Existing | None:
-    address = (entry.first(A_MAIL) or "").lower()
+_ACCOUNT = OC_ACCOUNT.lower().encode()
+_ALIAS = OC_ALIAS.lower().encode()
+
+
+def _text(values: list[bytes] | None) -> str:
+    return values[0].decode("utf-8", "replace") if values else ""
+
+
+def _existing(entry: Entry) -> Existing | None:
+    # Hot loop (100 000 entries): raw attribute access, no helper calls.
+    attrs = entry.attrs
+    address = _text(attrs.get(A_MAIL)).lower()
     if "@" not in address:
         return None
-    origin = entry.first(A_ORIGIN)
-    if OC_ACCOUNT.lower() in classes:
+    origin_values = attrs.get(A_ORIGIN)
+    origin = origin_values[0].decode("utf-8", "replace") if origin_values else None
+    classes = {c.lower() for c in attrs.get("objectClass", ())}
+    if _ACCOUNT in classes:
         return Existing(
             dn=entry.dn, address=address, kind="account", origin=origin,
-            password=passwords.from_ldap(entry.first(A_PASSWORD) or ""),
-            whitelist=tuple(entry.all(A_SENDER)),
-            submission_disabled=(entry.first(A_DISABLED) or "").upper() == "TRUE")
-    if OC_ALIAS.lower() in classes:
+            password=passwords.from_ldap(_text(attrs.get(A_PASSWORD))),
+            whitelist=tuple(v.decode("utf-8", "replace") for v in attrs.get(A_SENDER, ())),
+            submission_disabled=_text(attrs.get(A_DISABLED)).upper() == "TRUE")
+    if _ALIAS in classes:
         return Existing(dn=entry.dn, address=address, kind="alias", origin=origin,
-                        targets=tuple(entry.all(A_TARGET)))
+                        targets=tuple(v.decode("utf-8", "replace")
+                                      for v in attrs.get(A_TARGET, ())))
     return None

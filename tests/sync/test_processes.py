@@ -1,4 +1,4 @@
-"""Real ``mailgate sync`` processes against one slapd: mutual exclusion and crashes."""
+"""Interrupted and concurrent syncs: real processes, SIGKILL, slapd going down."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from gateway.settings import Settings
-from gateway.slapd import ManagedSlapd
+from gateway.slapd import ManagedSlapd, free_port
+from gateway.sync.runner import RunReport, SyncRunner
 from gateway.sync.state import StateStore
 
 from .conftest import CHEAP_HASH, MakeRunner, spec_document
@@ -89,3 +91,45 @@ def test_a_sync_killed_half_way_converges_on_the_next_run(
     assert report.result == "applied"
     assert report.counts["unchanged"] == total + 200
     assert runner.writes.mail() == []  # type: ignore[attr-defined]
+
+
+def test_a_sync_cut_off_by_ldap_going_down_converges_after(
+        tmp_path: Path, settings: Settings, docs: DocServer) -> None:
+    server = ManagedSlapd(tmp_path / "down", BASE_DN, url=f"ldap://127.0.0.1:{free_port()}",
+                          nosync=True)
+    server.start()
+    private = settings.replace(ldap_url=server.url, ldap_password=server.password("gateway"),
+                               ldap_timeout=2.0, json_ca_file=docs.ca_file,
+                               json_urls=(docs.url("/big.json"),))
+    total = 3000
+    docs.serve("/big.json", {"down.example": {"account": [
+        {"name": f"u{i:05d}", "password": CHEAP_HASH} for i in range(total)]}})
+    runner = SyncRunner(private, lock_ttl=2)
+    try:
+        reports: list[RunReport] = []
+        thread = threading.Thread(target=lambda: reports.append(runner.run()))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while count_accounts(server, "down.example") < 300:
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.02)
+        server.stop()
+        thread.join(60)
+        assert reports[0].result == "failed", reports[0].as_json()
+        assert "LDAP" in reports[0].reason
+
+        server.start()
+        # The lock it could not release expires (TTL 2 s, stored rounded up).
+        deadline = time.monotonic() + 10
+        while (report := runner.run()).result == "busy" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert report.result == "applied", report.reason
+        assert count_accounts(server, "down.example") == total
+        writes: list[str] = []
+        runner.directory.on_write = lambda op, dn: writes.append(dn)
+        report = runner.run(full=True)
+        assert report.counts["unchanged"] == total
+        assert [dn for dn in writes if ",ou=domains," in dn] == []
+    finally:
+        runner.close()
+        server.stop()

@@ -75,6 +75,7 @@ def test_second_run_writes_nothing(make_runner: MakeRunner, docs: DocServer) -> 
     runner.writes.clear()  # type: ignore[attr-defined]
     report = runner.run()
     assert report.result == "unchanged"
+    assert "read" not in report.phases          # the mail tree was not searched
     assert runner.writes.mail() == []  # type: ignore[attr-defined]
     assert docs.requests_to("/mail.json")[-1].headers.get("If-None-Match")
 
@@ -266,3 +267,21 @@ def test_status_is_shared_through_ldap_and_keeps_twenty_runs(
     assert len(runs) == 20
     assert runs[0]["result"] == "applied" and runs[0]["counts"]["unchanged"] == 3
     assert set(runs[0]) >= {"started", "duration", "result", "counts", "errors", "sources"}
+
+
+def test_many_listed_domains_read_everything_once_and_ignore_the_rest(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.sync import current
+
+    docs.serve("/other.json", {"other.example": {"account": [
+        {"name": "keep", "password": CHEAP_HASH}]}})
+    make_runner("/other.json").run()
+    monkeypatch.setattr(current, "OR_LIMIT", 1)   # two listed domains: no domain filter
+    docs.serve("/mail.json", {**spec_document(), "example.org": {}})
+    runner = make_runner("/mail.json")
+    report = runner.run()
+    assert report.result == "applied" and report.counts["created"] == 3
+    assert report.counts["domains_created"] == 2 and report.counts["managed"] == 0
+    assert mail.get_account("keep@other.example").origin == "sync"   # not listed: untouched
+    assert runner.run(full=True).counts["unchanged"] == 3
