@@ -109,7 +109,9 @@ class Applier:
 
     def apply(self, plan: Plan) -> ApplyResult:
         result = ApplyResult()
-        self._done, self._total = 0, plan.writes
+        self._done = 0
+        self._total = (len(plan.domains) + len(plan.creates) + len(plan.updates)
+                       + len(plan.deletes) + len(plan.replaces))
         try:
             for domain in plan.domains:
                 self._check()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -348,10 +348,3 @@ def _alias(builder: _Builder, item: object, domain: str, source: str) -> None:
                     builder.add(_Occurrence(want, domain, raw, local, source))
                     return
     builder.invalid(domain, source, raw, local, reason)
-
-
-def documents_from(bodies: Iterable[tuple[str, bytes]],
-                   parse: Callable[[bytes, str], dict[str, Any]] = parse_document) \
-        -> list[tuple[str, dict[str, Any]]]:
-    """Parse every body; the first DocumentError stops everything."""
-    return [(source, parse(body, source)) for source, body in bodies]

@@ -49,7 +49,7 @@ from .apply import Applier
 from .current import read_current
 from .document import DocumentError, Skip, build_desired, parse_document
 from .fetch import Fetched, Fetcher, FetchError, Validators, redact_url, source_key
-from .lock import LdapLock, LockLost
+from .lock import LdapLock
 from .plan import Plan, make_plan, refusal
 from .state import StateStore
 
@@ -182,9 +182,7 @@ class SyncRunner:
         with lock.kept():
             try:
                 self._locked_run(report, lock, full, scheduled, progress)
-            except DirectoryUnavailable as exc:
-                report.finish("failed", exc.message)
-            except LockLost as exc:
+            except MailgateError as exc:   # LDAP down, lock lost, ...
                 report.finish("failed", exc.message)
             if report.result not in ("unchanged", "skipped"):
                 self.state.record_run(report.as_json())
