@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app
+from flask import current_app, url_for
 from flask_restx import Namespace, Resource, fields
 
 from ..sync.job import runner_for
@@ -83,4 +83,4 @@ class SyncRun(Resource):
         full = as_bool("full", body.get("full"), False)
         run_id = runner_for(current_app).start_in_background(force=force, full=full)
         return {"message": "sync started; its result appears in /sync/status",
-                "id": run_id}, 202
+                "id": run_id}, 202, {"Location": url_for("sync_sync_status")}

@@ -329,7 +329,8 @@ class SyncRunner:
             log.error("could not save the sync state: %s", exc.message)
 
     def _fetch_all(self, known: dict[str, Validators], report: RunReport) -> list[Fetched]:
-        urls = self.settings.json_urls
+        # The same URL twice would make every address in it a duplicate.
+        urls = tuple(dict.fromkeys(self.settings.json_urls))
         with report.phase("fetch"):
             fetched = [self.fetcher.fetch(url, known.get(source_key(url))) for url in urls]
             if not all(f.unchanged for f in fetched):

@@ -65,6 +65,7 @@ def test_run_and_status(make_app: MakeApp, docs: DocServer, mail: MailDirectory)
 
     started = client.post("/sync/run", json={})
     assert started.status_code == 202, started.json
+    assert started.headers["Location"].endswith("/sync/status")
     run = wait_for_run(client, started.json["id"])
     assert run["result"] == "applied" and run["trigger"] == "api"
     assert run["counts"]["created"] == 3 and run["duration"] >= 0

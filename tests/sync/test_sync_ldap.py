@@ -143,6 +143,13 @@ def test_sync_deletes_only_its_own_entries_and_takes_over_listed_ones(
     assert {a.id for a in mail.list_aliases(None).results} == {"byhand@example.com"}
 
 
+def test_the_same_url_twice_counts_once(make_runner: MakeRunner, docs: DocServer) -> None:
+    url = docs.serve("/mail.json", spec_document())
+    report = make_runner(url, url).run()
+    assert report.result == "applied" and report.counts["created"] == 3
+    assert report.skipped == []
+
+
 def test_domains_absent_from_every_document_are_untouched(
         make_runner: MakeRunner, docs: DocServer, mail: MailDirectory) -> None:
     docs.serve("/a.json", {"example.org": {"account": [{"name": "x", "password": CHEAP_HASH}]}})
