@@ -46,6 +46,10 @@ def start_scheduler(app: Any) -> Any:
     interval = settings.json_interval
     first = dt.datetime.now(dt.UTC) + dt.timedelta(
         seconds=random.uniform(FIRST_DELAY[0], min(FIRST_DELAY[1], interval)))  # noqa: S311
+    if not log.isEnabledFor(logging.DEBUG):
+        # APScheduler logs every tick of every worker at INFO; the runner logs
+        # what matters (runs that did something, failures).
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     scheduler = BackgroundScheduler(daemon=True, timezone=dt.UTC)
     scheduler.add_job(runner.tick, "interval", seconds=interval, id="mailgate-json-sync",
                       next_run_time=first, max_instances=1, coalesce=True,
