@@ -29,6 +29,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..directory import Directory, all_of, eq, rdn
 from ..errors import Conflict, DirectoryUnavailable, MailgateError, NotFound
@@ -99,7 +100,7 @@ def _pid_namespace() -> str:
 def _start_time(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (tells a reused PID apart), or None."""
     try:
-        stat = open(f"/proc/{pid}/stat", "rb").read().decode("ascii", "replace")  # noqa: SIM115
+        stat = Path(f"/proc/{pid}/stat").read_bytes().decode("ascii", "replace")
     except OSError:
         return None
     fields = stat.rpartition(")")[2].split()
