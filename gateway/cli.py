@@ -2,6 +2,7 @@
 
     mailgate serve                      the HTTPS API (gunicorn + TLS); in embedded
                                         mode also the managed slapd
+    mailgate directory                  only the managed slapd, in the foreground
     mailgate token create|list|revoke   scoped API tokens (stored hashed in LDAP)
 
 Other packages of gateway add their commands through ``COMMAND_MODULES``.
@@ -18,8 +19,10 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -164,6 +167,34 @@ def start_background_jobs(app: Any) -> None:
         job.start_scheduler(app)
 
 
+# -- directory -----------------------------------------------------------------
+
+
+def _directory(args: argparse.Namespace, settings: Settings) -> int:
+    """Run only the managed slapd, in the foreground, until SIGTERM or SIGINT."""
+    if not settings.embedded:
+        print("mailgate: MAILGATE_LDAP_URL is set: the directory is not managed here",
+              file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    slapd = embedded_slapd(settings)
+    if slapd.ensure_initialised():
+        print(f"mailgate: created the directory {settings.ldap_base_dn} in {slapd.root}")
+    slapd.start()
+    print(f"mailgate: LDAP          {settings.embedded_ldap_url}  base {settings.ldap_base_dn}")
+    print(f"mailgate: secrets       {slapd.secrets_dir.resolve()} "
+          "(ldap-<service>.password for admin, gateway, postfix, dovecot, milter)")
+    sys.stdout.flush()
+    try:
+        while not stop.is_set() and slapd.pid is not None:
+            stop.wait(1.0)
+    finally:
+        slapd.stop()
+    return 0
+
+
 # -- token ---------------------------------------------------------------------
 
 
@@ -197,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTPS API (and the embedded slapd)")
     serve.set_defaults(func=_serve)
+    directory = sub.add_parser("directory", help="run only the embedded slapd (for a "
+                               "separate directory service, e.g. in docker-compose.yml)")
+    directory.set_defaults(func=_directory)
     token = sub.add_parser("token", help="manage scoped API tokens")
     token_sub = token.add_subparsers(dest="action", required=True)
     create = token_sub.add_parser("create", help="create a token for some domains")

@@ -134,3 +134,29 @@ def test_embedded_serve_end_to_end(served: Served) -> None:
     # Data is kept between runs.
     served.start()
     assert served.get("/mail/account/alice@example.com/").status_code == 200
+
+
+def test_directory_command_runs_only_slapd(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+    env.update(MAILGATE_DATA_DIR=str(tmp_path / "var"),
+               MAILGATE_EMBEDDED_LDAP_URL=f"ldap://127.0.0.1:{port}")
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "directory"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not _port_open(port):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        secret = tmp_path / "var" / "secrets" / "ldap-postfix.password"
+        whoami = subprocess.run(
+            ["ldapwhoami", "-x", "-H", f"ldap://127.0.0.1:{port}", "-D",
+             "cn=postfix,ou=services,dc=mail,dc=internal", "-y", str(secret)],
+            capture_output=True, text=True, timeout=30, check=False)
+        assert whoami.returncode == 0, whoami.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert f"ldap://127.0.0.1:{port}" in output
+    assert not _port_open(port)
