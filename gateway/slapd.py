@@ -10,6 +10,7 @@ survives restarts.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
@@ -162,6 +163,7 @@ class ManagedSlapd:
             self._proc = subprocess.Popen(
                 [_tool("slapd"), "-F", str(self.config_dir), "-h", urls, "-d", self.debug_level],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
@@ -223,6 +225,19 @@ class ManagedSlapd:
         if proc.returncode != 0:
             raise SlapdError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                              f"{proc.stdout}{proc.stderr}")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends SIGTERM when the parent dies.
+
+    So a managed slapd never outlives the process that manages it, even one
+    killed with SIGKILL.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _crypt(password: str) -> str:
