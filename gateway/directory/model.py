@@ -1,0 +1,53 @@
+"""What the directory hands out and takes in: entries, pages, writes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import Conflict
+from .filters import Filter
+
+Attrs = dict[str, list[bytes]]
+# Modifications: attribute -> list of new values (empty list deletes it).
+Changes = Mapping[str, Sequence[str | bytes]]
+
+
+@dataclass(frozen=True)
+class Entry:
+    dn: str
+    attrs: Attrs
+
+    def first(self, name: str) -> str | None:
+        values = self.attrs.get(name)
+        return values[0].decode("utf-8", "replace") if values else None
+
+    def all(self, name: str) -> list[str]:
+        return [v.decode("utf-8", "replace") for v in self.attrs.get(name, ())]
+
+
+@dataclass(frozen=True)
+class SortedPage:
+    total: int
+    entries: list[Entry]
+
+
+@dataclass(frozen=True)
+class Write:
+    """One change for :meth:`Directory.write_many`.
+
+    ``add``: a new entry of ``object_class`` with ``attrs`` (empty lists are
+    left out); ``modify``: each attribute of ``attrs`` is replaced (an empty
+    list deletes it); ``delete``: ``attrs`` is unused. ``assertion`` (modify,
+    delete): change the entry only while it matches (RFC 4528), atomically.
+    """
+
+    op: str
+    dn: str
+    attrs: Mapping[str, Sequence[str | bytes]] = field(default_factory=dict)
+    object_class: str = ""
+    assertion: Filter | None = None
+
+
+class AssertionFailed(Conflict):
+    """The entry no longer matched the write's assertion; nothing was changed."""

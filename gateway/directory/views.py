@@ -1,0 +1,125 @@
+"""Sorted pages of a search: server-side sort and virtual list view (sssvlv).
+
+slapd sorts and counts, so a page of 10 000 out of 100 000 entries never needs
+the whole result in the gateway's memory. A list view is slapd's sorted
+snapshot of a result, bound to the connection that asked for it. Page 1 of a
+list always sorts afresh; later pages continue the newest view of the same
+search while it is younger than ``VIEW_TTL``, so paging through 100 000
+entries sorts once, not once a page, and sees one consistent snapshot (like a
+cursor). Views are taken out of the table while in use: two requests never
+share one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ldap as _pl
+from ldap.controls.sss import SSSRequestControl
+from ldap.controls.vlv import VLVRequestControl, VLVResponseControl
+
+from ..errors import DirectoryUnavailable
+from . import pool as _pool
+from .filters import Filter
+from .model import Entry, SortedPage
+
+SORT_RULE = "caseIgnoreOrderingMatch"
+VIEW_TTL = 30.0
+MAX_VIEWS = 2  # per process; slapd's olcSssVlvMax bounds all of them
+# offsetRangeError (61), virtualListViewError (76): slapd's answer to a view
+# of an empty result.
+_EMPTY_VIEW = (61, 76)
+
+
+@dataclass
+class _View:
+    conn: Any
+    context: bytes | None
+    created: float
+
+
+def entries(data: list[tuple[str | None, Any]]) -> list[Entry]:
+    """Search results as entries (references and the like left out)."""
+    return [Entry(dn, attrs) for dn, attrs in data or ()
+            if dn is not None and isinstance(attrs, dict)]
+
+
+class ListViews:
+    def __init__(self, connections: _pool.Pool) -> None:
+        self._pool = connections
+        self._views: dict[tuple[Any, ...], _View] = {}
+        self._lock = threading.Lock()
+
+    def page(self, base: str, flt: Filter, attrs: Sequence[str], sort_attr: str,
+             offset: int, count: int, continuation: bool) -> SortedPage:
+        key = (base, flt, tuple(attrs), sort_attr)
+        view = self._take(key) if continuation else None
+        if view is not None:
+            try:
+                return self._page(key, view, offset, count)
+            except _pl.LDAPError:
+                pass  # the view expired in slapd or slapd restarted: sort afresh
+        try:
+            return self._page(key, _View(self._pool.connect(), None, time.monotonic()),
+                              offset, count)
+        except _pl.LDAPError as exc:
+            raise _pool.unavailable(exc) from None
+
+    def _page(self, key: tuple[Any, ...], view: _View, offset: int,
+              count: int) -> SortedPage:
+        base, flt, attrs, sort_attr = key
+        controls = [
+            SSSRequestControl(True, [f"{sort_attr}:{SORT_RULE}"]),
+            VLVRequestControl(True, before_count=0, after_count=count - 1, offset=offset,
+                              content_count=0, context_id=view.context),
+        ]
+        try:
+            msgid = view.conn.search_ext(base, _pl.SCOPE_SUBTREE, flt, list(attrs) or None,
+                                         serverctrls=controls)
+            _type, data, _msgid, response = view.conn.result3(msgid)
+        except BaseException as exc:
+            _pool.close(view.conn)
+            if view.context is None and (isinstance(exc, _pl.NO_SUCH_OBJECT) or (
+                    isinstance(exc, _pl.LDAPError) and _pool.result_code(exc) in _EMPTY_VIEW)):
+                return SortedPage(0, [])
+            raise
+        vlv = [c for c in response if c.controlType == VLVResponseControl.controlType]
+        if not vlv:
+            _pool.close(view.conn)
+            raise DirectoryUnavailable("the directory did not answer the list view control "
+                                       "(is the sssvlv overlay loaded?)")
+        view.context = vlv[0].context_id
+        self._keep(key, view)
+        total = int(vlv[0].content_count)
+        return SortedPage(total, entries(data) if offset <= total else [])
+
+    def _take(self, key: tuple[Any, ...]) -> _View | None:
+        with self._lock:
+            view = self._views.pop(key, None)
+        if view is not None and time.monotonic() - view.created > VIEW_TTL:
+            _pool.close(view.conn)
+            return None
+        return view
+
+    def _keep(self, key: tuple[Any, ...], view: _View) -> None:
+        now = time.monotonic()
+        with self._lock:
+            dropped = [v for k, v in self._views.items()
+                       if k == key or now - v.created > VIEW_TTL]
+            self._views = {k: v for k, v in self._views.items()
+                           if k != key and now - v.created <= VIEW_TTL}
+            self._views[key] = view
+            while len(self._views) > MAX_VIEWS:
+                dropped.append(self._views.pop(next(iter(self._views))))
+        for old in dropped:
+            _pool.close(old.conn)
+
+    def close(self) -> None:
+        with self._lock:
+            views, self._views = list(self._views.values()), {}
+        for view in views:
+            _pool.close(view.conn)
