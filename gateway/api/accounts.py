@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from flask_restx import Namespace, Resource
 
-from ..addresses import normalize_domain
 from ..mail import MailDirectory
 from . import auth
 from .body import as_bool, list_args, read_body
@@ -30,12 +28,7 @@ class AccountList(Resource):
     @ns.response(404, "Page beyond the last")
     def get(self) -> Any:
         domain, page, page_size = list_args()
-        if domain is not None:
-            auth.require_read(domain)
-            domains: frozenset[str] | None = frozenset([domain])
-        else:
-            domains = auth.scope().visible_domains
-        result = auth.mail().list_accounts(domains, page, page_size)
+        result = auth.mail().list_accounts(auth.list_scope(domain), page, page_size)
         return page_json(result, [account_json(a) for a in result.results])
 
     @ns.expect(models["account"])
@@ -48,10 +41,7 @@ class AccountList(Resource):
         mail = auth.mail()
         # Authorise on the normalised domain (IDN, case) before anything else.
         domain = body.get("domain")
-        if isinstance(domain, str):
-            # An invalid domain is reported by create_account with every other field.
-            with contextlib.suppress(ValueError):
-                auth.require_write(normalize_domain(domain))
+        auth.require_write_to(domain)
         account = mail.create_account(body.get("name"), domain, body.get("password"),
                                       disabled, body.get("spoofing_whitelist"))
         return account_json(account), 201

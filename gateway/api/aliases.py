@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from flask_restx import Namespace, Resource
 
-from ..addresses import normalize_domain
 from . import auth
 from .accounts import ERRORS
 from .body import list_args, read_body
@@ -28,12 +26,7 @@ class AliasList(Resource):
     @ns.response(404, "Page beyond the last")
     def get(self) -> Any:
         domain, page, page_size = list_args()
-        if domain is not None:
-            auth.require_read(domain)
-            domains: frozenset[str] | None = frozenset([domain])
-        else:
-            domains = auth.scope().visible_domains
-        result = auth.mail().list_aliases(domains, page, page_size)
+        result = auth.mail().list_aliases(auth.list_scope(domain), page, page_size)
         return page_json(result, [alias_json(a) for a in result.results])
 
     @ns.expect(models["alias"])
@@ -42,9 +35,7 @@ class AliasList(Resource):
     def post(self) -> Any:
         body = read_body({"name", "domain", "to"})
         domain = body.get("domain")
-        if isinstance(domain, str):
-            with contextlib.suppress(ValueError):
-                auth.require_write(normalize_domain(domain))
+        auth.require_write_to(domain)
         alias = auth.mail().create_alias(body.get("name"), domain, body.get("to"))
         return alias_json(alias), 201
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import Any, TypeVar, cast
 
 from flask import current_app, g, request
 
+from ..addresses import normalize_domain
 from ..errors import Forbidden, RateLimited, Unauthorized
 from ..mail import MailDirectory
 from ..tokens import Scope
@@ -132,6 +134,26 @@ def require_write(domain: str) -> None:
     require_read(domain)
     if not scope().may_write(domain):
         raise Forbidden("this token is read-only")
+
+
+def require_write_to(domain: object) -> None:
+    """Authorise a create on the domain a body names (normalised: case, IDN).
+
+    An invalid domain passes here: validation then reports it with every
+    other bad field.
+    """
+    if isinstance(domain, str):
+        with contextlib.suppress(ValueError):
+            require_write(normalize_domain(domain))
+
+
+def list_scope(domain: str | None) -> frozenset[str] | None:
+    """The domains a list may show: ``domain`` if the token may read it, else
+    every domain the token sees (None: all)."""
+    if domain is None:
+        return scope().visible_domains
+    require_read(domain)
+    return frozenset([domain])
 
 
 def require_admin() -> None:
