@@ -140,6 +140,10 @@ def _run_gunicorn(settings: Settings, cert: Path, key: Path) -> None:
                 "timeout": 120, "graceful_timeout": 20, "keepalive": 30,
                 "proc_name": "mailgate", "preload_app": False,
             }
+            # gunicorn 27 opens a control socket in $HOME by default; mailgate
+            # has no use for it, and two instances on one machine would share it.
+            if "control_socket_disable" in self.cfg.settings:
+                options["control_socket_disable"] = True
             for name, value in options.items():
                 self.cfg.set(name, value)
 
