@@ -11,6 +11,7 @@ reason a person can act on; callers attach the field name. Normal forms:
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -49,6 +50,28 @@ def normalize_local(value: str) -> str:
 
 def normalize_domain(value: str) -> str:
     """Return the domain as a lower-case IDNA A-label or raise ValueError."""
+    if len(value) > _CACHED_LENGTH:
+        return _normalize_domain(value)
+    domain, error = _cached_domain(value)
+    if error:
+        raise ValueError(error)
+    return domain
+
+
+# IDNA (UTS #46) costs some 20 us a domain, and every request and sync entry
+# names one of few domains: answers are cached (errors too, as their message).
+_CACHED_LENGTH = 4 * MAX_DOMAIN
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_domain(value: str) -> tuple[str, str]:
+    try:
+        return _normalize_domain(value), ""
+    except ValueError as exc:
+        return "", str(exc)
+
+
+def _normalize_domain(value: str) -> str:
     if not value:
         raise ValueError("must not be empty")
     if value.endswith("."):

@@ -35,7 +35,9 @@ from ..settings import Settings
 log = logging.getLogger(__name__)
 
 DEADLINE_FACTOR = 10
-CHUNK = 64 * 1024
+# Chunks of 1 MiB: each is its own mapping, which the parser gives back to the
+# system as soon as it is read (docs/benchmarks.md, B8).
+CHUNK = 1024 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
 MASK = "***"
 
@@ -66,16 +68,26 @@ class Validators:
 
 @dataclass(frozen=True)
 class Fetched:
-    """One source's answer. ``body`` is None when the source is unchanged."""
+    """One source's answer. ``chunks`` is None when the source is unchanged.
+
+    The document stays in the chunks it arrived in, so the parser can let each
+    go once read (:func:`gateway.sync.document.build_desired` with
+    ``consume=True``); ``body`` joins them (for tests and tools).
+    """
 
     key: str            # stable id of the configured URL (a hash: URLs may hold secrets)
     url: str            # redacted, for logs and status
-    body: bytes | None
+    chunks: list[bytes] | None
     validators: Validators
+    size: int = 0       # bytes received
 
     @property
     def unchanged(self) -> bool:
-        return self.body is None
+        return self.chunks is None
+
+    @property
+    def body(self) -> bytes | None:
+        return None if self.chunks is None else b"".join(self.chunks)
 
 
 def source_key(url: str) -> str:
@@ -197,23 +209,25 @@ class Fetcher:
                     return Fetched(source_key(url), shown, None, known)
                 if response.status_code != 200:
                     raise FetchError(f"HTTP {response.status_code}")
-                body = self._read(response, deadline)
-                digest = hashlib.sha256(body).hexdigest()
+                chunks, digest = self._read(response, deadline)
+                size = sum(len(c) for c in chunks)
                 validators = Validators(response.headers.get("ETag"),
                                         response.headers.get("Last-Modified"), digest)
                 if known is not None and known.sha256 == digest:
                     log.debug("%s: same content as last applied", shown)
-                    return Fetched(source_key(url), shown, None, validators)
-                log.info("%s: fetched %d bytes", shown, len(body))
-                return Fetched(source_key(url), shown, body, validators)
+                    return Fetched(source_key(url), shown, None, validators, size)
+                log.info("%s: fetched %d bytes", shown, size)
+                return Fetched(source_key(url), shown, chunks, validators, size)
         raise FetchError(f"more than {self.max_redirects} redirects")
 
-    def _read(self, response: requests.Response, deadline: float) -> bytes:
+    def _read(self, response: requests.Response, deadline: float) -> tuple[list[bytes], str]:
+        """The body as chunks, and its SHA-256 (hex)."""
         length = response.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             raise FetchError(f"document larger than the limit of {self.max_bytes} bytes "
                              "(MAILGATE_JSON_MAX_BYTES)")
         chunks: list[bytes] = []
+        digest = hashlib.sha256()
         size = 0
         for chunk in response.iter_content(CHUNK):
             size += len(chunk)
@@ -223,5 +237,6 @@ class Fetcher:
             if time.monotonic() > deadline:
                 raise FetchError(f"document not complete after "
                                  f"{self.timeout * DEADLINE_FACTOR:g} s")
+            digest.update(chunk)
             chunks.append(chunk)
-        return b"".join(chunks)
+        return chunks, digest.hexdigest()
