@@ -75,31 +75,51 @@ def read_current(directory: Directory, domains: Collection[str] | None,
     return current
 
 
-_ACCOUNT = OC_ACCOUNT.lower().encode()
-_ALIAS = OC_ALIAS.lower().encode()
+_ACCOUNT = OC_ACCOUNT.encode()
+_ALIAS = OC_ALIAS.encode()
+_TRUE = b"TRUE"
+_new = tuple.__new__   # an Existing from its fields, without NamedTuple's keyword handling
 
 
-def _text(values: list[bytes] | None) -> str:
-    return values[0].decode("utf-8", "replace") if values else ""
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+def _kind(classes: list[bytes]) -> str | None:
+    if _ACCOUNT in classes:
+        return "account"
+    if _ALIAS in classes:
+        return "alias"
+    # Object class names are case-insensitive; entries made by hand may differ.
+    lowered = {c.lower() for c in classes}
+    if _ACCOUNT.lower() in lowered:
+        return "account"
+    return "alias" if _ALIAS.lower() in lowered else None
 
 
 def _existing(entry: Entry) -> Existing | None:
-    # Hot loop (100 000 entries): raw attribute access, no helper calls.
+    # Hot loop (100 000 entries and more): raw attribute access, few calls.
     attrs = entry.attrs
-    address = _text(attrs.get(A_MAIL)).lower()
+    mail = attrs.get(A_MAIL)
+    if not mail:
+        return None
+    address = mail[0].decode("utf-8", "replace").lower()
     if "@" not in address:
         return None
-    origin_values = attrs.get(A_ORIGIN)
-    origin = origin_values[0].decode("utf-8", "replace") if origin_values else None
-    classes = {c.lower() for c in attrs.get("objectClass", ())}
-    if _ACCOUNT in classes:
-        return Existing(
-            dn=entry.dn, address=address, kind="account", origin=origin,
-            password=passwords.from_ldap(_text(attrs.get(A_PASSWORD))),
-            whitelist=tuple(v.decode("utf-8", "replace") for v in attrs.get(A_SENDER, ())),
-            submission_disabled=_text(attrs.get(A_DISABLED)).upper() == "TRUE")
-    if _ALIAS in classes:
-        return Existing(dn=entry.dn, address=address, kind="alias", origin=origin,
-                        targets=tuple(v.decode("utf-8", "replace")
-                                      for v in attrs.get(A_TARGET, ())))
-    return None
+    kind = _kind(attrs.get("objectClass") or [])
+    if kind is None:
+        return None
+    values = attrs.get(A_ORIGIN)
+    origin = values[0].decode("utf-8", "replace") if values else None
+    if kind == "account":
+        values = attrs.get(A_PASSWORD)
+        password = passwords.from_ldap(values[0].decode("utf-8", "replace")) if values else ""
+        values = attrs.get(A_SENDER)
+        whitelist = tuple(map(_text, values)) if values else ()
+        values = attrs.get(A_DISABLED)
+        disabled = values is not None and values[0].upper() == _TRUE
+        return _new(Existing, (entry.dn, address, kind, origin, password, whitelist, disabled,
+                               ()))
+    values = attrs.get(A_TARGET)
+    return _new(Existing, (entry.dn, address, kind, origin, "", (), False,
+                           tuple(map(_text, values)) if values else ()))

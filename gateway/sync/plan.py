@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .document import Desired, Skip, Want, WantAccount, WantAlias
+from .document import Desired, Skip, Want, WantAccount
 
 ORIGIN_SYNC = "sync"
 
@@ -54,16 +54,16 @@ class Existing(NamedTuple):
 
     @property
     def managed(self) -> bool:
-        return (self.origin or "").lower() == ORIGIN_SYNC
+        return self.origin == ORIGIN_SYNC or (self.origin or "").lower() == ORIGIN_SYNC
 
 
-@dataclass(frozen=True)
-class Create:
+# Changes are tuples too: a big first import plans a million creates.
+
+class Create(NamedTuple):
     want: Want
 
 
-@dataclass(frozen=True)
-class Update:
+class Update(NamedTuple):
     existing: Existing
     want: Want
     changes: dict[str, object]   # field -> new value; "origin" means a takeover
@@ -73,14 +73,12 @@ class Update:
         return "origin" in self.changes
 
 
-@dataclass(frozen=True)
-class Replace:
+class Replace(NamedTuple):
     existing: Existing   # owned by the sync, of the other kind
     want: Want
 
 
-@dataclass(frozen=True)
-class Delete:
+class Delete(NamedTuple):
     existing: Existing
 
 
@@ -117,23 +115,34 @@ def make_plan(desired: Desired, existing: Iterable[Existing],
     """The changes that bring the listed domains to ``desired``."""
     plan = Plan(skipped=list(desired.skipped))
     plan.domains = sorted(desired.domains - set(existing_domains))
+    listed, wanted, protected = desired.domains, desired.entries, desired.protected
 
-    by_address: dict[str, list[Existing]] = {}
+    # Hot loops (a full run compares every entry): one dict entry per address,
+    # a list only for the rare address that several LDAP entries carry.
+    by_address: dict[str, Existing] = {}
+    several: dict[str, list[Existing]] = {}
     for entry in existing:
-        if entry.domain in desired.domains:
-            by_address.setdefault(entry.address, []).append(entry)
+        address = entry.address
+        if address.rpartition("@")[2] in listed:
+            first = by_address.setdefault(address, entry)
+            if first is not entry:
+                several.setdefault(address, [first]).append(entry)
 
-    for address, entries in by_address.items():
-        plan.managed += sum(1 for e in entries if e.managed)
-        want = desired.entries.get(address)
-        if address in desired.protected:
+    unchanged = managed = 0
+    for address, current in by_address.items():
+        entries = several.get(address) if several else None
+        if entries is not None:
+            managed += sum(1 for e in entries if e.managed)
+        elif current.managed:
+            managed += 1
+        if address in protected:
             continue
-        if len(entries) > 1:
+        if entries is not None:
             name, _, domain = address.rpartition("@")
             plan.skipped.append(Skip(domain, name, f"{len(entries)} LDAP entries carry this "
                                      "address; left as they are"))
             continue
-        current = entries[0]
+        want = wanted.get(address)
         if want is None:
             if current.managed:
                 plan.deletes.append(Delete(current))
@@ -148,11 +157,13 @@ def make_plan(desired: Desired, existing: Iterable[Existing],
         if changes:
             plan.updates.append(Update(current, want, changes))
         else:
-            plan.unchanged += 1
+            unchanged += 1
+    plan.unchanged, plan.managed = unchanged, managed
 
-    for address, want in desired.entries.items():
+    creates = plan.creates
+    for address, want in wanted.items():
         if address not in by_address:
-            plan.creates.append(Create(want))
+            creates.append(Create(want))
     return plan
 
 
@@ -162,8 +173,8 @@ def _kind_clash(current: Existing, want: Want) -> str:
             f"Left as it is: delete the {current.kind} to let the sync create the {want.kind}")
 
 
-def _same(a: Iterable[str], b: Iterable[str]) -> bool:
-    return {x.lower() for x in a} == {x.lower() for x in b}
+def _same(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    return a == b or {x.lower() for x in a} == {x.lower() for x in b}
 
 
 def _differences(current: Existing, want: Want) -> dict[str, object]:
@@ -176,7 +187,7 @@ def _differences(current: Existing, want: Want) -> dict[str, object]:
         if (want.submission_disabled is not None
                 and current.submission_disabled != want.submission_disabled):
             changes["submission_disabled"] = want.submission_disabled
-    elif isinstance(want, WantAlias) and not _same(current.targets, want.targets):
+    elif not _same(current.targets, want.targets):
         changes["to"] = want.targets
     if not current.managed:
         changes["origin"] = ORIGIN_SYNC
