@@ -78,6 +78,8 @@ def read_current(directory: Directory, domains: Collection[str] | None,
 _ACCOUNT = OC_ACCOUNT.encode()
 _ALIAS = OC_ALIAS.encode()
 _TRUE = b"TRUE"
+# One str per origin value, not one per entry.
+_ORIGINS = {b"sync": "sync", b"api": "api"}
 _new = tuple.__new__   # an Existing from its fields, without NamedTuple's keyword handling
 
 
@@ -110,7 +112,8 @@ def _existing(entry: Entry) -> Existing | None:
     if kind is None:
         return None
     values = attrs.get(A_ORIGIN)
-    origin = values[0].decode("utf-8", "replace") if values else None
+    origin = (_ORIGINS.get(values[0]) or values[0].decode("utf-8", "replace")) if values \
+        else None
     if kind == "account":
         values = attrs.get(A_PASSWORD)
         password = passwords.from_ldap(values[0].decode("utf-8", "replace")) if values else ""

@@ -79,11 +79,10 @@ class Skip:
 
 # Wanted entries are tuples: a million of them are held at once for a big
 # document (B8), and a tuple costs a third of a dataclass in memory and time.
-# The local part is not stored: it is the address up to its '@'.
+# Only the address is stored; the local part and the domain are read from it.
 
 class _AccountFields(NamedTuple):
     address: str
-    domain: str
     password: str                        # crypt hash, no {CRYPT} tag
     whitelist: tuple[str, ...] | None    # None: the document does not say
     submission_disabled: bool | None     # None: the document does not say
@@ -96,16 +95,19 @@ class WantAccount(_AccountFields):
     def __new__(cls, address: str, name: str, domain: str, password: str,
                 whitelist: tuple[str, ...] | None,
                 submission_disabled: bool | None) -> WantAccount:
-        return tuple.__new__(cls, (address, domain, password, whitelist, submission_disabled))
+        return tuple.__new__(cls, (address, password, whitelist, submission_disabled))
 
     @property
     def name(self) -> str:
         return self.address.rpartition("@")[0]
 
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
 
 class _AliasFields(NamedTuple):
     address: str
-    domain: str
     targets: tuple[str, ...]
 
 
@@ -115,11 +117,15 @@ class WantAlias(_AliasFields):
 
     def __new__(cls, address: str, name: str, domain: str,
                 targets: tuple[str, ...]) -> WantAlias:
-        return tuple.__new__(cls, (address, domain, targets))
+        return tuple.__new__(cls, (address, targets))
 
     @property
     def name(self) -> str:
         return self.address.rpartition("@")[0]
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
 
 
 Want = WantAccount | WantAlias
@@ -659,7 +665,7 @@ def _account_fields(item: Mapping[str, Any], local: str, domain: str) \
         if not isinstance(value, bool):
             return "submission_disabled: must be true or false", None
         disabled = value
-    return "", _new(WantAccount, (f"{local}@{domain}", domain, password, whitelist, disabled))
+    return "", _new(WantAccount, (f"{local}@{domain}", password, whitelist, disabled))
 
 
 def _alias(builder: _Builder, item: Mapping[str, Any], duplicates: frozenset[str],
@@ -679,7 +685,6 @@ def _alias(builder: _Builder, item: Mapping[str, Any], duplicates: frozenset[str
                 if address in targets:
                     reason = "to: an alias cannot deliver to itself"
                 else:
-                    builder.add(_new(WantAlias, (address, domain, tuple(targets))), raw,
-                                local)
+                    builder.add(_new(WantAlias, (address, tuple(targets))), raw, local)
                     return
     builder.invalid(domain, raw, local, reason)
