@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check system-packages venv clean
+.PHONY: run test bench bench-quick bench-tools lint typecheck check system-packages venv clean
 
 system-packages:
 	@bash deploy/install-system-packages.sh
@@ -21,12 +21,27 @@ run: system-packages venv
 	$(BIN)/mailgate serve
 
 test: system-packages venv
-	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy gateway
 	$(BIN)/python -m pytest -q
 
+# Every scenario with its baseline (docs/benchmarks.md; bench/run.py --help).
+# Full sizes take about 20 minutes; bench-quick runs 10 000 accounts.
+BENCH_ARGS ?=
+
+bench-tools:
+	@command -v wrk >/dev/null || { SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
+
+bench: system-packages venv bench-tools
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-quick: system-packages venv bench-tools
+	$(BIN)/python bench/run.py --quick --out /tmp/mailgate-benchmarks-quick.md $(BENCH_ARGS)
+
 lint: venv
-	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff check gateway tests bench
 
 typecheck: venv
 	$(BIN)/mypy gateway

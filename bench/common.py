@@ -7,6 +7,7 @@ mean little.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import signal
@@ -46,7 +47,10 @@ class Samples:
     def median(self) -> float:
         return statistics.median(self.values)
 
-    def fmt(self, digits: int = 2) -> str:
+    def fmt(self, digits: int | None = None) -> str:
+        if digits is None:
+            whole = all(float(v).is_integer() for v in self.values)
+            digits = 0 if whole else 3 if abs(self.median) < 1 else 2
         return (f"{self.median:.{digits}f} (min {min(self.values):.{digits}f}, "
                 f"max {max(self.values):.{digits}f})")
 
@@ -78,11 +82,101 @@ def directory_ldif(accounts: int, aliases: int = 0, origin: str = "sync") -> Ite
     targets = account_ids(accounts)
     for i, address in enumerate(alias_ids(aliases, accounts)):
         domain = address.split("@")[1]
+        recipients = "".join(f"mailgateAliasTarget: {t}\n" for t in alias_targets(i, targets))
         yield (f"dn: mail={address},dc={domain},ou=domains,{BASE_DN}\n"
-               f"objectClass: mailgateAlias\nmail: {address}\n"
-               f"mailgateAliasTarget: {targets[i % len(targets)]}\n"
-               f"mailgateAliasTarget: {targets[(i + 1) % len(targets)]}\n"
+               f"objectClass: mailgateAlias\nmail: {address}\n{recipients}"
                f"mailgateOrigin: {origin}\n\n")
+
+
+def alias_targets(i: int, targets: list[str]) -> list[str]:
+    """The recipients of the i-th generated alias (two accounts)."""
+    return [targets[i % len(targets)], targets[(i + 1) % len(targets)]]
+
+
+def document(accounts: int, aliases: int = 0, extra_accounts: int = 0,
+             extra_aliases: int = 0) -> bytes:
+    """A Basic JSON document holding the entries of :func:`directory_ldif`.
+
+    ``extra_*``: more accounts and aliases, in domains ``e000.example`` and up
+    (1000 addresses each), so that a bigger document is a superset of the
+    directory a smaller one made (B8).
+    """
+    doc: dict[str, dict[str, list[dict[str, str]]]] = {}
+
+    def add(address: str, kind: str, item: dict[str, str]) -> None:
+        name, domain = address.split("@")
+        doc.setdefault(domain, {"account": [], "alias": []})[kind].append(
+            {"name": name, **item})
+
+    targets = account_ids(accounts)
+    for address in targets:
+        add(address, "account", {"password": HASH})
+    for i, address in enumerate(alias_ids(aliases, accounts)):
+        add(address, "alias", {"to": ",".join(alias_targets(i, targets))})
+    extra = [f"user{i:07d}@e{i // 1000:03d}.example" for i in range(extra_accounts)]
+    for address in extra:
+        add(address, "account", {"password": HASH})
+    for i in range(extra_aliases):
+        add(f"alias{i:07d}@e{i // 200:03d}.example", "alias",
+            {"to": ",".join(alias_targets(i, extra))})
+    return json.dumps(doc).encode()
+
+
+class DocumentServer:
+    """Serves one document over local HTTPS with an ETag (304 when it matches).
+
+    ``publish(body)`` serves new content (or the same with a new ETag).
+    """
+
+    def __init__(self, tmp: Path, body: bytes) -> None:
+        import ssl
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import trustme
+
+        self.body, self.version = body, 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                body, etag = owner.body, owner.etag
+                if self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("ETag", etag)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        ca = trustme.CA()
+        self.ca_file = tmp / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}/mail.json"
+
+    @property
+    def etag(self) -> str:
+        return f'"v{self.version}-{len(self.body)}"'
+
+    def publish(self, body: bytes) -> None:
+        self.body, self.version = body, self.version + 1
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def write_ldif(path: Path, accounts: int, aliases: int = 0) -> Path:
