@@ -331,30 +331,49 @@ def _check_not_self(address: Address, targets: list[str]) -> None:
 
 
 # Lists turn up to 10 000 entries into accounts per request: these read the
-# raw attribute lists directly rather than through Entry's helpers.
+# raw attribute lists directly rather than through Entry's helpers, and build
+# the tuples without NamedTuple's keyword handling (B6 in docs/benchmarks.md).
 
-def _text_values(attrs: dict[str, list[bytes]], name: str) -> list[str]:
-    return [v.decode("utf-8", "replace") for v in attrs.get(name, ())]
+_new = tuple.__new__
+_TRUE = b"TRUE"
 
 
-def _first(attrs: dict[str, list[bytes]], name: str) -> str:
-    values = attrs.get(name)
-    return values[0].decode("utf-8", "replace") if values else ""
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+def _address(attrs: dict[str, list[bytes]]) -> tuple[str, str, str]:
+    values = attrs.get(A_MAIL)
+    address = values[0].decode("utf-8", "replace").lower() if values else ""
+    name, _, domain = address.rpartition("@")
+    return address, name, domain
+
+
+def _origin(attrs: dict[str, list[bytes]]) -> str | None:
+    values = attrs.get(A_ORIGIN)
+    return (values[0].decode("utf-8", "replace") or None) if values else None
 
 
 def _account(entry: Entry) -> Account:
     attrs = entry.attrs
-    address = _first(attrs, A_MAIL).lower()
+    values = attrs.get(A_MAIL)
+    address = values[0].decode("utf-8", "replace").lower() if values else ""
     name, _, domain = address.rpartition("@")
-    return Account(address, name, domain, passwords.from_ldap(_first(attrs, A_PASSWORD)),
-                   ",".join(_text_values(attrs, A_SENDER)),
-                   _first(attrs, A_DISABLED).upper() == "TRUE",
-                   _first(attrs, A_ORIGIN) or None, entry.dn)
+    values = attrs.get(A_PASSWORD)
+    password = passwords.from_ldap(values[0].decode("utf-8", "replace")) if values else ""
+    values = attrs.get(A_SENDER)
+    whitelist = ",".join(map(_text, values)) if values else ""
+    values = attrs.get(A_DISABLED)
+    disabled = values[0].upper() == _TRUE if values else False
+    values = attrs.get(A_ORIGIN)
+    origin = (values[0].decode("utf-8", "replace") or None) if values else None
+    return _new(Account, (address, name, domain, password, whitelist, disabled, origin,
+                          entry.dn))
 
 
 def _alias(entry: Entry) -> Alias:
     attrs = entry.attrs
-    address = _first(attrs, A_MAIL).lower()
-    name, _, domain = address.rpartition("@")
-    return Alias(address, name, domain, ",".join(_text_values(attrs, A_TARGET)),
-                 _first(attrs, A_ORIGIN) or None, entry.dn)
+    address, name, domain = _address(attrs)
+    values = attrs.get(A_TARGET)
+    return _new(Alias, (address, name, domain, ",".join(map(_text, values)) if values else "",
+                        _origin(attrs), entry.dn))

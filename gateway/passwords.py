@@ -75,6 +75,6 @@ def to_ldap(crypt_hash: str) -> str:
 
 def from_ldap(value: str) -> str:
     """The stored value as the API shows it: ``{CRYPT}`` (any case) stripped."""
-    if value[: len(CRYPT_TAG)].upper() == CRYPT_TAG:
+    if value.startswith(CRYPT_TAG) or value[: len(CRYPT_TAG)].upper() == CRYPT_TAG:
         return value[len(CRYPT_TAG):]
     return value
