@@ -129,6 +129,7 @@ def _run_gunicorn(settings: Settings, cert: Path, key: Path) -> None:
     from gunicorn.app.base import BaseApplication
 
     from . import create_app
+    from .accesslog import AccessLogger
 
     class Gunicorn(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -139,6 +140,7 @@ def _run_gunicorn(settings: Settings, cert: Path, key: Path) -> None:
                 "accesslog": "-", "errorlog": "-", "loglevel": settings.log_level.lower(),
                 "timeout": 120, "graceful_timeout": 20, "keepalive": 30,
                 "proc_name": "mailgate", "preload_app": False,
+                "logger_class": AccessLogger,
             }
             # gunicorn 27 opens a control socket in $HOME by default; mailgate
             # has no use for it, and two instances on one machine would share it.
