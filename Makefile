@@ -26,7 +26,7 @@ test: system-packages venv
 	$(BIN)/python -m pytest -q
 
 # Every scenario with its baseline (docs/benchmarks.md; bench/run.py --help).
-# Full sizes take about 20 minutes; bench-quick runs 10 000 accounts.
+# Full sizes take about 10 minutes; bench-quick runs 10 000 accounts.
 BENCH_ARGS ?=
 
 bench-tools:
