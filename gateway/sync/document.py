@@ -204,20 +204,24 @@ class _Chunks:
         self._offset = 0        # bytes before the current chunk
 
     def read(self, size: int = -1) -> bytes:
-        if not self._chunks or size == 0:   # ijson reads 0 bytes to learn the type
+        if size == 0:   # ijson reads 0 bytes to learn the type
             return b""
-        chunk = self._chunks.pop()
-        if self._first:
-            self._first = False
-            while len(chunk) < len(_BOM) and self._chunks:
-                chunk += self._chunks.pop()
-            if chunk.startswith(_BOM):
-                chunk = chunk[len(_BOM):]
-                self._offset = len(_BOM)
-        self._carry = _incomplete_tail(self._last)
-        self._offset += len(self._last)
-        self._last = chunk
-        return chunk
+        while self._chunks:
+            chunk = self._chunks.pop()
+            if self._first:
+                self._first = False
+                while len(chunk) < len(_BOM) and self._chunks:
+                    chunk += self._chunks.pop()
+                if chunk.startswith(_BOM):
+                    chunk = chunk[len(_BOM):]
+                    self._offset = len(_BOM)
+            if not chunk:
+                continue   # an empty read would mean the end of the document
+            self._carry = _incomplete_tail(self._last)
+            self._offset += len(self._last)
+            self._last = chunk
+            return chunk
+        return b""
 
     def utf8_error(self) -> int | None:
         """Offset of a byte that is not UTF-8 where the parser stopped, or None.

@@ -188,3 +188,68 @@ def test_unusable_documents_raise(body: bytes, why: str) -> None:
 
 def test_a_utf8_bom_is_tolerated() -> None:
     assert parse_document(b'\xef\xbb\xbf{"example.com": {}}') == {"example.com": {}}
+
+
+# -- raw documents: the streaming parser a sync uses ---------------------------------
+
+
+TRICKY = (b'{"example.com": {"account": [{"name": "Alice", "password": "' + CHEAP_HASH.encode()
+          + b'"}, {"name": "bob", "password": "plain"}, {"name": "c", "name": "d", '
+          b'"password": "x"}, 5, {"name": ["x"]}], "alias": [{"name": "alice", '
+          b'"to": "a@example.org"}, {"name": "o", "to": "b@b\xc3\xbccher.example"}]},'
+          b' "example.org": {"account": [], "x": {"deep": [[1]]}}, "example.net": [], '
+          b'"not a domain": {}, "example.edu": {"alias": []}, "example.edu": {}}')
+
+
+def comparable(result: Any) -> tuple[Any, ...]:
+    return (result.domains, result.entries, result.protected,
+            sorted(s.as_json().items().__repr__() for s in result.skipped))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1 << 20])
+def test_raw_documents_give_what_parsed_ones_give(chunk: int) -> None:
+    parsed = build_desired([("doc", parse_document(TRICKY, "doc"))])
+    chunks = [TRICKY[i:i + chunk] for i in range(0, len(TRICKY), chunk)]
+    streamed = build_desired([("doc", chunks)], consume=True)
+    assert chunks == []                                  # each chunk let go once parsed
+    assert comparable(streamed) == comparable(parsed)
+    assert comparable(build_desired([("doc", TRICKY)])) == comparable(parsed)
+    assert set(parsed.entries) == {"o@example.com"}
+    assert parsed.domains == {"example.com"}
+
+
+def test_raw_documents_across_sources() -> None:
+    one = json.dumps({"example.com": {"account": [{"name": "Bob", "password": CHEAP_HASH}]}})
+    two = json.dumps({"example.com": {"alias": [{"name": "bob", "to": "x@example.org"}]},
+                      "example.org": {"account": [{"name": "x", "password": CHEAP_HASH}]}})
+    result = build_desired([("one", one.encode()), ("two", two.encode())])
+    assert set(result.entries) == {"x@example.org"}
+    bob = sorted((s.source, s.name) for s in result.skipped)
+    assert bob == [("one", "Bob"), ("two", "bob")]
+    assert all("as account and as alias" in s.reason for s in result.skipped)
+
+
+@pytest.mark.parametrize("body, why", [
+    (b"", "not valid JSON"),
+    (b"[1, 2]", "top level must be an object"),
+    (b'{"a": ', "not valid JSON"),
+    (b'{"example.com": {}} x', "not valid JSON"),
+    (b"\xff\xfe{}", "not UTF-8 (byte 0)"),
+    (b'{"example.com": {"account": [{"name": "\xc3\xa9\xff"}]}}', "not UTF-8 (byte 41)"),
+    (b"[" * 100_000, "nested too deeply"),
+    (b'{"example.com": {"account": [{"name": ' + b"[" * 1000 + b"]" * 1000 + b"}]}}",
+     "nested too deeply"),
+])
+@pytest.mark.parametrize("chunk", [2, 1 << 20])
+def test_unusable_raw_documents_raise(body: bytes, why: str, chunk: int) -> None:
+    chunks = [body[i:i + chunk] for i in range(0, len(body), chunk)] or [b""]
+    with pytest.raises(DocumentError, match=why.replace("(", r"\(").replace(")", r"\)")):
+        build_desired([("https://example.net/x.json", chunks)], consume=True)
+
+
+def test_a_utf8_bom_is_tolerated_in_raw_documents() -> None:
+    body = b'\xef\xbb\xbf{"example.com": {"account": [{"name": "a", "password": "' + \
+        CHEAP_HASH.encode() + b'"}]}}'
+    for chunk in (1, 2, 1 << 20):
+        chunks = [body[i:i + chunk] for i in range(0, len(body), chunk)]
+        assert set(build_desired([("d", chunks)]).entries) == {"a@example.com"}
