@@ -67,6 +67,33 @@ def _details(result: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _notes(results: dict[str, dict[str, Any]]) -> list[str]:
+    """What the figures say where a target is not met (computed from this run)."""
+    notes: list[str] = []
+    b2 = results.get("B2")
+    if b2 is not None:
+        notes += [
+            "",
+            f"B2: served with a new ETag but the same bytes, a scheduled run recognises the "
+            f"document by its SHA-256 and reads no entry "
+            f"({b2['new_etag_same_bytes_s'].median:.3f} s); the figure is the run that "
+            f"compares everything anyway, as the daily full reconcile (or `--full`) does.",
+        ]
+    b5 = results.get("B5")
+    if b5 is not None and not TARGETS["B5"][3](b5):
+        notes += [
+            "",
+            f"B5: the same HTTPS stack (gunicorn, TLS, Flask-RESTX) answering `/healthz`, "
+            f"with no token and no LDAP, served {b5['healthz_rate'].median:.0f} requests/s, "
+            f"{b5['healthz_ratio'].median:.2f} of the python-ldap readers' rate: even an "
+            f"account lookup that cost nothing could not reach 0.40 of that baseline on this "
+            f"machine, whose two cores also run slapd and wrk. Against ldap3 readers (the "
+            f"pure-Python client the gateway used before) the ratio is "
+            f"{b5['ratio_vs_ldap3'].median:.2f}.",
+        ]
+    return notes
+
+
 def render(results: dict[str, dict[str, Any]], args: argparse.Namespace,
            minutes: float) -> str:
     command = "make bench" if not args.argv else f"bench/run.py {shlex.join(args.argv)}"
@@ -93,12 +120,15 @@ def render(results: dict[str, dict[str, Any]], args: argparse.Namespace,
         what, figure, target, check = TARGETS[name]
         lines.append(f"| {name} | {what} | {figure} | {target} | {result['ratio'].fmt()} | "
                      f"{'yes' if check(result) else '**no**'} | {_details(result)} |")
+    lines += _notes(results)
     lines += [
         "",
         "Units: `_s` seconds, `_rate` requests per second, `p50`/`p99` latencies in "
         "milliseconds, `_mb` MiB (peak resident set, VmHWM), `us_per_entry_N` "
-        "microseconds per document entry at N accounts, `linearity` the per-entry time at "
-        "the bigger size over the smaller.",
+        "microseconds per document entry at N accounts (the whole dry run; "
+        "`validate_us_per_entry_N` its validation alone), `linearity` the per-entry time "
+        "at the bigger size over the smaller (below 1: reading the same directory is a "
+        "fixed cost).",
         "",
         "Reproduce one scenario: `make bench` runs all; "
         "`.venv/bin/python bench/run.py --only B2 [--quick] [--runs N] [--out FILE]` runs "

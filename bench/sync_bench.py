@@ -233,6 +233,7 @@ def b8(slapd: ManagedSlapd, server: DocumentServer, accounts: int, aliases: int,
        sizes: tuple[int, int], runs: int) -> dict[str, Any]:
     small, big = sizes
     per_entry: dict[int, Samples] = {small: Samples(), big: Samples()}
+    validating: dict[int, Samples] = {small: Samples(), big: Samples()}
     memory, peak, growth_mb, doc_mb = Samples(), Samples(), Samples(), 0.0
     notes = []
     for size in sizes:
@@ -249,6 +250,7 @@ def b8(slapd: ManagedSlapd, server: DocumentServer, accounts: int, aliases: int,
             if result["result"] != "planned":
                 raise RuntimeError(f"dry run {result['result']}: {result['reason']}")
             per_entry[size].add(result["seconds"] / entries * 1e6)
+            validating[size].add(result["phases"]["validate"] / entries * 1e6)
             if size == big:
                 memory.add(result["peak_rss_mb"] * 2**20 / len(body))
                 peak.add(result["peak_rss_mb"])
@@ -266,7 +268,9 @@ def b8(slapd: ManagedSlapd, server: DocumentServer, accounts: int, aliases: int,
     return {"ratio": memory, "peak_rss_mb": peak, "above_start_mb": growth_mb,
             "document_mb": Samples([doc_mb]),
             f"us_per_entry_{small}": per_entry[small], f"us_per_entry_{big}": per_entry[big],
-            "linearity": growth, "note": "; ".join(notes)}
+            "linearity": growth,
+            f"validate_us_per_entry_{small}": validating[small],
+            f"validate_us_per_entry_{big}": validating[big], "note": "; ".join(notes)}
 
 
 def run_all(work: Path, accounts: int, runs: int, b8_sizes: tuple[int, int],
