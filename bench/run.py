@@ -151,7 +151,7 @@ def main() -> int:
     args.accounts = 10_000 if args.quick else 100_000
     args.b8 = (args.accounts, 10 * args.accounts)
     seconds = 5 if args.quick else 10
-    creates = 20 if args.quick else 40
+    creates = 30 if args.quick else 120
     wanted = {s.strip().upper() for s in args.only.split(",") if s.strip()} or set(TARGETS)
     unknown = wanted - set(TARGETS)
     if unknown:
