@@ -88,7 +88,22 @@ class _AccountFields(NamedTuple):
     submission_disabled: bool | None     # None: the document does not say
 
 
-class WantAccount(_AccountFields):
+class _AddressParts:
+    """``name`` and ``domain`` derived from the stored ``address``."""
+
+    __slots__ = ()
+    address: str
+
+    @property
+    def name(self) -> str:
+        return self.address.rpartition("@")[0]
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+class WantAccount(_AccountFields, _AddressParts):
     __slots__ = ()
     kind = "account"
 
@@ -97,35 +112,19 @@ class WantAccount(_AccountFields):
                 submission_disabled: bool | None) -> WantAccount:
         return tuple.__new__(cls, (address, password, whitelist, submission_disabled))
 
-    @property
-    def name(self) -> str:
-        return self.address.rpartition("@")[0]
-
-    @property
-    def domain(self) -> str:
-        return self.address.rpartition("@")[2]
-
 
 class _AliasFields(NamedTuple):
     address: str
     targets: tuple[str, ...]
 
 
-class WantAlias(_AliasFields):
+class WantAlias(_AliasFields, _AddressParts):
     __slots__ = ()
     kind = "alias"
 
     def __new__(cls, address: str, name: str, domain: str,
                 targets: tuple[str, ...]) -> WantAlias:
         return tuple.__new__(cls, (address, targets))
-
-    @property
-    def name(self) -> str:
-        return self.address.rpartition("@")[0]
-
-    @property
-    def domain(self) -> str:
-        return self.address.rpartition("@")[2]
 
 
 Want = WantAccount | WantAlias
