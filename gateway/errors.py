@@ -1,16 +1,25 @@
-"""Typed errors raised by the domain and directory layers.
+"""Typed errors raised by every layer of mailgate, and only these.
 
-The API maps each class to one HTTP status in one place (``gateway.api``);
-nothing else builds error bodies.
+The API maps each class to its HTTP status in one place (``gateway.api``);
+nothing else builds error bodies. An error carries the extra headers its
+answer needs (:meth:`MailgateError.headers`), so that handler needs no
+``isinstance`` chain. The console script prints any of them as one line.
 
-    MailgateError                    500 (never raised on purpose)
+    MailgateError                    500  (never raised on purpose)
     ├── Invalid                      400  bad input; ``errors`` names each field
-    ├── Unauthorized                 401  missing or wrong credentials
+    ├── Unauthorized                 401  missing or wrong credentials (WWW-Authenticate)
     ├── Forbidden                    403  authenticated, but no rights here
-    ├── NotFound                     404  no such account, alias or token
+    ├── NotFound                     404  no such account, alias, token or page
     ├── Conflict                     409  the address is taken (account or alias)
-    ├── RateLimited                  429  too many failed authentications
-    └── DirectoryUnavailable         503  LDAP cannot be reached right now
+    │   └── AssertionFailed          409  a conditional write found the entry changed
+    ├── LockLost                     409  the sync lock was taken over or expired
+    ├── UnsupportedMediaType         415  a body that is not JSON or a form
+    ├── RateLimited                  429  too many failed authentications (Retry-After)
+    ├── DirectoryUnavailable         503  LDAP cannot be reached right now (Retry-After)
+    └── SetupError                   ---  a command cannot start (the CLI exits 2)
+        ├── SlapdError                    the managed slapd cannot be made, started, stopped
+        ├── AccessError                   a service's way to the directory is not known
+        └── RenderError                   a mail server configuration cannot be rendered
 """
 
 from __future__ import annotations
@@ -28,6 +37,10 @@ class MailgateError(Exception):
         self.message = message
         self.errors: dict[str, str] = dict(errors or {})
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer to this error carries."""
+        return {}
+
 
 class Invalid(MailgateError):
     """Input that breaks a rule; ``errors`` maps each field to why."""
@@ -37,6 +50,9 @@ class Invalid(MailgateError):
 
 class Unauthorized(MailgateError):
     status = 401
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="mailgate", Basic realm="mailgate"'}
 
 
 class Forbidden(MailgateError):
@@ -51,6 +67,20 @@ class Conflict(MailgateError):
     status = 409
 
 
+class AssertionFailed(Conflict):
+    """A write's assertion (RFC 4528) no longer matched the entry; nothing changed."""
+
+
+class LockLost(MailgateError):
+    """The sync lock was taken over or could not be renewed before it expired."""
+
+    status = 409
+
+
+class UnsupportedMediaType(MailgateError):
+    status = 415
+
+
 class RateLimited(MailgateError):
     status = 429
 
@@ -58,9 +88,31 @@ class RateLimited(MailgateError):
         super().__init__(message)
         self.retry_after = retry_after
 
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
 
 class DirectoryUnavailable(MailgateError):
     """LDAP is down or unreachable; the request may be retried."""
 
     status = 503
     retry_after = 5
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class SetupError(MailgateError):
+    """A command cannot start; the message says what to change."""
+
+
+class SlapdError(SetupError):
+    """The managed slapd could not be prepared, started or stopped."""
+
+
+class AccessError(SetupError):
+    """How a service reaches the directory (URL, identity, password) is not known."""
+
+
+class RenderError(SetupError):
+    """A Postfix or Dovecot template or option cannot be rendered; the message says which."""

@@ -2,15 +2,10 @@
 
 Pure domain code: no Flask here. The API and the JSON sync both call it.
 
-Layout (``ldif/README.md``)::
-
-    ou=domains,<base>
-      dc=<domain>                      mailgateDomain
-        mail=<local@domain>            mailgateAccount | mailgateAlias
-
-Accounts and aliases share one RDN namespace per domain, so the directory
-itself refuses a second entry for an address: "an address is never both an
-account and an alias" holds under any concurrency, with no lock.
+How entries look in LDAP is :mod:`gateway.entries`' business. Accounts and
+aliases share one RDN namespace per domain, so the directory itself refuses a
+second entry for an address: "an address is never both an account and an
+alias" holds under any concurrency, with no lock.
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, TypeVar, cast
+from typing import Generic, TypeVar, cast
 
 from . import passwords
 from .addresses import (
@@ -30,51 +25,40 @@ from .addresses import (
     parse_recipients,
     parse_whitelist,
 )
-from .directory import Directory, Entry, all_of, any_of, ends_with, eq, parent_dn, rdn
+from .directory import Directory, Entry, all_of, any_of, ends_with, eq, parent_dn
+from .entries import (
+    A_DC,
+    A_DISABLED,
+    A_MAIL,
+    A_ORIGIN,
+    A_PASSWORD,
+    A_SENDER,
+    A_TARGET,
+    ACCOUNT_ATTRS,
+    ACCOUNT_LIST_ATTRS,
+    ALIAS_ATTRS,
+    ALIAS_LIST_ATTRS,
+    OC_ACCOUNT,
+    OC_ALIAS,
+    OC_DOMAIN,
+    ORIGIN_API,
+    Account,
+    Alias,
+    Layout,
+    account_attrs,
+    alias_attrs,
+    decode_account,
+    decode_alias,
+    encode_bool,
+)
 from .errors import Conflict, Invalid, NotFound
+
+__all__ = ["Account", "Alias", "MailDirectory", "Page"]
 
 log = logging.getLogger(__name__)
 
-OC_DOMAIN = "mailgateDomain"
-OC_ACCOUNT = "mailgateAccount"
-OC_ALIAS = "mailgateAlias"
-A_MAIL = "mail"
-A_PASSWORD = "userPassword"  # noqa: S105 (an attribute name)
-A_SENDER = "mailgateSenderAllowed"
-A_DISABLED = "mailgateSubmissionDisabled"
-A_TARGET = "mailgateAliasTarget"
-A_ORIGIN = "mailgateOrigin"
-ACCOUNT_ATTRS = (A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_ORIGIN)
-ALIAS_ATTRS = (A_MAIL, A_TARGET, A_ORIGIN)
-# Lists show no origin: reading less is what makes 10 000-entry pages fast.
-ACCOUNT_LIST_ATTRS = ACCOUNT_ATTRS[:-1]
-ALIAS_LIST_ATTRS = ALIAS_ATTRS[:-1]
-ORIGIN_API = "api"
-ORIGIN_SYNC = "sync"
 MAX_PAGE_SIZE = 10_000
 _CREATE_ATTEMPTS = 4
-
-
-class Account(NamedTuple):
-    # A NamedTuple, not a dataclass: a list builds 10 000 of them per request.
-    id: str
-    name: str
-    domain: str
-    password: str
-    spoofing_whitelist: str
-    submission_disabled: bool
-    origin: str | None = None
-    dn: str = ""
-
-
-class Alias(NamedTuple):
-    id: str
-    name: str
-    domain: str
-    to: str
-    origin: str | None = None
-    dn: str = ""
-
 
 ItemT = TypeVar("ItemT", Account, Alias)
 T = TypeVar("T")
@@ -121,27 +105,22 @@ class _Fields:
             raise Invalid("invalid input", self.errors)
 
 
-def _bool_attr(value: bool) -> list[str]:
-    # Only TRUE is written; FALSE is the absence of the attribute (the mail
-    # server filters test for TRUE).
-    return ["TRUE"] if value else []
-
-
 class MailDirectory:
     """Accounts and aliases stored in LDAP; every method may raise DirectoryUnavailable."""
 
     def __init__(self, directory: Directory, password_rounds: int) -> None:
         self.dir = directory
-        self.base = f"ou=domains,{directory.base_dn}"
+        self.layout = Layout(directory.base_dn)
+        self.base = self.layout.domains
         self.password_rounds = password_rounds
 
     # -- names --------------------------------------------------------------
 
     def domain_dn(self, domain: str) -> str:
-        return f"{rdn('dc', domain)},{self.base}"
+        return self.layout.domain(domain)
 
     def entry_dn(self, address: Address) -> str:
-        return f"{rdn(A_MAIL, str(address))},{self.domain_dn(address.domain)}"
+        return self.layout.address(str(address))
 
     @staticmethod
     def parse_id(entry_id: str) -> Address:
@@ -181,7 +160,7 @@ class MailDirectory:
     def _ensure_domain(self, domain: str) -> None:
         with contextlib.suppress(Conflict):
             self.dir.add(self.domain_dn(domain), OC_DOMAIN,
-                         {"dc": [domain], A_ORIGIN: [ORIGIN_API]})
+                         {A_DC: [domain], A_ORIGIN: [ORIGIN_API]})
 
     def _kind_of(self, address: Address) -> str:
         found = self.dir.find(self.base, eq(A_MAIL, str(address)), ["objectClass"], limit=1)
@@ -235,24 +214,19 @@ class MailDirectory:
         if len(str(address)) > 254:
             raise Invalid("invalid address", {"name": "the address is longer than 254 octets"})
         crypt_hash = passwords.hash_password(plain, self.password_rounds)
-        dn = self._create(address, OC_ACCOUNT, {
-            A_MAIL: [str(address)],
-            A_PASSWORD: [passwords.to_ldap(crypt_hash)],
-            A_SENDER: whitelist,
-            A_DISABLED: _bool_attr(submission_disabled),
-            A_ORIGIN: [origin],
-        })
+        dn = self._create(address, OC_ACCOUNT, account_attrs(
+            str(address), crypt_hash, whitelist, submission_disabled, origin))
         log.info("account created: %s (origin %s)", address, origin)
         return Account(str(address), local, dom, crypt_hash, ",".join(whitelist),
                        submission_disabled, origin, dn)
 
     def get_account(self, entry_id: str) -> Account:
-        return _account(self._find(self.parse_id(entry_id), OC_ACCOUNT, ACCOUNT_ATTRS))
+        return decode_account(self._find(self.parse_id(entry_id), OC_ACCOUNT, ACCOUNT_ATTRS))
 
     def list_accounts(self, domains: Iterable[str] | None, page: int = 1,
                       page_size: int = 100) -> Page[Account]:
         total, entries = self._page(OC_ACCOUNT, ACCOUNT_LIST_ATTRS, domains, page, page_size)
-        return Page(total, page, page_size, [_account(e) for e in entries])
+        return Page(total, page, page_size, [decode_account(e) for e in entries])
 
     def set_password(self, entry_id: str, password: object) -> Account:
         fields = _Fields()
@@ -266,7 +240,7 @@ class MailDirectory:
 
     def set_submission_disabled(self, entry_id: str, disabled: bool) -> Account:
         entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["1.1"])
-        self.dir.modify(entry.dn, {A_DISABLED: _bool_attr(disabled)})
+        self.dir.modify(entry.dn, {A_DISABLED: encode_bool(disabled)})
         log.info("submission %s: %s", "disabled" if disabled else "enabled", entry_id.lower())
         return self.get_account(entry_id)
 
@@ -295,18 +269,17 @@ class MailDirectory:
         fields.done()
         address = Address(local, dom)
         _check_not_self(address, targets)
-        dn = self._create(address, OC_ALIAS, {
-            A_MAIL: [str(address)], A_TARGET: targets, A_ORIGIN: [origin]})
+        dn = self._create(address, OC_ALIAS, alias_attrs(str(address), targets, origin))
         log.info("alias created: %s (origin %s)", address, origin)
         return Alias(str(address), local, dom, ",".join(targets), origin, dn)
 
     def get_alias(self, entry_id: str) -> Alias:
-        return _alias(self._find(self.parse_id(entry_id), OC_ALIAS, ALIAS_ATTRS))
+        return decode_alias(self._find(self.parse_id(entry_id), OC_ALIAS, ALIAS_ATTRS))
 
     def list_aliases(self, domains: Iterable[str] | None, page: int = 1,
                      page_size: int = 100) -> Page[Alias]:
         total, entries = self._page(OC_ALIAS, ALIAS_LIST_ATTRS, domains, page, page_size)
-        return Page(total, page, page_size, [_alias(e) for e in entries])
+        return Page(total, page, page_size, [decode_alias(e) for e in entries])
 
     def set_alias_targets(self, entry_id: str, to: object) -> Alias:
         fields = _Fields()
@@ -328,52 +301,3 @@ class MailDirectory:
 def _check_not_self(address: Address, targets: list[str]) -> None:
     if str(address) in targets:
         raise Invalid("invalid input", {"to": "an alias cannot deliver to itself"})
-
-
-# Lists turn up to 10 000 entries into accounts per request: these read the
-# raw attribute lists directly rather than through Entry's helpers, and build
-# the tuples without NamedTuple's keyword handling (B6 in docs/benchmarks.md).
-
-_new = tuple.__new__
-_TRUE = b"TRUE"
-
-
-def _text(value: bytes) -> str:
-    return value.decode("utf-8", "replace")
-
-
-def _address(attrs: dict[str, list[bytes]]) -> tuple[str, str, str]:
-    values = attrs.get(A_MAIL)
-    address = values[0].decode("utf-8", "replace").lower() if values else ""
-    name, _, domain = address.rpartition("@")
-    return address, name, domain
-
-
-def _origin(attrs: dict[str, list[bytes]]) -> str | None:
-    values = attrs.get(A_ORIGIN)
-    return (values[0].decode("utf-8", "replace") or None) if values else None
-
-
-def _account(entry: Entry) -> Account:
-    attrs = entry.attrs
-    values = attrs.get(A_MAIL)
-    address = values[0].decode("utf-8", "replace").lower() if values else ""
-    name, _, domain = address.rpartition("@")
-    values = attrs.get(A_PASSWORD)
-    password = passwords.from_ldap(values[0].decode("utf-8", "replace")) if values else ""
-    values = attrs.get(A_SENDER)
-    whitelist = ",".join(map(_text, values)) if values else ""
-    values = attrs.get(A_DISABLED)
-    disabled = values[0].upper() == _TRUE if values else False
-    values = attrs.get(A_ORIGIN)
-    origin = (values[0].decode("utf-8", "replace") or None) if values else None
-    return _new(Account, (address, name, domain, password, whitelist, disabled, origin,
-                          entry.dn))
-
-
-def _alias(entry: Entry) -> Alias:
-    attrs = entry.attrs
-    address, name, domain = _address(attrs)
-    values = attrs.get(A_TARGET)
-    return _new(Alias, (address, name, domain, ",".join(map(_text, values)) if values else "",
-                        _origin(attrs), entry.dn))

@@ -3,20 +3,19 @@
     mailgate render-config postfix --out DIR [options]
     mailgate render-config dovecot --out DIR [options]
 
-The templates live in ``deploy/postfix`` and ``deploy/dovecot`` (``*.in``
-files with ``{{name}}`` placeholders); they are filled with the LDAP URL, the
+The templates live in ``deploy/postfix`` and ``deploy/dovecot`` (``*.in`` files
+with ``{{name}}`` placeholders, shipped in the package: :mod:`gateway.resources`);
+they are filled with the LDAP URL, the
 base DN, the service identity (``cn=postfix`` / ``cn=dovecot``) and its password,
 read from a password file. Neither ``ldap_table(5)`` nor Dovecot's LDAP args
 file can read a password from another file, so the rendered map and args files
 hold it and are written mode 0640 (group postfix) and 0600.
 
-In embedded mode (no ``MAILGATE_LDAP_URL``) the defaults come from the managed
-slapd: ``MAILGATE_EMBEDDED_LDAP_URL`` and ``<data_dir>/secrets/ldap-<service>.password``.
+How each service reaches the directory is resolved by :mod:`gateway.access`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import grp
 import os
@@ -29,9 +28,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .settings import Settings
+from . import resources
+from .access import LdapAccess
+from .errors import RenderError
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "deploy"
+__all__ = [
+    "LdapAccess",
+    "RenderError",
+    "Rendered",
+    "dovecot_files",
+    "postfix_files",
+    "write_files",
+]
+
 POSTFIX_MAPS = ("ldap-domains.cf", "ldap-mailboxes.cf", "ldap-aliases.cf",
                 "ldap-sender-login.cf", "ldap-submission-disabled.cf")
 DOVECOT_ARGS = ("dovecot-ldap-passdb.conf.ext", "dovecot-ldap-userdb.conf.ext")
@@ -46,22 +55,6 @@ _PROXY_READ_MAPS_FALLBACK = (
     "$smtpd_client_restrictions $smtpd_helo_restrictions $smtpd_sender_restrictions "
     "$smtpd_relay_restrictions $smtpd_recipient_restrictions")
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
-
-
-class RenderError(ValueError):
-    """A template or option cannot be rendered; the message says which."""
-
-
-@dataclass(frozen=True)
-class LdapAccess:
-    """How one mail service reaches the directory."""
-
-    url: str
-    base_dn: str
-    bind_dn: str
-    password: str
-    starttls: bool = False
-    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +76,7 @@ def render_template(text: str, values: Mapping[str, str]) -> str:
 
 
 def _template(service: str, name: str) -> str:
-    return (TEMPLATE_DIR / service / f"{name}.in").read_text(encoding="utf-8")
+    return resources.template(service, name)
 
 
 def _check_password(password: str) -> str:
@@ -230,107 +223,3 @@ def write_files(out: Path, files: list[Rendered]) -> list[Path]:
         os.replace(tmp, path)
         written.append(path)
     return written
-
-
-# -- command line --------------------------------------------------------------
-
-
-def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "render-config", help="write Postfix or Dovecot config that reads the directory",
-        description=__doc__.split("\n\n")[0] if __doc__ else None)
-    servers = parser.add_subparsers(dest="server", required=True)
-    postfix = servers.add_parser("postfix", help="ldap_table maps, main.cf/master.cf fragments")
-    dovecot = servers.add_parser("dovecot", help="passdb/userdb LDAP files, dovecot.conf include")
-    for sub, service in ((postfix, "postfix"), (dovecot, "dovecot")):
-        sub.add_argument("--out", type=Path, required=True, help="directory to write into")
-        sub.add_argument("--ldap-url", help="default: MAILGATE_LDAP_URL, else the embedded URL")
-        sub.add_argument("--base-dn", help="default: MAILGATE_LDAP_BASE_DN")
-        sub.add_argument("--bind-dn", help=f"default: cn={service},ou=services,<base DN>")
-        sub.add_argument("--password-file", type=Path,
-                         help=f"file holding the bind password (default in embedded mode: "
-                              f"<data dir>/secrets/ldap-{service}.password)")
-        sub.add_argument("--ldap-starttls", action="store_true", default=None,
-                         help="use StartTLS (default: MAILGATE_LDAP_STARTTLS)")
-        sub.add_argument("--ldap-ca-file", type=Path, help="CA file for LDAP TLS")
-        sub.set_defaults(func=_render, service=service)
-    postfix.add_argument("--map-dir", help="absolute directory the maps are installed in, as "
-                                           "main.cf names them (default: --out)")
-    postfix.add_argument("--lmtp", default="lmtp:unix:private/dovecot-lmtp",
-                         help="virtual_transport (default: %(default)s)")
-    postfix.add_argument("--sasl-path", default="private/auth",
-                         help="smtpd_sasl_path of Dovecot's auth service (default: %(default)s)")
-    postfix.add_argument("--milter", default=DEFAULT_MILTER,
-                         help="the mailgate milter as Postfix names it, or 'none' "
-                              "(default: %(default)s)")
-    postfix.add_argument("--submission-listen", default="submission",
-                         help="master.cf service name of submission, e.g. 127.0.0.1:10587 "
-                              "(default: %(default)s, port 587)")
-    postfix.add_argument("--submission-tls", choices=("encrypt", "may", "none"),
-                         default="encrypt", help="smtpd_tls_security_level on submission "
-                                                 "(default: %(default)s)")
-    postfix.add_argument("--chroot", action="store_true",
-                         help="run the submission smtpd chrooted (Debian's default services are)")
-    dovecot.add_argument("--conf-dir", help="absolute directory the files are installed in "
-                                            "(default: --out)")
-    dovecot.add_argument("--mail-root", default="/var/vmail", help="default: %(default)s")
-    dovecot.add_argument("--mail-user", default="vmail", help="default: %(default)s")
-    dovecot.add_argument("--mail-group", default="vmail", help="default: %(default)s")
-    dovecot.add_argument("--lmtp-listen", default="unix:/var/spool/postfix/private/dovecot-lmtp",
-                         help="unix:/path or host:port (default: %(default)s)")
-    dovecot.add_argument("--auth-listen", default="unix:/var/spool/postfix/private/auth",
-                         help="unix:/path or host:port for Postfix SASL (default: %(default)s)")
-
-
-def ldap_access(settings: Settings, service: str, *, url: str | None = None,
-                base_dn: str | None = None, bind_dn: str | None = None,
-                password_file: Path | None = None, starttls: bool | None = None,
-                ca_file: Path | None = None) -> LdapAccess:
-    """Resolve how ``service`` binds: explicit values, else settings, else embedded slapd."""
-    from .cli import embedded_slapd
-
-    base = base_dn or settings.ldap_base_dn
-    if password_file is None:
-        if url is not None or not settings.embedded:
-            raise RenderError("--password-file is required unless the directory is the "
-                              "embedded one (MAILGATE_LDAP_URL unset)")
-        slapd = embedded_slapd(settings.replace(ldap_base_dn=base))
-        slapd.ensure_initialised()
-        password_file = slapd.password_file(service)
-    try:
-        password = password_file.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise RenderError(f"cannot read {password_file}: {exc.strerror}") from None
-    return LdapAccess(
-        url=url or settings.ldap_url or settings.embedded_ldap_url,
-        base_dn=base,
-        bind_dn=bind_dn or f"cn={service},ou=services,{base}",
-        password=password,
-        starttls=settings.ldap_starttls if starttls is None else starttls,
-        ca_file=ca_file or settings.ldap_ca_file,
-    )
-
-
-def _render(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        ldap = ldap_access(settings, args.service, url=args.ldap_url, base_dn=args.base_dn,
-                           bind_dn=args.bind_dn, password_file=args.password_file,
-                           starttls=args.ldap_starttls, ca_file=args.ldap_ca_file)
-        out = args.out.resolve()
-        if args.service == "postfix":
-            files = postfix_files(
-                ldap, map_dir=args.map_dir or str(out), lmtp=args.lmtp, sasl_path=args.sasl_path,
-                milter=None if args.milter == "none" else args.milter,
-                submission_listen=args.submission_listen, submission_tls=args.submission_tls,
-                chroot=args.chroot)
-        else:
-            files = dovecot_files(
-                ldap, conf_dir=args.conf_dir or str(out), mail_root=args.mail_root,
-                mail_user=args.mail_user, mail_group=args.mail_group,
-                lmtp_listen=args.lmtp_listen, auth_listen=args.auth_listen)
-    except RenderError as exc:
-        print(f"mailgate: {exc}", file=sys.stderr)
-        return 2
-    for path in write_files(out, files):
-        print(path)
-    return 0

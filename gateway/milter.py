@@ -20,20 +20,18 @@ Postfix runs the milter on the submission service with
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.errors import InvalidHeaderDefect, NonPrintableDefect
 from email.headerregistry import AddressHeader, HeaderRegistry
-from pathlib import Path
 from typing import Any
 
 from .addresses import normalize_domain, parse_address, sender_allowed
 from .directory import Directory, all_of, eq
+from .entries import A_MAIL, A_SENDER, OC_ACCOUNT, Layout, decode_whitelist
 from .errors import DirectoryUnavailable
-from .mail import A_MAIL, A_SENDER, OC_ACCOUNT
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -125,13 +123,13 @@ class SenderPolicy:
 
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
-        self.base = f"ou=domains,{directory.base_dn}"
+        self.base = Layout(directory.base_dn).domains
 
     def whitelist(self, login: str) -> list[str] | None:
         found = self.directory.find(
             self.base, all_of(eq("objectClass", OC_ACCOUNT), eq(A_MAIL, login)),
             [A_SENDER], limit=1)
-        return found[0].all(A_SENDER) if found else None
+        return decode_whitelist(found[0]) if found else None
 
 
 def _printable(text: str) -> str:
@@ -201,42 +199,3 @@ def serve(settings: Settings, socket: str, timeout: int = 60) -> None:
         Milter.runmilter("mailgate", socket, timeout)
     finally:
         directory.close()
-
-
-# -- command line --------------------------------------------------------------
-
-
-def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "milter", help="check the From: header of authenticated submissions (Postfix milter)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--socket", default=DEFAULT_SOCKET,
-                        help="libmilter socket: inet:PORT@HOST, inet6:PORT@HOST or unix:/path "
-                             "(default: %(default)s)")
-    parser.add_argument("--timeout", type=int, default=60,
-                        help="seconds to wait for Postfix on a connection (default: %(default)s)")
-    parser.add_argument("--ldap-url", help="default: MAILGATE_LDAP_URL, else the embedded URL")
-    parser.add_argument("--base-dn", help="default: MAILGATE_LDAP_BASE_DN")
-    parser.add_argument("--bind-dn", help="default: cn=milter,ou=services,<base DN>")
-    parser.add_argument("--password-file", type=Path,
-                        help="file holding the bind password (default in embedded mode: "
-                             "<data dir>/secrets/ldap-milter.password)")
-    parser.set_defaults(func=_milter)
-
-
-def _milter(args: argparse.Namespace, settings: Settings) -> int:
-    import sys
-
-    from .mailconfig import RenderError, ldap_access
-
-    try:
-        ldap = ldap_access(settings, "milter", url=args.ldap_url, base_dn=args.base_dn,
-                           bind_dn=args.bind_dn, password_file=args.password_file)
-    except RenderError as exc:
-        print(f"mailgate: {exc}", file=sys.stderr)
-        return 2
-    resolved = settings.replace(ldap_url=ldap.url, ldap_base_dn=ldap.base_dn,
-                                ldap_bind_dn=ldap.bind_dn, ldap_password=ldap.password,
-                                ldap_starttls=ldap.starttls, ldap_ca_file=ldap.ca_file)
-    serve(resolved, args.socket, args.timeout)
-    return 0

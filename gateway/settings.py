@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ldap3.utils.dn import parse_dn
+from ldap.dn import is_dn
 
 PREFIX = "MAILGATE_"
 # gunicorn's rule of thumb: Python request handling is CPU-bound under the GIL,
@@ -69,10 +69,6 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return self.ldap_url is None
-
-    @property
-    def mail_base_dn(self) -> str:
-        return f"ou=domains,{self.ldap_base_dn}"
 
     @property
     def gateway_dn(self) -> str:
@@ -239,10 +235,8 @@ def _check_ldap_url(name: str, url: str) -> None:
 
 
 def _check_dn(name: str, dn: str) -> None:
-    try:
-        parse_dn(dn)
-    except Exception:  # ldap3 raises several unrelated types on a bad DN
-        raise ConfigError(name, f"not a valid DN: {dn!r}") from None
+    if not dn or not is_dn(dn):
+        raise ConfigError(name, f"not a valid DN: {dn!r}")
 
 
 def _check_listen(name: str, listen: str) -> None:

@@ -1,7 +1,8 @@
 """A managed local slapd: embedded mode, tests and benchmarks share it.
 
-It is built from the project's ``ldif/`` files, the same ones a production
-directory loads: ``config.ldif`` and ``base.ldif`` are templates filled here,
+It is built from the project's ``ldif/`` files (read from the package through
+:mod:`gateway.resources`), the same ones a production directory loads:
+``config.ldif`` and ``base.ldif`` are templates filled here,
 ``schema/mailgate.ldif`` is loaded as it is. Service passwords are generated
 once and kept in ``<data_dir>/secrets`` (mode 0600); the directory's data
 survives restarts.
@@ -23,15 +24,13 @@ from pathlib import Path
 from string import Template
 from urllib.parse import quote, urlsplit
 
-from ldap3.utils.dn import parse_dn
+from ldap.dn import str2dn
 from passlib.hash import ldap_sha512_crypt
 
-LDIF_DIR = Path(__file__).resolve().parent.parent / "ldif"
+from . import resources
+from .errors import SlapdError
+
 SERVICES = ("gateway", "postfix", "dovecot", "milter")
-
-
-class SlapdError(RuntimeError):
-    """slapd could not be prepared, started or stopped."""
 
 
 def _tool(name: str) -> str:
@@ -49,6 +48,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def listening(url: str, timeout: float = 0.5) -> bool:
+    """Does something accept TCP connections at the host and port of ``url``?"""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 389),
+                                      timeout):
+            return True
+    except OSError:
+        return False
+
+
 @dataclass
 class ManagedSlapd:
     data_dir: Path
@@ -58,7 +68,6 @@ class ManagedSlapd:
     debug_level: str = "0"
     module_path: Path = Path("/usr/lib/ldap")
     schema_dir: Path = Path("/etc/ldap/schema")
-    ldif_dir: Path = LDIF_DIR
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -115,9 +124,13 @@ class ManagedSlapd:
                 shutil.rmtree(d)  # a half-made directory from an interrupted start
             d.mkdir(parents=True)
         os.chmod(self.root, 0o700)
-        values = self._template_values()
         rendered = self.root / "rendered"
-        rendered.mkdir(exist_ok=True)
+        (rendered / "schema").mkdir(parents=True, exist_ok=True)
+        # config.ldif includes the schema by path: a file of our own, not one
+        # inside the installed package.
+        (rendered / "schema" / "mailgate.ldif").write_text(
+            resources.ldif("schema/mailgate.ldif"), encoding="utf-8")
+        values = self._template_values(ldif_dir=rendered)
         config = rendered / "config.ldif"
         base = rendered / "base.ldif"
         config.write_text(self.render("config.ldif", values), encoding="utf-8")
@@ -128,11 +141,12 @@ class ManagedSlapd:
         os.chmod(rendered, 0o700)
         return True
 
-    def render(self, name: str, values: dict[str, str]) -> str:
-        return Template((self.ldif_dir / name).read_text(encoding="utf-8")).substitute(values)
+    @staticmethod
+    def render(name: str, values: dict[str, str]) -> str:
+        return Template(resources.ldif(name)).substitute(values)
 
-    def _template_values(self) -> dict[str, str]:
-        first_rdn = parse_dn(self.base_dn)[0]
+    def _template_values(self, ldif_dir: Path) -> dict[str, str]:
+        first_rdn = str2dn(self.base_dn)[0][0]
         values = {
             "base_dn": self.base_dn,
             "base_dc": first_rdn[1],
@@ -140,7 +154,7 @@ class ManagedSlapd:
             "run_dir": str(self.run_dir),
             "module_path": str(self.module_path),
             "schema_dir": str(self.schema_dir),
-            "ldif_dir": str(self.ldif_dir),
+            "ldif_dir": str(ldif_dir),
             "db_nosync": "TRUE" if self.nosync else "FALSE",
             "log_level": "none",
             "admin_password_hash": _crypt(self.password("admin")),
@@ -202,12 +216,7 @@ class ManagedSlapd:
         return "\n".join(text.splitlines()[-lines:])
 
     def _answers(self) -> bool:
-        parts = urlsplit(self.url)
-        try:
-            with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 389), 0.5):
-                return True
-        except OSError:
-            return False
+        return listening(self.url)
 
     def _refuse_if_running(self) -> None:
         pid_file = self.run_dir / "slapd.pid"

@@ -17,13 +17,20 @@ import secrets
 from dataclasses import dataclass
 
 from .addresses import normalize_domain
-from .directory import Directory, eq, rdn
+from .directory import Directory, eq
+from .entries import (
+    A_CN,
+    A_DESCRIPTION,
+    A_TOKEN_DOMAIN,
+    A_TOKEN_HASH,
+    A_TOKEN_READ_ONLY,
+    OC_TOKEN,
+    Layout,
+    decode_bool,
+    encode_bool,
+)
 from .errors import Invalid, NotFound
 
-OC_TOKEN = "mailgateToken"  # noqa: S105 (an object class name)
-A_HASH = "mailgateTokenHash"
-A_DOMAIN = "mailgateTokenDomain"
-A_READ_ONLY = "mailgateTokenReadOnly"
 _TOKEN = re.compile(r"mgt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 
 
@@ -66,11 +73,12 @@ def _digest(secret: str) -> str:
 class TokenStore:
     def __init__(self, directory: Directory, admin_token: str | None) -> None:
         self.dir = directory
-        self.base = f"ou=tokens,ou=gateway,{directory.base_dn}"
+        self.layout = Layout(directory.base_dn)
+        self.base = self.layout.tokens
         self._admin_digest = _digest(admin_token) if admin_token else None
 
     def _dn(self, token_id: str) -> str:
-        return f"{rdn('cn', token_id)},{self.base}"
+        return self.layout.token(token_id)
 
     def authenticate(self, presented: str) -> Scope | None:
         """The scope of a presented token, or None. May raise DirectoryUnavailable."""
@@ -82,14 +90,14 @@ class TokenStore:
             return None
         token_id, secret = match.groups()
         entry = self.dir.read(self._dn(token_id), eq("objectClass", OC_TOKEN),
-                              [A_HASH, A_DOMAIN, A_READ_ONLY])
+                              [A_TOKEN_HASH, A_TOKEN_DOMAIN, A_TOKEN_READ_ONLY])
         if entry is None:
             return None
-        if not hmac.compare_digest(_digest(secret), entry.first(A_HASH) or ""):
+        if not hmac.compare_digest(_digest(secret), entry.first(A_TOKEN_HASH) or ""):
             return None
         return Scope(name=f"token {token_id}",
-                     domains=frozenset(d.lower() for d in entry.all(A_DOMAIN)),
-                     read_only=(entry.first(A_READ_ONLY) or "").upper() == "TRUE")
+                     domains=frozenset(d.lower() for d in entry.all(A_TOKEN_DOMAIN)),
+                     read_only=decode_bool(entry.attrs.get(A_TOKEN_READ_ONLY)))
 
     def create(self, domains: list[str], read_only: bool = False,
                description: str = "") -> tuple[TokenInfo, str]:
@@ -103,19 +111,19 @@ class TokenStore:
         token_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         self.dir.add(self._dn(token_id), OC_TOKEN, {
-            "cn": [token_id], A_HASH: [_digest(secret)], A_DOMAIN: normal,
-            A_READ_ONLY: ["TRUE"] if read_only else [],
-            "description": [description] if description else [],
+            A_CN: [token_id], A_TOKEN_HASH: [_digest(secret)], A_TOKEN_DOMAIN: normal,
+            A_TOKEN_READ_ONLY: encode_bool(read_only),
+            A_DESCRIPTION: [description] if description else [],
         })
         info = TokenInfo(token_id, tuple(normal), read_only, description)
         return info, f"mgt_{token_id}_{secret}"
 
     def list(self) -> list[TokenInfo]:
         entries = self.dir.find(self.base, eq("objectClass", OC_TOKEN),
-                                ["cn", A_DOMAIN, A_READ_ONLY, "description"])
-        return sorted((TokenInfo(e.first("cn") or "", tuple(sorted(e.all(A_DOMAIN))),
-                                 (e.first(A_READ_ONLY) or "").upper() == "TRUE",
-                                 e.first("description") or "") for e in entries),
+                                [A_CN, A_TOKEN_DOMAIN, A_TOKEN_READ_ONLY, A_DESCRIPTION])
+        return sorted((TokenInfo(e.first(A_CN) or "", tuple(sorted(e.all(A_TOKEN_DOMAIN))),
+                                 decode_bool(e.attrs.get(A_TOKEN_READ_ONLY)),
+                                 e.first(A_DESCRIPTION) or "") for e in entries),
                       key=lambda t: t.id)
 
     def revoke(self, token_id: str) -> None:

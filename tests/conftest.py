@@ -15,6 +15,7 @@ import pytest
 
 from gateway.directory import Directory
 from gateway.mail import MailDirectory
+from gateway.services import current
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd, free_port
 
@@ -118,7 +119,7 @@ def live_gateway(settings: Settings, tmp_path: Path) -> Iterator[LiveGateway]:
     finally:
         server.shutdown()
         thread.join(10)
-        app.extensions["mailgate"].directory.close()
+        current(app).directory.close()
 
 
 @pytest.fixture
@@ -127,7 +128,7 @@ def app(settings: Settings) -> Iterator[object]:
 
     application = create_app(settings)
     yield application
-    application.extensions["mailgate"].directory.close()
+    current(application).directory.close()
 
 
 class Client:

@@ -10,6 +10,7 @@ import sys
 
 from gateway import create_app
 from gateway.directory import Directory
+from gateway.services import current
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
 from gateway.tokens import TokenStore
@@ -127,7 +128,7 @@ def test_failed_attempts_are_rate_limited_per_address(settings: Settings) -> Non
                         environ_base={"REMOTE_ADDR": "127.0.0.10"})
         assert other.status_code == 200
     finally:
-        app.extensions["mailgate"].directory.close()
+        current(app).directory.close()
 
 
 def _cli(slapd: ManagedSlapd, *args: str) -> subprocess.CompletedProcess[str]:

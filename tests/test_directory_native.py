@@ -11,6 +11,7 @@ import pytest
 
 from gateway import create_app
 from gateway.directory import Directory
+from gateway.services import current
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd, free_port
 
@@ -175,5 +176,5 @@ def test_gateway_answers_503_while_slapd_is_down_and_reconnects(tmp_path: Path) 
         assert client.post("/mail/account/", json={"name": "bob", "domain": "example.com",
                                                    "password": "pw"}).status_code == 201
     finally:
-        app.extensions["mailgate"].directory.close()
+        current(app).directory.close()
         server.stop()

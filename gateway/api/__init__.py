@@ -14,7 +14,7 @@ from flask import Flask
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
-from ..errors import DirectoryUnavailable, MailgateError, RateLimited
+from ..errors import MailgateError
 from . import accounts, aliases, health, sync
 
 log = logging.getLogger(__name__)
@@ -44,15 +44,9 @@ def init_api(app: Flask) -> Api:
 
     @api.errorhandler(MailgateError)
     def _mailgate_error(exc: MailgateError) -> Any:
-        headers = {}
-        if isinstance(exc, RateLimited):
-            headers["Retry-After"] = str(exc.retry_after)
-        elif isinstance(exc, DirectoryUnavailable):
-            headers["Retry-After"] = str(exc.retry_after)
-            log.warning("directory unavailable: %s", exc.message)
-        if exc.status == 401:
-            headers["WWW-Authenticate"] = 'Bearer realm="mailgate", Basic realm="mailgate"'
-        return error_body(exc.message, exc.errors), exc.status, headers
+        if exc.status >= 500:
+            log.warning("%s: %s", type(exc).__name__, exc.message)
+        return error_body(exc.message, exc.errors), exc.status, exc.headers()
 
     @api.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

@@ -2,8 +2,8 @@
 
 ``Authorization: Bearer <token>`` and HTTP Basic with the token as password
 (any user name, so ``curl -u :TOKEN`` works). Failed attempts are counted per
-client address in each process; past the limit the address gets 429 until
-its window passes, whatever it sends. A failure never says why (unknown token,
+client address (:mod:`gateway.limiter`); past the limit the address gets 429
+until its window passes, whatever it sends. A failure never says why (unknown token,
 wrong secret, revoked): one message for all.
 """
 
@@ -13,61 +13,18 @@ import base64
 import binascii
 import contextlib
 import functools
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import current_app, g, request
+from flask import g, request
 
 from ..addresses import normalize_domain
 from ..errors import Forbidden, RateLimited, Unauthorized
 from ..mail import MailDirectory
+from ..services import current
 from ..tokens import Scope
 
 F = TypeVar("F", bound=Callable[..., Any])
-_MAX_TRACKED = 100_000
-
-
-class FailureLimiter:
-    """Sliding-window count of failed authentications per client address."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._lock = threading.Lock()
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, client: str, now: float) -> deque[float] | None:
-        times = self._failures.get(client)
-        if times is not None:
-            while times and times[0] <= now - self.window:
-                times.popleft()
-            if not times:
-                del self._failures[client]
-                return None
-        return times
-
-    def retry_after(self, client: str) -> int | None:
-        """Seconds until ``client`` may try again, or None if it may now."""
-        now = time.monotonic()
-        with self._lock:
-            times = self._recent(client, now)
-            if times is None or len(times) < self.limit:
-                return None
-            return max(1, int(times[0] + self.window - now) + 1)
-
-    def record_failure(self, client: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._failures) >= _MAX_TRACKED:
-                for key in list(self._failures)[: _MAX_TRACKED // 10]:
-                    self._recent(key, now)
-            times = self._recent(client, now)
-            if times is None:
-                times = self._failures[client] = deque(maxlen=self.limit)
-            times.append(now)
 
 
 def _presented_token() -> str | None:
@@ -88,7 +45,7 @@ def _presented_token() -> str | None:
 
 def authenticate() -> Scope:
     """The caller's scope; Unauthorized, RateLimited or DirectoryUnavailable."""
-    services = current_app.extensions["mailgate"]
+    services = current()
     client = request.remote_addr or "unknown"
     wait = services.limiter.retry_after(client)
     if wait is not None:
@@ -113,7 +70,7 @@ def authenticated(func: F) -> F:
 
 
 def mail() -> MailDirectory:
-    return cast(MailDirectory, current_app.extensions["mailgate"].mail)
+    return current().mail
 
 
 def domain_of(entry_id: str) -> str:

@@ -13,15 +13,11 @@ from typing import Any
 from flask import request
 
 from ..addresses import normalize_domain
-from ..errors import Invalid, MailgateError
+from ..errors import Invalid, UnsupportedMediaType
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
-
-
-class UnsupportedMediaType(MailgateError):
-    status = 415
 
 
 def read_body(allowed: Collection[str]) -> dict[str, Any]:

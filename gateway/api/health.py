@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app
 from flask_restx import Namespace, Resource
+
+from ..services import current
 
 ns = Namespace("health", description="Liveness and readiness, no authentication", path="/")
 
@@ -20,5 +21,5 @@ class Health(Resource):
 class Ready(Resource):
     @ns.response(503, "LDAP unreachable")
     def get(self) -> Any:
-        current_app.extensions["mailgate"].directory.ping()
+        current().directory.ping()
         return {"status": "ready"}

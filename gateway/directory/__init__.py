@@ -18,24 +18,23 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import ldap as _pl
-from ldap.controls import RequestControl, SimplePagedResultsControl
+from ldap.controls import SimplePagedResultsControl
 
-from ..errors import DirectoryUnavailable, MailgateError, NotFound
+from ..errors import AssertionFailed, DirectoryUnavailable, MailgateError, NotFound
 from ..settings import Settings
 from . import pool as _pool
 from .filters import (
-    ASSERTION_OID,
     Filter,
     all_of,
     any_of,
-    assertion_value,
+    assertion,
     ends_with,
     eq,
     parent_dn,
     present,
     rdn,
 )
-from .model import AssertionFailed, Attrs, Changes, Entry, SortedPage, Write
+from .model import Attrs, Changes, Entry, SortedPage, Write
 from .views import ListViews, entries
 
 __all__ = [
@@ -52,7 +51,7 @@ def _send(conn: Any, write: Write) -> int:
     """Send one write without waiting for its answer; the message id."""
     controls = None
     if write.assertion is not None:
-        controls = [RequestControl(ASSERTION_OID, True, assertion_value(write.assertion))]
+        controls = [assertion(write.assertion)]
     if write.op == "add":
         modlist = [("objectClass", [write.object_class.encode("ascii")])]
         modlist += [(k, _values(v)) for k, v in write.attrs.items() if v]

@@ -1,21 +1,19 @@
 """Filters and DNs, escaped by construction (RFC 4515, RFC 4514).
 
 Callers never write filter strings or DNs by hand: every value passes through
-one of these helpers. ldap3's pure functions do the escaping and the BER
-encoding of filters (for the assertion control); no ldap3 connection is used.
+one of these helpers, which use python-ldap's own escaping (``ldap.filter``,
+``ldap.dn``); libldap encodes filters for the assertion control.
 """
 
 from __future__ import annotations
 
 from typing import NewType
 
-from ldap3.operation.search import compile_filter, parse_filter
-from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import escape_rdn, to_dn
-from pyasn1.codec.ber import encoder
+from ldap.controls.libldap import AssertionControl
+from ldap.dn import dn2str, escape_dn_chars, str2dn
+from ldap.filter import escape_filter_chars
 
 Filter = NewType("Filter", str)
-ASSERTION_OID = "1.3.6.1.1.12"
 
 
 def eq(attr: str, value: str) -> Filter:
@@ -42,15 +40,14 @@ def any_of(*parts: Filter) -> Filter:
 
 def rdn(attr: str, value: str) -> str:
     """One RDN ``attr=value`` with the value escaped."""
-    return f"{attr}={escape_rdn(value)}"
+    return f"{attr}={escape_dn_chars(value)}"
 
 
 def parent_dn(dn: str) -> str:
     """The DN one level up (escaped commas in the RDN handled)."""
-    return ",".join(to_dn(dn)[1:])
+    return str(dn2str(str2dn(dn)[1:]))
 
 
-def assertion_value(flt: Filter) -> bytes:
-    """The BER value of an RFC 4528 assertion control for ``flt``."""
-    node = parse_filter(flt, None, True, True, None, False)
-    return bytes(encoder.encode(compile_filter(node.elements[0])))
+def assertion(flt: Filter) -> AssertionControl:
+    """A critical RFC 4528 assertion control: the write applies only if ``flt`` matches."""
+    return AssertionControl(True, flt)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import Conflict
 from .filters import Filter
 
 Attrs = dict[str, list[bytes]]
@@ -47,7 +46,3 @@ class Write:
     attrs: Mapping[str, Sequence[str | bytes]] = field(default_factory=dict)
     object_class: str = ""
     assertion: Filter | None = None
-
-
-class AssertionFailed(Conflict):
-    """The entry no longer matched the write's assertion; nothing was changed."""

@@ -16,9 +16,15 @@ from typing import Any, TypeVar
 
 import ldap as _pl
 
-from ..errors import Conflict, DirectoryUnavailable, Invalid, MailgateError, NotFound
+from ..errors import (
+    AssertionFailed,
+    Conflict,
+    DirectoryUnavailable,
+    Invalid,
+    MailgateError,
+    NotFound,
+)
 from ..settings import Settings
-from .model import AssertionFailed
 
 log = logging.getLogger("gateway.directory")
 T = TypeVar("T")

@@ -28,24 +28,28 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .. import passwords
-from ..addresses import Address
-from ..directory import AssertionFailed, Write, eq
-from ..errors import Conflict, DirectoryUnavailable, MailgateError, NotFound
-from ..mail import (
-    A_DISABLED,
-    A_MAIL,
+from ..directory import Write, eq
+from ..entries import (
     A_ORIGIN,
-    A_PASSWORD,
-    A_SENDER,
-    A_TARGET,
     OC_ACCOUNT,
     OC_ALIAS,
-    MailDirectory,
+    ORIGIN_SYNC,
+    account_attrs,
+    alias_attrs,
+    field_changes,
 )
+from ..errors import (
+    AssertionFailed,
+    Conflict,
+    DirectoryUnavailable,
+    LockLost,
+    MailgateError,
+    NotFound,
+)
+from ..mail import MailDirectory
 from .document import Want, WantAccount
-from .lock import LdapLock, LockLost
-from .plan import ORIGIN_SYNC, Create, Delete, Plan, Replace, Update
+from .lock import LdapLock
+from .plan import Create, Delete, Plan, Replace, Update
 
 log = logging.getLogger(__name__)
 
@@ -62,39 +66,12 @@ class ApplyResult:
     aborted: str | None = None
 
 
-def _bool_attr(value: bool | None) -> list[str]:
-    return ["TRUE"] if value else []
-
-
 def entry_attrs(want: Want) -> tuple[str, dict[str, list[str]]]:
     """Object class and attributes of a new entry for ``want``."""
     if isinstance(want, WantAccount):
-        return OC_ACCOUNT, {
-            A_MAIL: [want.address],
-            A_PASSWORD: [passwords.to_ldap(want.password)],
-            A_SENDER: list(want.whitelist or ()),
-            A_DISABLED: _bool_attr(want.submission_disabled),
-            A_ORIGIN: [ORIGIN_SYNC],
-        }
-    return OC_ALIAS, {A_MAIL: [want.address], A_TARGET: list(want.targets),
-                      A_ORIGIN: [ORIGIN_SYNC]}
-
-
-def change_attrs(changes: dict[str, object]) -> dict[str, list[str]]:
-    """LDAP replacements for a plan's field changes."""
-    attrs: dict[str, list[str]] = {}
-    for name, value in changes.items():
-        if name == "password":
-            attrs[A_PASSWORD] = [passwords.to_ldap(str(value))]
-        elif name == "spoofing_whitelist":
-            attrs[A_SENDER] = [str(v) for v in value]  # type: ignore[attr-defined]
-        elif name == "submission_disabled":
-            attrs[A_DISABLED] = _bool_attr(bool(value))
-        elif name == "to":
-            attrs[A_TARGET] = [str(v) for v in value]  # type: ignore[attr-defined]
-        elif name == "origin":
-            attrs[A_ORIGIN] = [str(value)]
-    return attrs
+        return OC_ACCOUNT, account_attrs(want.address, want.password, want.whitelist or (),
+                                         want.submission_disabled, ORIGIN_SYNC)
+    return OC_ALIAS, alias_attrs(want.address, want.targets, ORIGIN_SYNC)
 
 
 class Applier:
@@ -160,11 +137,11 @@ class Applier:
         for create in plan.creates:
             self._check()
             object_class, attrs = entry_attrs(create.want)
-            dn = self.mail.entry_dn(Address(create.want.name, create.want.domain))
+            dn = self.mail.layout.address(create.want.address)
             yield _Tagged("add", dn, attrs, object_class, change=create)
         for update in plan.updates:
             self._check()
-            yield _Tagged("modify", update.existing.dn, change_attrs(update.changes),
+            yield _Tagged("modify", update.existing.dn, field_changes(update.changes),
                           change=update)
         for delete in plan.deletes:
             self._check()
@@ -229,7 +206,7 @@ class Applier:
 
     def _add(self, want: Want) -> None:
         object_class, attrs = entry_attrs(want)
-        self.dir.add(self.mail.entry_dn(Address(want.name, want.domain)), object_class, attrs)
+        self.dir.add(self.mail.layout.address(want.address), object_class, attrs)
 
     def _replace(self, replace: Replace) -> tuple[str, ...]:
         old = replace.existing

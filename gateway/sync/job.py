@@ -17,6 +17,9 @@ import random
 import threading
 from typing import Any
 
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from ..services import current
 from .runner import SyncRunner
 
 log = logging.getLogger(__name__)
@@ -27,7 +30,7 @@ FIRST_DELAY = (5.0, 30.0)   # seconds after start; spread so workers do not all 
 
 def runner_for(app: Any) -> SyncRunner:
     """This process's SyncRunner (made on first use) on ``app``'s services."""
-    services = app.extensions["mailgate"]
+    services = current(app)
     with _CREATE:
         if services.sync is None:
             services.sync = SyncRunner(services.settings)
@@ -37,8 +40,6 @@ def runner_for(app: Any) -> SyncRunner:
 
 def start_scheduler(app: Any) -> Any:
     """Start the periodic sync in this process (when JSON sources are set)."""
-    from apscheduler.schedulers.background import BackgroundScheduler
-
     runner = runner_for(app)
     settings = runner.settings
     if not settings.json_urls or runner.scheduler is not None:

@@ -31,22 +31,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..directory import Directory, all_of, eq, rdn
-from ..errors import Conflict, DirectoryUnavailable, MailgateError, NotFound
+from ..directory import Directory, all_of, eq
+from ..entries import A_CN, A_LOCK_EXPIRES, A_LOCK_OWNER, OC_STATE, Layout
+from ..errors import Conflict, DirectoryUnavailable, LockLost, MailgateError, NotFound
 
 log = logging.getLogger(__name__)
 
-OC_STATE = "mailgateStateObject"
-A_OWNER = "mailgateLockOwner"
-A_EXPIRES = "mailgateLockExpires"
 DEFAULT_TTL = 120.0
 _TIME = "%Y%m%d%H%M%SZ"
-
-
-class LockLost(MailgateError):
-    """The lock was taken over or could not be renewed before it expired."""
-
-    status = 409
 
 
 @dataclass(frozen=True)
@@ -136,7 +128,7 @@ class LdapLock:
     def __init__(self, directory: Directory, name: str, ttl: float = DEFAULT_TTL) -> None:
         self.dir = directory
         self.name = name
-        self.dn = f"{rdn('cn', name)},ou=gateway,{directory.base_dn}"
+        self.dn = Layout(directory.base_dn).state(name)
         self.ttl = ttl
         self.owner = owner_id()
         self._expires: dt.datetime | None = None
@@ -161,11 +153,11 @@ class LdapLock:
 
     def holder(self) -> Holder | None:
         """Who holds the lock now (None: nobody); DirectoryUnavailable."""
-        entry = self.dir.read(self.dn, eq("objectClass", OC_STATE), [A_OWNER, A_EXPIRES])
+        entry = self.dir.read(self.dn, eq("objectClass", OC_STATE), [A_LOCK_OWNER, A_LOCK_EXPIRES])
         if entry is None:
             return None
-        raw = entry.first(A_EXPIRES) or ""
-        return Holder(entry.first(A_OWNER) or "", _parse(raw), raw)
+        raw = entry.first(A_LOCK_EXPIRES) or ""
+        return Holder(entry.first(A_LOCK_OWNER) or "", _parse(raw), raw)
 
     # -- acquire / renew / release ------------------------------------------
 
@@ -175,8 +167,8 @@ class LdapLock:
             expires = _now() + dt.timedelta(seconds=self.ttl)
             try:
                 self.dir.add(self.dn, OC_STATE, {
-                    "cn": [self.name], A_OWNER: [self.owner],
-                    A_EXPIRES: [_format(expires)]})
+                    A_CN: [self.name], A_LOCK_OWNER: [self.owner],
+                    A_LOCK_EXPIRES: [_format(expires)]})
             except Conflict:
                 pass
             else:
@@ -191,8 +183,9 @@ class LdapLock:
             expires = _now() + dt.timedelta(seconds=self.ttl)
             try:
                 taken = self.dir.modify_if(
-                    self.dn, {A_OWNER: [self.owner], A_EXPIRES: [_format(expires)]},
-                    all_of(eq(A_OWNER, current.owner), eq(A_EXPIRES, current.raw_expires)))
+                    self.dn, {A_LOCK_OWNER: [self.owner], A_LOCK_EXPIRES: [_format(expires)]},
+                    all_of(eq(A_LOCK_OWNER, current.owner),
+                           eq(A_LOCK_EXPIRES, current.raw_expires)))
             except NotFound:
                 continue
             if taken:
@@ -211,8 +204,8 @@ class LdapLock:
         self.check()
         expires = _now() + dt.timedelta(seconds=self.ttl)
         try:
-            ours = self.dir.modify_if(self.dn, {A_EXPIRES: [_format(expires)]},
-                                      eq(A_OWNER, self.owner))
+            ours = self.dir.modify_if(self.dn, {A_LOCK_EXPIRES: [_format(expires)]},
+                                      eq(A_LOCK_OWNER, self.owner))
         except NotFound:
             ours = False
         if not ours:
@@ -227,7 +220,7 @@ class LdapLock:
             return
         self._expires = None
         try:
-            if not self.dir.delete_if(self.dn, eq(A_OWNER, self.owner)):
+            if not self.dir.delete_if(self.dn, eq(A_LOCK_OWNER, self.owner)):
                 log.warning("the lock %s was no longer ours at release", self.dn)
         except MailgateError as exc:
             log.warning("could not release the lock %s (%s); it expires by itself",

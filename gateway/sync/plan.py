@@ -27,35 +27,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, overload
 
+from ..entries import ORIGIN_SYNC, Existing
 from .document import Desired, Skip, Want, WantAccount
-
-ORIGIN_SYNC = "sync"
-
-
-class Existing(NamedTuple):
-    """An account or alias as LDAP holds it (only what the sync compares).
-
-    A NamedTuple: 100 000 of these are built per full run, and frozen
-    dataclasses are several times slower to construct.
-    """
-
-    dn: str
-    address: str
-    kind: str                            # "account" or "alias"
-    origin: str | None
-    password: str = ""                   # crypt hash, {CRYPT} tag removed
-    whitelist: tuple[str, ...] = ()
-    submission_disabled: bool = False
-    targets: tuple[str, ...] = ()
-
-    @property
-    def domain(self) -> str:
-        return self.address.rpartition("@")[2]
-
-    @property
-    def managed(self) -> bool:
-        return self.origin == ORIGIN_SYNC or (self.origin or "").lower() == ORIGIN_SYNC
-
 
 # Changes are tuples too: a big first import plans a million creates.
 

@@ -19,13 +19,12 @@ import json
 import logging
 from typing import Any
 
-from ..directory import Directory, eq, rdn
+from ..directory import Directory, eq
+from ..entries import A_CN, A_STATE, OC_STATE, Layout
 from ..errors import Conflict, MailgateError, NotFound
 
 log = logging.getLogger(__name__)
 
-OC_STATE = "mailgateStateObject"
-A_STATE = "mailgateState"
 STATE_CN = "sync-state"
 HISTORY_CN = "sync-history"
 KEEP_RUNS = 20
@@ -34,10 +33,10 @@ KEEP_RUNS = 20
 class StateStore:
     def __init__(self, directory: Directory) -> None:
         self.dir = directory
-        self.base = f"ou=gateway,{directory.base_dn}"
+        self.layout = Layout(directory.base_dn)
 
     def _dn(self, cn: str) -> str:
-        return f"{rdn('cn', cn)},{self.base}"
+        return self.layout.state(cn)
 
     def _load(self, cn: str) -> dict[str, Any]:
         entry = self.dir.read(self._dn(cn), eq("objectClass", OC_STATE), [A_STATE])
@@ -58,7 +57,7 @@ class StateStore:
             self.dir.modify(dn, {A_STATE: [value]})
         except NotFound:
             try:
-                self.dir.add(dn, OC_STATE, {"cn": [cn], A_STATE: [value]})
+                self.dir.add(dn, OC_STATE, {A_CN: [cn], A_STATE: [value]})
             except Conflict:
                 self.dir.modify(dn, {A_STATE: [value]})
 

@@ -12,6 +12,7 @@ from flask import Flask
 from gateway import create_app
 from gateway.directory import Directory
 from gateway.mail import MailDirectory
+from gateway.services import current
 from gateway.settings import Settings
 from gateway.sync import job
 from gateway.sync.lock import LdapLock
@@ -38,7 +39,7 @@ def make_app(settings: Settings, docs: DocServer) -> Iterator[MakeApp]:
 
     yield make
     for app in apps:
-        services = app.extensions["mailgate"]
+        services = current(app)
         if services.sync is not None:
             services.sync.close()
         services.directory.close()
@@ -133,7 +134,7 @@ def test_schedulers_in_two_workers_sync_once(
     apps = [make_app("/mail.json", json_interval=3600) for _ in range(2)]
     for app in apps:
         assert job.start_scheduler(app) is not None
-        assert job.start_scheduler(app) is app.extensions["mailgate"].sync.scheduler  # once
+        assert job.start_scheduler(app) is current(app).sync.scheduler  # once
     run = wait_for_run(Client(apps[0]))
     time.sleep(1.0)   # both first ticks are long past
     runs = Client(apps[1]).get("/sync/status").json["runs"]

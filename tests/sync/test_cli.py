@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
+from gateway.cli.sync import Progress
 from gateway.mail import MailDirectory
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
-from gateway.sync.cli import Progress
 
 from .conftest import CHEAP_HASH, MakeRunner, spec_document
 from .httpsserver import DocServer

@@ -9,9 +9,10 @@ import threading
 import pytest
 
 from gateway.directory import Directory
+from gateway.errors import LockLost
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
-from gateway.sync.lock import LdapLock, LockLost
+from gateway.sync.lock import LdapLock
 
 from conftest import BASE_DN, ldap_tool
 

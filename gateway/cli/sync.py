@@ -21,10 +21,14 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..access import reachable
+from ..addresses import normalize_domain
+from ..directory import Directory
 from ..settings import Settings
-from .document import WantAlias
-from .plan import Plan
-from .runner import RunReport, SyncRunner
+from ..sync.document import WantAlias
+from ..sync.export import export_document
+from ..sync.plan import Plan
+from ..sync.runner import RunReport, SyncRunner
 
 
 def add_commands(subparsers: Any) -> None:
@@ -81,13 +85,11 @@ class Progress:
 
 
 def _sync(args: argparse.Namespace, settings: Settings) -> int:
-    from ..cli import directory_settings
-
     if not settings.json_urls:
         print("mailgate: configuration error: MAILGATE_JSON_URLS: no sources to sync",
               file=sys.stderr)
         return 2
-    with directory_settings(settings) as (resolved, _slapd):
+    with reachable(settings) as (resolved, _slapd):
         runner = SyncRunner(resolved)
         try:
             if args.dry_run:
@@ -151,11 +153,6 @@ def print_plan(plan: Plan, out: TextIO) -> None:
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    from ..addresses import normalize_domain
-    from ..cli import directory_settings
-    from ..directory import Directory
-    from .export import export_document
-
     domains = None
     if args.domain:
         try:
@@ -163,7 +160,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         except ValueError as exc:
             print(f"mailgate: --domain: {exc}", file=sys.stderr)
             return 2
-    with directory_settings(settings) as (resolved, _slapd):
+    with reachable(settings) as (resolved, _slapd):
         directory = Directory(resolved)
         try:
             document, warnings = export_document(directory, domains, Progress())

@@ -1,0 +1,55 @@
+"""The ``mailgate`` console script: the top of the import graph.
+
+    mailgate serve                      the HTTPS API (gunicorn + TLS); in embedded
+                                        mode also the managed slapd
+    mailgate directory                  only the managed slapd, in the foreground
+    mailgate token create|list|revoke   scoped API tokens (stored hashed in LDAP)
+    mailgate render-config postfix|dovecot   mail server configuration
+    mailgate milter                     the From-header check for submission
+    mailgate sync / export              the Basic JSON sync, and its inverse
+
+One module per command group, each with ``add_commands(subparsers)`` that
+sets ``func`` on its parsers. Nothing in ``gateway`` imports this package.
+Configuration errors print the variable's name and exit with status 2; any
+other mailgate error prints one line and exits with 1 (2 for a set-up error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ..errors import MailgateError, SetupError
+from ..settings import ConfigError, Settings
+from . import config, directory, milter, serve, sync, token
+
+COMMAND_GROUPS = (serve, directory, token, config, milter, sync)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailgate", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in COMMAND_GROUPS:
+        group.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"mailgate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args, settings))
+    except SetupError as exc:
+        print(f"mailgate: {exc}", file=sys.stderr)
+        return 2
+    except MailgateError as exc:
+        print(f"mailgate: {exc}", file=sys.stderr)
+        return 1

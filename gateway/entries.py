@@ -1,0 +1,317 @@
+"""The directory's vocabulary: object classes, attributes, DN layout, codecs, records.
+
+The one module that knows how mailgate's data looks in LDAP
+(``ldif/schema/mailgate.ldif``, ``ldif/README.md``)::
+
+    <base>
+      ou=domains                        DIT of the mail servers' lookups
+        dc=<domain>                     mailgateDomain
+          mail=<local@domain>           mailgateAccount | mailgateAlias
+      ou=gateway                        the gateway's own state
+        cn=<name>                       mailgateStateObject (sync lock, state, runs)
+        ou=tokens
+          cn=<id>                       mailgateToken
+
+The domain rules (:mod:`gateway.mail`), the sync, the milter, the tokens and
+the lists all read and write entries through the names, encoders and
+decoders here. A new attribute touches this module, the schema and the
+feature that uses it.
+
+Codecs: a boolean is stored as ``TRUE`` or by the attribute's absence (the
+mail servers' filters test for ``TRUE``); a password as ``{CRYPT}<crypt
+hash>`` (:mod:`gateway.passwords`); an address in lower case. Decoders take
+python-ldap's raw ``{attribute: [bytes]}`` and are hot paths (a list or a
+sync decodes up to a million entries): they avoid helper calls on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from . import passwords
+from .directory import Entry, rdn
+
+# -- object classes and attributes --------------------------------------------
+
+OC_DOMAIN = "mailgateDomain"
+OC_ACCOUNT = "mailgateAccount"
+OC_ALIAS = "mailgateAlias"
+OC_STATE = "mailgateStateObject"
+OC_TOKEN = "mailgateToken"  # noqa: S105 (an object class name)
+
+A_DC = "dc"
+A_CN = "cn"
+A_MAIL = "mail"
+A_PASSWORD = "userPassword"  # noqa: S105 (an attribute name)
+A_SENDER = "mailgateSenderAllowed"
+A_DISABLED = "mailgateSubmissionDisabled"
+A_TARGET = "mailgateAliasTarget"
+A_ORIGIN = "mailgateOrigin"
+A_STATE = "mailgateState"
+A_LOCK_OWNER = "mailgateLockOwner"
+A_LOCK_EXPIRES = "mailgateLockExpires"
+A_TOKEN_HASH = "mailgateTokenHash"  # noqa: S105 (an attribute name)
+A_TOKEN_DOMAIN = "mailgateTokenDomain"  # noqa: S105 (an attribute name)
+A_TOKEN_READ_ONLY = "mailgateTokenReadOnly"  # noqa: S105 (an attribute name)
+A_DESCRIPTION = "description"
+
+ACCOUNT_ATTRS = (A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_ORIGIN)
+ALIAS_ATTRS = (A_MAIL, A_TARGET, A_ORIGIN)
+# Lists show no origin: reading less is what makes 10 000-entry pages fast.
+ACCOUNT_LIST_ATTRS = ACCOUNT_ATTRS[:-1]
+ALIAS_LIST_ATTRS = ALIAS_ATTRS[:-1]
+# What the sync compares, for accounts and aliases alike.
+SYNC_ATTRS = ("objectClass", A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_TARGET, A_ORIGIN)
+
+ORIGIN_API = "api"
+ORIGIN_SYNC = "sync"
+TRUE = "TRUE"
+
+
+# -- DN layout ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each kind of entry lives below ``base_dn`` (values escaped)."""
+
+    base_dn: str
+
+    @property
+    def domains(self) -> str:
+        return f"ou=domains,{self.base_dn}"
+
+    def domain(self, domain: str) -> str:
+        return f"{rdn(A_DC, domain)},{self.domains}"
+
+    def address(self, address: str) -> str:
+        """The DN of the account or alias ``local@domain`` (lower case)."""
+        return f"{rdn(A_MAIL, address)},{self.domain(address.rpartition('@')[2])}"
+
+    @property
+    def gateway(self) -> str:
+        return f"ou=gateway,{self.base_dn}"
+
+    def state(self, name: str) -> str:
+        return f"{rdn(A_CN, name)},{self.gateway}"
+
+    @property
+    def tokens(self) -> str:
+        return f"ou=tokens,{self.gateway}"
+
+    def token(self, token_id: str) -> str:
+        return f"{rdn(A_CN, token_id)},{self.tokens}"
+
+
+# -- value codecs -------------------------------------------------------------------
+
+
+def encode_bool(value: bool | None) -> list[str]:
+    """Only TRUE is written; FALSE is the attribute's absence."""
+    return [TRUE] if value else []
+
+
+_TRUE = TRUE.encode()
+
+
+def decode_bool(values: list[bytes] | None) -> bool:
+    return values is not None and bool(values) and values[0].upper() == _TRUE
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+# -- accounts and aliases as the API sees them ------------------------------------
+
+
+class Account(NamedTuple):
+    # A NamedTuple, not a dataclass: a list builds 10 000 of them per request.
+    id: str
+    name: str
+    domain: str
+    password: str
+    spoofing_whitelist: str
+    submission_disabled: bool
+    origin: str | None = None
+    dn: str = ""
+
+
+class Alias(NamedTuple):
+    id: str
+    name: str
+    domain: str
+    to: str
+    origin: str | None = None
+    dn: str = ""
+
+
+def account_attrs(address: str, crypt_hash: str, whitelist: Iterable[str],
+                  submission_disabled: bool | None, origin: str) -> dict[str, list[str]]:
+    """The attributes of a new account entry (object class :data:`OC_ACCOUNT`)."""
+    return {
+        A_MAIL: [address],
+        A_PASSWORD: [passwords.to_ldap(crypt_hash)],
+        A_SENDER: list(whitelist),
+        A_DISABLED: encode_bool(submission_disabled),
+        A_ORIGIN: [origin],
+    }
+
+
+def alias_attrs(address: str, targets: Iterable[str], origin: str) -> dict[str, list[str]]:
+    """The attributes of a new alias entry (object class :data:`OC_ALIAS`)."""
+    return {A_MAIL: [address], A_TARGET: list(targets), A_ORIGIN: [origin]}
+
+
+def field_changes(changes: Mapping[str, object]) -> dict[str, list[str]]:
+    """LDAP replacements for changed fields, by their API/JSON names.
+
+    ``password`` is a crypt hash; ``spoofing_whitelist`` and ``to`` are
+    lists; ``submission_disabled`` a boolean; ``origin`` a string.
+    """
+    attrs: dict[str, list[str]] = {}
+    for name, value in changes.items():
+        if name == "password":
+            attrs[A_PASSWORD] = [passwords.to_ldap(str(value))]
+        elif name == "spoofing_whitelist":
+            attrs[A_SENDER] = [str(v) for v in value]  # type: ignore[attr-defined]
+        elif name == "submission_disabled":
+            attrs[A_DISABLED] = encode_bool(bool(value))
+        elif name == "to":
+            attrs[A_TARGET] = [str(v) for v in value]  # type: ignore[attr-defined]
+        elif name == "origin":
+            attrs[A_ORIGIN] = [str(value)]
+        else:
+            raise ValueError(f"no attribute for the field {name!r}")
+    return attrs
+
+
+# Lists turn up to 10 000 entries into accounts per request: these read the
+# raw attribute lists directly rather than through Entry's helpers, and build
+# the tuples without NamedTuple's keyword handling (B6 in docs/benchmarks.md).
+
+_new = tuple.__new__
+
+
+def _address(attrs: dict[str, list[bytes]]) -> tuple[str, str, str]:
+    values = attrs.get(A_MAIL)
+    address = values[0].decode("utf-8", "replace").lower() if values else ""
+    name, _, domain = address.rpartition("@")
+    return address, name, domain
+
+
+def _origin(attrs: dict[str, list[bytes]]) -> str | None:
+    values = attrs.get(A_ORIGIN)
+    return (values[0].decode("utf-8", "replace") or None) if values else None
+
+
+def decode_account(entry: Entry) -> Account:
+    attrs = entry.attrs
+    values = attrs.get(A_MAIL)
+    address = values[0].decode("utf-8", "replace").lower() if values else ""
+    name, _, domain = address.rpartition("@")
+    values = attrs.get(A_PASSWORD)
+    password = passwords.from_ldap(values[0].decode("utf-8", "replace")) if values else ""
+    values = attrs.get(A_SENDER)
+    whitelist = ",".join(map(_text, values)) if values else ""
+    values = attrs.get(A_DISABLED)
+    disabled = values[0].upper() == _TRUE if values else False
+    values = attrs.get(A_ORIGIN)
+    origin = (values[0].decode("utf-8", "replace") or None) if values else None
+    return _new(Account, (address, name, domain, password, whitelist, disabled, origin,
+                          entry.dn))
+
+
+def decode_alias(entry: Entry) -> Alias:
+    attrs = entry.attrs
+    address, name, domain = _address(attrs)
+    values = attrs.get(A_TARGET)
+    return _new(Alias, (address, name, domain, ",".join(map(_text, values)) if values else "",
+                        _origin(attrs), entry.dn))
+
+
+def decode_whitelist(entry: Entry) -> list[str]:
+    return [_text(v) for v in entry.attrs.get(A_SENDER, ())]
+
+
+# -- accounts and aliases as the sync compares them ---------------------------------
+
+
+class Existing(NamedTuple):
+    """An account or alias as LDAP holds it (only what the sync compares).
+
+    A NamedTuple: 100 000 of these are built per full run, and frozen
+    dataclasses are several times slower to construct.
+    """
+
+    dn: str
+    address: str
+    kind: str                            # "account" or "alias"
+    origin: str | None
+    password: str = ""                   # crypt hash, {CRYPT} tag removed
+    whitelist: tuple[str, ...] = ()
+    submission_disabled: bool = False
+    targets: tuple[str, ...] = ()
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+    @property
+    def managed(self) -> bool:
+        return self.origin == ORIGIN_SYNC or (self.origin or "").lower() == ORIGIN_SYNC
+
+
+_ACCOUNT = OC_ACCOUNT.encode()
+_ALIAS = OC_ALIAS.encode()
+# One str per origin value, not one per entry.
+_ORIGINS = {b"sync": ORIGIN_SYNC, b"api": ORIGIN_API}
+
+
+def _kind(classes: list[bytes]) -> str | None:
+    if _ACCOUNT in classes:
+        return "account"
+    if _ALIAS in classes:
+        return "alias"
+    # Object class names are case-insensitive; entries made by hand may differ.
+    lowered = {c.lower() for c in classes}
+    if _ACCOUNT.lower() in lowered:
+        return "account"
+    return "alias" if _ALIAS.lower() in lowered else None
+
+
+def kind_of(entry: Entry) -> str | None:
+    """``account``, ``alias`` or None, from the entry's object classes."""
+    return _kind(entry.attrs.get("objectClass") or [])
+
+
+def decode_existing(entry: Entry) -> Existing | None:
+    """The sync's view of an entry read with :data:`SYNC_ATTRS`; None if it is neither."""
+    # Hot loop (100 000 entries and more): raw attribute access, few calls.
+    attrs = entry.attrs
+    mail = attrs.get(A_MAIL)
+    if not mail:
+        return None
+    address = mail[0].decode("utf-8", "replace").lower()
+    if "@" not in address:
+        return None
+    kind = _kind(attrs.get("objectClass") or [])
+    if kind is None:
+        return None
+    values = attrs.get(A_ORIGIN)
+    origin = (_ORIGINS.get(values[0]) or values[0].decode("utf-8", "replace")) if values \
+        else None
+    if kind == "account":
+        values = attrs.get(A_PASSWORD)
+        password = passwords.from_ldap(values[0].decode("utf-8", "replace")) if values else ""
+        values = attrs.get(A_SENDER)
+        whitelist = tuple(map(_text, values)) if values else ()
+        values = attrs.get(A_DISABLED)
+        disabled = values is not None and values[0].upper() == _TRUE
+        return _new(Existing, (entry.dn, address, kind, origin, password, whitelist, disabled,
+                               ()))
+    values = attrs.get(A_TARGET)
+    return _new(Existing, (entry.dn, address, kind, origin, "", (), False,
+                           tuple(map(_text, values)) if values else ()))

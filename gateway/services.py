@@ -1,0 +1,47 @@
+"""What one process shares between requests and jobs, and the one accessor for it.
+
+Like Flask's ``get_db()``: :func:`gateway.create_app` builds a :class:`Services`
+once per app, and every request handler or job reaches it through
+:func:`current`, never through ``app.extensions`` by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from flask import Flask, current_app
+
+from .directory import Directory
+from .limiter import FailureLimiter
+from .mail import MailDirectory
+from .settings import Settings
+from .tokens import TokenStore
+
+KEY = "mailgate"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    directory: Directory
+    mail: MailDirectory
+    tokens: TokenStore
+    limiter: FailureLimiter
+    sync: Any = None   # the process's SyncRunner, made on first use (gateway.sync.job)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        directory = Directory(settings)
+        return cls(settings=settings, directory=directory,
+                   mail=MailDirectory(directory, settings.password_rounds),
+                   tokens=TokenStore(directory, settings.admin_token),
+                   limiter=FailureLimiter(settings.auth_fail_limit, settings.auth_fail_window))
+
+    def install(self, app: Flask) -> None:
+        app.extensions[KEY] = self
+
+
+def current(app: Flask | None = None) -> Services:
+    """The services of ``app``, or of the app handling this request."""
+    return cast(Services, (app or current_app).extensions[KEY])
