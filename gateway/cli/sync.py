@@ -25,9 +25,9 @@ from ..access import reachable
 from ..addresses import normalize_domain
 from ..directory import Directory
 from ..settings import Settings
-from ..sync.document import WantAlias
 from ..sync.export import export_document
 from ..sync.plan import Plan
+from ..sync.records import WantAlias
 from ..sync.runner import RunReport, SyncRunner
 
 

@@ -47,9 +47,9 @@ from ..errors import (
     NotFound,
 )
 from ..mail import MailDirectory
-from .document import Want, WantAccount
 from .lock import LdapLock
 from .plan import Create, Delete, Plan, Replace, Update
+from .records import Want, WantAccount
 
 log = logging.getLogger(__name__)
 

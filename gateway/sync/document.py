@@ -22,21 +22,15 @@ dot-atom local parts, IDNA A-label domains, normalised recipient and
 whitelist lists. Passwords must be crypt(3) hashes
 (:func:`gateway.passwords.check_crypt_hash`); reasons never quote a password.
 
-Documents are read as a stream of parser events (ijson's C parser over the
-raw bytes), never as one tree of Python objects: ``json.loads`` of a
-150 MB document alone builds more than 1 GB of objects, while the events
-keep memory to the desired state itself (docs/benchmarks.md, B8). Already
-parsed documents (:func:`parse_document`, tests, tools) are turned into the
-same events, so one walker applies every rule.
+Documents are walked as a stream of parser events (:mod:`.jsonstream`);
+the records they become are in :mod:`.records`.
 """
+
 
 from __future__ import annotations
 
-import codecs
 import json
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import ijson
@@ -49,283 +43,27 @@ from ..addresses import (
     parse_recipients,
     parse_whitelist,
 )
+from .jsonstream import (
+    CONTAINERS,
+    Chunks,
+    Event,
+    TooDeep,
+    object_events,
+    parse_error,
+    read_value,
+)
+from .records import Desired, DocumentError, Skip, Want, WantAccount, WantAlias
 
 ACCOUNT_FIELDS = frozenset({"name", "password", "spoofing_whitelist", "submission_disabled"})
 ALIAS_FIELDS = frozenset({"name", "to"})
 DOMAIN_FIELDS = frozenset({"account", "alias"})
 _SHOWN = 200  # longest raw name or domain quoted in a report
-# Containers nested deeper than this inside a document are refused, as
-# json.loads refuses them (its recursion limit): no entry needs more than 4.
-MAX_DEPTH = 500
-
-
-class DocumentError(Exception):
-    """A document as a whole cannot be used; the run must change nothing."""
-
-
-@dataclass(frozen=True)
-class Skip:
-    """An entry (or a whole domain, name '') left as it is, and why."""
-
-    domain: str
-    name: str
-    reason: str
-    source: str = ""
-
-    def as_json(self) -> dict[str, str]:
-        return {"domain": self.domain, "name": self.name, "reason": self.reason,
-                "source": self.source}
-
-
-# Wanted entries are tuples: a million of them are held at once for a big
-# document (B8), and a tuple costs a third of a dataclass in memory and time.
-# Only the address is stored; the local part and the domain are read from it.
-
-class _AccountFields(NamedTuple):
-    address: str
-    password: str                        # crypt hash, no {CRYPT} tag
-    whitelist: tuple[str, ...] | None    # None: the document does not say
-    submission_disabled: bool | None     # None: the document does not say
-
-
-class _AddressParts:
-    """``name`` and ``domain`` derived from the stored ``address``."""
-
-    __slots__ = ()
-    address: str
-
-    @property
-    def name(self) -> str:
-        return self.address.rpartition("@")[0]
-
-    @property
-    def domain(self) -> str:
-        return self.address.rpartition("@")[2]
-
-
-class WantAccount(_AccountFields, _AddressParts):
-    __slots__ = ()
-    kind = "account"
-
-    def __new__(cls, address: str, name: str, domain: str, password: str,
-                whitelist: tuple[str, ...] | None,
-                submission_disabled: bool | None) -> WantAccount:
-        return tuple.__new__(cls, (address, password, whitelist, submission_disabled))
-
-
-class _AliasFields(NamedTuple):
-    address: str
-    targets: tuple[str, ...]
-
-
-class WantAlias(_AliasFields, _AddressParts):
-    __slots__ = ()
-    kind = "alias"
-
-    def __new__(cls, address: str, name: str, domain: str,
-                targets: tuple[str, ...]) -> WantAlias:
-        return tuple.__new__(cls, (address, targets))
-
-
-Want = WantAccount | WantAlias
 _new = tuple.__new__   # builds a Want from its stored fields, skipping __new__ (hot path)
-
-
-@dataclass
-class Desired:
-    """What the documents ask for, after validation."""
-
-    domains: set[str] = field(default_factory=set)            # listed, usable domains
-    entries: dict[str, Want] = field(default_factory=dict)    # address -> wanted entry
-    protected: set[str] = field(default_factory=set)          # addresses left as they are
-    skipped: list[Skip] = field(default_factory=list)
-
-
-class _Object(dict[str, Any]):
-    """A JSON object that remembers keys it saw more than once."""
-
-    duplicates: frozenset[str] = frozenset()
-
-
-def _object(pairs: list[tuple[str, Any]]) -> _Object:
-    obj = _Object(pairs)
-    if len(obj) != len(pairs):
-        counts = Counter(k for k, _v in pairs)
-        obj.duplicates = frozenset(k for k, n in counts.items() if n > 1)
-    return obj
-
-
-def parse_document(body: bytes, source: str = "") -> dict[str, Any]:
-    """Decode one whole document into objects; DocumentError if it is not a JSON object.
-
-    For tests and tools: a sync streams the raw bytes into :func:`build_desired`.
-    """
-    try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DocumentError(f"{source}: not UTF-8 (byte {exc.start})") from None
-    try:
-        data = json.loads(text, object_pairs_hook=_object)
-    except json.JSONDecodeError as exc:
-        raise DocumentError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno} "
-                            f"column {exc.colno})") from None
-    except RecursionError:
-        raise DocumentError(f"{source}: JSON nested too deeply") from None
-    if not isinstance(data, dict):
-        raise DocumentError(f"{source}: the top level must be an object of domains")
-    return data
 
 
 def _shown(value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
-
-
-# ---------------------------------------------------------------------------
-# Parser events: (event, value) pairs as ijson's basic_parse yields them.
-
-Event = tuple[str, Any]
-_BOM = b"\xef\xbb\xbf"
-_CONTAINERS = frozenset({"start_map", "start_array"})
-
-
-class _Chunks:
-    """A document's chunks as a file for the parser; with ``consume``, each chunk is
-    let go once read, so a big document never sits in memory next to what it became.
-    """
-
-    def __init__(self, chunks: list[bytes], consume: bool) -> None:
-        self._chunks = chunks if consume else list(chunks)
-        self._chunks.reverse()
-        self._first = True
-        self._last = b""        # the chunk the parser works on
-        self._carry = b""       # an incomplete UTF-8 sequence that ended the one before
-        self._offset = 0        # bytes before the current chunk
-
-    def read(self, size: int = -1) -> bytes:
-        if size == 0:   # ijson reads 0 bytes to learn the type
-            return b""
-        while self._chunks:
-            chunk = self._chunks.pop()
-            if self._first:
-                self._first = False
-                while len(chunk) < len(_BOM) and self._chunks:
-                    chunk += self._chunks.pop()
-                if chunk.startswith(_BOM):
-                    chunk = chunk[len(_BOM):]
-                    self._offset = len(_BOM)
-            if not chunk:
-                continue   # an empty read would mean the end of the document
-            self._carry = _incomplete_tail(self._last)
-            self._offset += len(self._last)
-            self._last = chunk
-            return chunk
-        return b""
-
-    def utf8_error(self) -> int | None:
-        """Offset of a byte that is not UTF-8 where the parser stopped, or None.
-
-        The parser stops in the chunk that holds the first bad byte, so only
-        that chunk is checked (after a parse error: the normal path decodes
-        nothing twice).
-        """
-        try:
-            codecs.utf_8_decode(self._carry + self._last, "strict", False)
-        except UnicodeDecodeError as exc:
-            return self._offset - len(self._carry) + exc.start
-        return None
-
-
-def _incomplete_tail(chunk: bytes) -> bytes:
-    """The bytes of a multi-byte UTF-8 sequence cut off at the end of ``chunk``."""
-    for back in range(1, min(3, len(chunk)) + 1):
-        byte = chunk[-back]
-        if byte < 0x80:
-            return b""
-        if byte >= 0xC0:   # a lead byte: how long is its sequence?
-            length = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
-            return chunk[-back:] if length > back else b""
-    return b""
-
-
-def _parse_error(exc: Exception, reader: _Chunks, source: str) -> DocumentError:
-    bad = reader.utf8_error()
-    if bad is not None:
-        return DocumentError(f"{source}: not UTF-8 (byte {bad})")
-    message = exc.args[0] if exc.args else ""
-    if isinstance(message, bytes):
-        message = message.decode("utf-8", "replace")
-    # Only the first line: the parser goes on to quote the document.
-    lines = str(message).strip().splitlines()
-    return DocumentError(f"{source}: not valid JSON ({lines[0] if lines else 'error'})")
-
-
-def _object_events(value: object) -> Iterator[Event]:
-    """The events of an already parsed document (keys it saw twice come twice)."""
-    if isinstance(value, dict):
-        yield "start_map", None
-        duplicates: frozenset[str] = getattr(value, "duplicates", frozenset())
-        for key, item in value.items():
-            for _ in range(2 if key in duplicates else 1):
-                yield "map_key", key
-                yield from _object_events(item)
-        yield "end_map", None
-    elif isinstance(value, list):
-        yield "start_array", None
-        for item in value:
-            yield from _object_events(item)
-        yield "end_array", None
-    elif value is None:
-        yield "null", None
-    elif isinstance(value, bool):
-        yield "boolean", value
-    elif isinstance(value, int | float):
-        yield "number", value
-    else:
-        yield "string", value
-
-
-class _TooDeep(Exception):
-    """Containers nested deeper than MAX_DEPTH."""
-
-
-def _value(event: str, value: Any, next_event: Callable[[], Event], keep: bool = True) -> Any:
-    """The whole value that starts with ``event`` (built only if ``keep``)."""
-    if event not in _CONTAINERS:
-        return value
-    stack: list[Any] = [{} if event == "start_map" else []]
-    key: str = ""
-    keys: list[str] = []
-    while True:
-        event, value = next_event()
-        if event == "map_key":
-            key = value
-            continue
-        if event in _CONTAINERS:
-            if len(stack) >= MAX_DEPTH:
-                raise _TooDeep()
-            item: Any = {} if event == "start_map" else []
-        elif event in ("end_map", "end_array"):
-            done = stack.pop()
-            if not stack:
-                return done if keep else None
-            key = keys.pop()
-            continue
-        else:
-            item = value
-        if keep:
-            parent = stack[-1]
-            if isinstance(parent, dict):
-                parent[key] = item
-            else:
-                parent.append(item)
-        if event in _CONTAINERS:
-            keys.append(key)
-            stack.append(item)
-
-
-# ---------------------------------------------------------------------------
-# Validation
 
 
 class _Occurrence(NamedTuple):
@@ -439,7 +177,7 @@ def build_desired(documents: Sequence[tuple[str, Mapping[str, Any] | bytes | lis
     """Validate every document into one Desired.
 
     Each document is ``(source, content)``: raw bytes, the list of chunks it
-    arrived in, or an already parsed mapping (:func:`parse_document`). Raw
+    arrived in, or an already parsed mapping (:func:`.jsonstream.parse_document`). Raw
     documents are parsed here, as a stream; DocumentError if one is not a
     JSON object. ``consume``: let each chunk of a chunk list go once parsed
     (the list is left empty).
@@ -451,17 +189,17 @@ def build_desired(documents: Sequence[tuple[str, Mapping[str, Any] | bytes | lis
             content = [bytes(content)]
         reader = None
         if isinstance(content, list):
-            reader = _Chunks(content, consume)
+            reader = Chunks(content, consume)
             events = ijson.basic_parse(reader, use_float=True)
         else:
-            events = _object_events(content)
+            events = object_events(content)
         try:
             _walk(builder, events.__next__, source)
-        except _TooDeep:
+        except TooDeep:
             raise DocumentError(f"{source}: JSON nested too deeply") from None
         except ijson.JSONError as exc:
             assert reader is not None
-            raise _parse_error(exc, reader, source) from None
+            raise parse_error(exc, reader, source) from None
     return _finish(builder)
 
 
@@ -502,7 +240,7 @@ def _walk(builder: _Builder, next_event: Callable[[], Event], source: str) -> No
     """Read one document's events into ``builder``."""
     event, value = next_event()
     if event != "start_map":
-        _value(event, value, next_event, keep=False)   # a syntax error comes first
+        read_value(event, value, next_event, keep=False)   # a syntax error comes first
         _end(next_event)
         raise DocumentError(f"{source}: the top level must be an object of domains")
     # domain key -> (domain, problem or ""), in the order keys first appear
@@ -520,15 +258,15 @@ def _walk(builder: _Builder, next_event: Callable[[], Event], source: str) -> No
                 invalid_keys.add(key)
                 builder.key_skips.append(Skip(_shown(key), "", f"invalid domain: {exc}",
                                               source))
-            _value(event, value, next_event, keep=False)
+            read_value(event, value, next_event, keep=False)
             continue
         if key in found:
             found[key] = (domain, "the domain appears more than once in one document; "
                                   "domain skipped")
-            _value(event, value, next_event, keep=False)
+            read_value(event, value, next_event, keep=False)
             continue
         if event != "start_map":
-            _value(event, value, next_event, keep=False)
+            read_value(event, value, next_event, keep=False)
             found[key] = (domain, "the domain's value must be an object; domain skipped")
             continue
         found[key] = (domain, _domain(builder, domain, next_event))
@@ -561,10 +299,10 @@ def _domain(builder: _Builder, domain: str, next_event: Callable[[], Event]) -> 
         seen.add(key)
         if key not in DOMAIN_FIELDS:
             unknown.append(key)
-            _value(event, value, next_event, keep=False)
+            read_value(event, value, next_event, keep=False)
         elif event != "start_array":
             not_lists.add(key)
-            _value(event, value, next_event, keep=False)
+            read_value(event, value, next_event, keep=False)
         else:
             _entries(builder, _account if key == "account" else _alias, domain, next_event)
     if unknown:
@@ -589,7 +327,7 @@ def _entries(builder: _Builder, check: _EntryCheck, domain: str,
         if event == "end_array":
             return
         if event != "start_map":
-            _value(event, value, next_event, keep=False)
+            read_value(event, value, next_event, keep=False)
             builder.invalid(domain, "", "", "each entry must be an object")
             continue
         item: dict[str, Any] = {}
@@ -599,8 +337,8 @@ def _entries(builder: _Builder, check: _EntryCheck, domain: str,
             if event == "end_map":
                 break
             event, value = next_event()
-            if event in _CONTAINERS:
-                value = _value(event, value, next_event)
+            if event in CONTAINERS:
+                value = read_value(event, value, next_event)
             if key in item:
                 duplicates = duplicates | {key}
             item[key] = value

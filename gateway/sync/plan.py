@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, overload
 
 from ..entries import ORIGIN_SYNC, Existing
-from .document import Desired, Skip, Want, WantAccount
+from .records import Desired, Skip, Want, WantAccount
 
 # Changes are tuples too: a big first import plans a million creates.
 

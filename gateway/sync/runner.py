@@ -48,10 +48,11 @@ from ..mail import MailDirectory
 from ..settings import Settings
 from .apply import Applier
 from .current import read_current
-from .document import DocumentError, Skip, build_desired
+from .document import build_desired
 from .fetch import Fetched, Fetcher, FetchError, Validators, redact_url, source_key
 from .lock import LdapLock
 from .plan import Plan, make_plan, refusal
+from .records import DocumentError, Skip
 from .state import StateStore
 
 log = logging.getLogger(__name__)

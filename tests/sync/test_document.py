@@ -8,13 +8,9 @@ from typing import Any
 import pytest
 from passlib.hash import sha256_crypt
 
-from gateway.sync.document import (
-    DocumentError,
-    WantAccount,
-    WantAlias,
-    build_desired,
-    parse_document,
-)
+from gateway.sync.document import build_desired
+from gateway.sync.jsonstream import parse_document
+from gateway.sync.records import DocumentError, WantAccount, WantAlias
 
 from .conftest import BOB_HASH, CHEAP_HASH, SEED_HASH, spec_document
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.sync.document import Desired, Skip, WantAccount, WantAlias
 from gateway.sync.plan import Existing, make_plan, refusal
+from gateway.sync.records import Desired, Skip, WantAccount, WantAlias
 
 H1 = "$1$aaaaaaaa$" + "a" * 22
 H2 = "$1$bbbbbbbb$" + "b" * 22
