@@ -10,6 +10,15 @@
   sees a python-ldap exception.
 * Lists are sorted and counted by slapd (:mod:`.views`); bulk writes are
   pipelined (:meth:`Directory.write_many`).
+
+One LDAP client library: python-ldap (libldap, in C) does every operation,
+the escaping of filter values and DNs (``ldap.filter``, ``ldap.dn``), and the
+controls: paged results, server-side sort and virtual list view, and the
+RFC 4528 assertion (``ldap.controls.libldap.AssertionControl``, encoded by
+libldap). It was chosen with numbers (:mod:`.pool`: a 100 000-entry read in
+1.1 s against ldap3's 6.2 s, ``ldapsearch`` 0.6 s). ldap3 appears only in
+``bench/`` as a baseline; pyasn1 comes in only as python-ldap's own
+dependency.
 """
 
 from __future__ import annotations
