@@ -5,6 +5,7 @@ DNs; the gateway rides out a slapd restart."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -177,4 +178,26 @@ def test_gateway_answers_503_while_slapd_is_down_and_reconnects(tmp_path: Path) 
                                                    "password": "pw"}).status_code == 201
     finally:
         current(app).directory.close()
+        server.stop()
+
+
+def test_after_a_restart_no_request_fails_on_a_dead_pooled_connection(tmp_path: Path) -> None:
+    server = ManagedSlapd(tmp_path / "pool", BASE_DN, url=f"ldap://127.0.0.1:{free_port()}",
+                          nosync=True)
+    server.start()
+    directory = Directory(Settings(ldap_url=server.url, ldap_base_dn=BASE_DN,
+                                   ldap_password=server.password("gateway"), ldap_timeout=2.0))
+    try:
+        # Four connections in the pool, all idle.
+        with contextlib.ExitStack() as stack:
+            for _ in range(4):
+                stack.enter_context(directory.pool.borrow())
+        assert directory.pool._idle.qsize() == 4
+        server.stop()
+        server.start()
+        for attempt in range(4):
+            directory.ping()   # each would have met a dead connection
+            assert directory.pool._idle.qsize() == 1, attempt
+    finally:
+        directory.close()
         server.stop()

@@ -150,8 +150,10 @@ class Pool:
         """Run ``operation`` on a connection, mapping python-ldap errors.
 
         A pooled connection may have died while idle (slapd restarted): then
-        the operation runs once more on a new connection. The first attempt
-        never reached the server, so the retry cannot apply a write twice.
+        every idle connection is dropped (they all died with that server) and
+        the operation runs once more on a new connection, so no request after
+        a restart fails. The first attempt never reached the server, so the
+        retry cannot apply a write twice.
         ``operation`` handles the server answers it expects; any other LDAP
         error becomes DirectoryUnavailable.
         """
@@ -165,6 +167,7 @@ class Pool:
                             raise _Stale() from None
                         raise
             except _Stale:
+                self.close()
                 continue
             except _pl.LDAPError as exc:
                 raise unavailable(exc) from None
