@@ -49,8 +49,10 @@ def reachable(settings: Settings, keep_running: bool = False) \
         -> Iterator[tuple[Settings, ManagedSlapd | None]]:
     """Settings with a reachable LDAP server, and the slapd started for it (or None).
 
-    In embedded mode an already running embedded slapd is used; otherwise one
-    is started and, unless ``keep_running``, stopped again on exit.
+    In embedded mode an already running embedded slapd is used (only one of
+    this data dir: its pid file and a bind with our own credentials prove it;
+    anything else on the port is refused with AccessError); otherwise one is
+    started and, unless ``keep_running``, stopped again on exit.
     """
     if not settings.embedded:
         yield settings, None
@@ -61,6 +63,12 @@ def reachable(settings: Settings, keep_running: bool = False) \
     if not listening(settings.embedded_ldap_url):
         slapd.start()
         started = True
+    elif not slapd.owns_listener():
+        raise AccessError(
+            f"MAILGATE_EMBEDDED_LDAP_URL: {settings.embedded_ldap_url} is taken by another "
+            f"server, not the directory of {settings.data_dir} (no slapd of ours runs there, "
+            "or it refuses our credentials): stop it, or set MAILGATE_EMBEDDED_LDAP_URL to a "
+            "free port")
     resolved = settings.replace(ldap_url=settings.embedded_ldap_url,
                                 ldap_password=slapd.password("gateway"))
     try:

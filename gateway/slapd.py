@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from . import resources
 from .errors import SlapdError
 
 SERVICES = ("gateway", "postfix", "dovecot", "milter")
+_log = logging.getLogger(__name__)
 
 
 def _tool(name: str) -> str:
@@ -185,12 +188,82 @@ class ManagedSlapd:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise SlapdError(f"slapd exited with {self._proc.returncode}:\n{self.log_tail()}")
-            if self._answers():
+            # A real bind with our own credentials, not just an open port.
+            if self._answers() and self.binds():
                 return
             time.sleep(0.05)
         self.stop()
         raise SlapdError(f"slapd did not answer on {self.url} within {timeout}s:\n"
                          f"{self.log_tail()}")
+
+    def restart(self, timeout: float = 20.0) -> None:
+        self.stop()
+        self.start(timeout)
+
+    def __enter__(self) -> ManagedSlapd:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def binds(self, service: str = "gateway") -> bool:
+        """Does a simple bind as ``service`` with its password succeed at :attr:`url`?"""
+        try:
+            done = subprocess.run(
+                [_tool("ldapwhoami"), "-x", "-H", self.url, "-o", "nettimeout=2",
+                 "-D", self.service_dn(service), "-y", str(self.password_file(service))],
+                capture_output=True, timeout=10, check=False)
+        except subprocess.TimeoutExpired:
+            return False
+        return done.returncode == 0
+
+    def running_pid(self) -> int | None:
+        """The pid of a live slapd serving this data dir (from its pid file), or None."""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.run_dir / "slapd.pid").read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"slapd" in cmdline and str(self.config_dir).encode() in cmdline:
+                return pid
+        return None
+
+    def owns_listener(self) -> bool:
+        """Is what listens at :attr:`url` this data dir's slapd (pid file and a bind)?"""
+        return self.running_pid() is not None and self.binds()
+
+    def supervise(self, stop: threading.Event, check_every: float = 0.5,
+                  max_backoff: float = 30.0) -> threading.Thread:
+        """Restart this slapd whenever it dies, until ``stop`` is set (a daemon thread).
+
+        Each death is logged once with the end of slapd's log; restarts back
+        off from 1 s to ``max_backoff`` while slapd keeps failing to start.
+        """
+        def loop() -> None:
+            backoff = 1.0
+            while not stop.wait(check_every):
+                proc = self._proc
+                if proc is None or proc.poll() is None:
+                    continue
+                _log.warning("managed slapd (pid %s) exited with %s; restarting it",
+                             proc.pid, proc.returncode)
+                while not stop.is_set():
+                    try:
+                        self._proc = None
+                        self.start()
+                    except SlapdError as exc:
+                        _log.error("managed slapd did not start again (next try in %.0f s): "
+                                   "%s", backoff, str(exc).splitlines()[0])
+                        if stop.wait(backoff):
+                            return
+                        backoff = min(backoff * 2, max_backoff)
+                    else:
+                        _log.warning("managed slapd running again (pid %s)", self.pid)
+                        backoff = 1.0
+                        break
+
+        thread = threading.Thread(target=loop, name="slapd-supervisor", daemon=True)
+        thread.start()
+        return thread
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the slapd this object started (by its process id), never another."""
@@ -219,12 +292,9 @@ class ManagedSlapd:
         return listening(self.url)
 
     def _refuse_if_running(self) -> None:
-        pid_file = self.run_dir / "slapd.pid"
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"slapd" in cmdline and str(self.config_dir).encode() in cmdline:
-                raise SlapdError(f"a slapd for {self.data_dir} already runs as process {pid}")
+        pid = self.running_pid()
+        if pid is not None:
+            raise SlapdError(f"a slapd for {self.data_dir} already runs as process {pid}")
         if self._answers():
             raise SlapdError(f"something already listens on {self.url}")
 

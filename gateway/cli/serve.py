@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from gunicorn.app.base import BaseApplication
 from .. import create_app
 from ..access import admin_token, embedded_slapd, reachable
 from ..accesslog import AccessLogger
+from ..errors import SetupError
 from ..settings import Settings
 from ..sync.job import start_scheduler
 from ..tls import ensure_self_signed
@@ -37,7 +40,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if cert is None or key is None:
         cert, key = ensure_self_signed(settings.data_dir / "tls", [host])
     token, token_path = admin_token(settings)
-    with reachable(settings) as (resolved, _slapd):
+    _check_free(settings.listen)
+    stop_supervising = threading.Event()
+    with reachable(settings) as (resolved, slapd):
+        if slapd is not None:
+            # A managed slapd that dies is started again. The supervisor
+            # thread lives as long as this process: slapd's parent-death
+            # signal follows the thread that started it.
+            slapd.supervise(stop_supervising)
         shown = f"https://{'[' + host + ']' if ':' in host else host}:{port}"
         print(f"mailgate: API           {shown}/mail/account/  {shown}/mail/alias/")
         print(f"mailgate: Swagger UI    {shown}/docs/   (OpenAPI: {shown}/swagger.json)")
@@ -56,8 +66,26 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                   f"-D {embedded.admin_dn} -y {embedded.password_file('admin')} "
                   f"-b ou=domains,{settings.ldap_base_dn}")
         sys.stdout.flush()
-        _Gunicorn(resolved.replace(admin_token=token), cert, key).run()
+        try:
+            _Gunicorn(resolved.replace(admin_token=token), cert, key).run()
+        finally:
+            stop_supervising.set()
     return 0
+
+
+def _check_free(listen: str) -> None:
+    """SetupError naming MAILGATE_LISTEN when its address cannot be bound."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            raise SetupError(f"MAILGATE_LISTEN: cannot listen on {listen}: {exc.strerror} "
+                             "(another process holds the port? choose another with "
+                             "MAILGATE_LISTEN=host:port)") from None
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]

@@ -1,0 +1,118 @@
+"""``mailgate serve`` checks its ports and its directory before it says anything,
+and keeps the managed slapd running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from gateway.slapd import ManagedSlapd, free_port, listening
+
+BASE_DN = "dc=mail,dc=internal"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+class Serve:
+    def __init__(self, data: Path, port: int | None = None,
+                 ldap_port: int | None = None) -> None:
+        self.data = data
+        self.port = port or free_port()
+        self.ldap_port = ldap_port or free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+        env.update(MAILGATE_DATA_DIR=str(data), MAILGATE_LISTEN=f"127.0.0.1:{self.port}",
+                   MAILGATE_EMBEDDED_LDAP_URL=f"ldap://127.0.0.1:{self.ldap_port}",
+                   MAILGATE_PASSWORD_ROUNDS="1000", MAILGATE_WORKERS="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+
+    def ready(self) -> bool:
+        if not (self.data / "tls" / "cert.pem").exists():
+            return False
+        try:
+            return requests.get(f"https://127.0.0.1:{self.port}/readyz", timeout=2,
+                                verify=str(self.data / "tls" / "cert.pem")).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def finish(self, timeout: float = 30, terminate: bool = True) -> str:
+        if terminate and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            output, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            output, _ = self.proc.communicate(timeout=10)
+        return output
+
+
+@pytest.fixture
+def serves() -> Iterator[list[Serve]]:
+    started: list[Serve] = []
+    yield started
+    for serve in started:
+        serve.finish()
+
+
+def test_a_managed_slapd_that_dies_is_started_again(tmp_path: Path, serves: list[Serve]) -> None:
+    serve = Serve(tmp_path / "var")
+    serves.append(serve)
+    wait_until(lambda: serve.ready() or serve.proc.poll() is not None, 60, "serve to be ready")
+    slapd = ManagedSlapd(tmp_path / "var", BASE_DN)
+    first = slapd.running_pid()
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: slapd.running_pid() not in (None, first), 30, "a new slapd")
+    wait_until(serve.ready, 30, "readiness after the restart")
+    output = serve.finish()
+    assert "restarting it" in output and "running again" in output
+    assert not listening(f"ldap://127.0.0.1:{serve.ldap_port}")
+
+
+def test_a_taken_ldap_port_is_refused_before_the_banner(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        serve = Serve(tmp_path / "var", ldap_port=squatter.getsockname()[1])
+        output = serve.finish(timeout=60, terminate=False)
+    assert serve.proc.returncode == 2, output
+    assert "MAILGATE_EMBEDDED_LDAP_URL" in output
+    assert "mailgate: API" not in output and "Traceback" not in output
+
+
+def test_another_directory_on_the_ldap_port_is_refused(tmp_path: Path) -> None:
+    port = free_port()
+    with ManagedSlapd(tmp_path / "other", BASE_DN, url=f"ldap://127.0.0.1:{port}",
+                      nosync=True):
+        serve = Serve(tmp_path / "var", ldap_port=port)
+        output = serve.finish(timeout=60, terminate=False)
+    assert serve.proc.returncode == 2, output
+    assert "MAILGATE_EMBEDDED_LDAP_URL" in output and "mailgate: API" not in output
+
+
+def test_a_taken_https_port_is_refused_before_the_banner(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        serve = Serve(tmp_path / "var", port=squatter.getsockname()[1])
+        output = serve.finish(timeout=60, terminate=False)
+    assert serve.proc.returncode == 2, output
+    assert "MAILGATE_LISTEN" in output
+    assert "mailgate: API" not in output and "Traceback" not in output
+    assert not listening(f"ldap://127.0.0.1:{serve.ldap_port}"), "no slapd left behind"
