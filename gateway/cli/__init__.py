@@ -3,6 +3,7 @@
     mailgate serve                      the HTTPS API (gunicorn + TLS); in embedded
                                         mode also the managed slapd
     mailgate directory                  only the managed slapd, in the foreground
+    mailgate backup|restore FILE        the managed directory to an archive and back
     mailgate token create|list|revoke   scoped API tokens (stored hashed in LDAP)
     mailgate render-config postfix|dovecot   mail server configuration
     mailgate milter                     the From-header check for submission
@@ -23,9 +24,9 @@ from collections.abc import Sequence
 
 from ..errors import MailgateError, SetupError
 from ..settings import ConfigError, Settings
-from . import config, directory, milter, serve, sync, token
+from . import backup, config, directory, milter, serve, sync, token
 
-COMMAND_GROUPS = (serve, directory, token, config, milter, sync)
+COMMAND_GROUPS = (serve, directory, backup, token, config, milter, sync)
 
 
 def build_parser() -> argparse.ArgumentParser:
