@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Flask
 
 from .api import init_api
+from .proxies import TrustedProxies
 from .services import Services
 from .settings import Settings
 
@@ -28,6 +29,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         RESTX_MASK_SWAGGER=False,
         JSON_SORT_KEYS=False,
     )
+    if settings.trusted_proxies:
+        app.wsgi_app = TrustedProxies(app.wsgi_app,  # type: ignore[method-assign]
+                                      settings.trusted_proxies)
     Services.build(settings).install(app)
     init_api(app)
     return app

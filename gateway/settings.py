@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from ldap.dn import is_dn
 
+from .proxies import Network, parse_networks
+
 PREFIX = "MAILGATE_"
 # gunicorn's rule of thumb: Python request handling is CPU-bound under the GIL,
 # so processes, not threads, use the cores (measured in docs/benchmarks.md, B5).
@@ -53,6 +55,8 @@ class Settings:
     threads: int = 2
     auth_fail_limit: int = 10
     auth_fail_window: int = 60
+    # Reverse proxies whose X-Forwarded-For/-Proto are believed (gateway/proxies.py).
+    trusted_proxies: tuple[Network, ...] = ()
     # Password policy: SHA512-crypt rounds for passwords set through the API.
     password_rounds: int = 100_000
     # Basic JSON sync.
@@ -138,6 +142,7 @@ class Settings:
             threads=env.get_int("THREADS", cls.threads, 1, 64),
             auth_fail_limit=env.get_int("AUTH_FAIL_LIMIT", cls.auth_fail_limit, 1, 100_000),
             auth_fail_window=env.get_int("AUTH_FAIL_WINDOW", cls.auth_fail_window, 1, 86_400),
+            trusted_proxies=env.get_networks("TRUSTED_PROXIES"),
             password_rounds=env.get_int("PASSWORD_ROUNDS", cls.password_rounds, 1000, 999_999_999),
             json_urls=urls,
             json_interval=env.get_int("JSON_INTERVAL", cls.json_interval, 10, 86_400 * 7),
@@ -202,6 +207,15 @@ class _Env:
         if not low <= value <= high:
             raise ConfigError(name, f"must be between {low} and {high}")
         return value
+
+    def get_networks(self, name: str) -> tuple[Network, ...]:
+        value = self.get_str(name)
+        if value is None:
+            return ()
+        try:
+            return parse_networks(value)
+        except ValueError as exc:
+            raise ConfigError(name, str(exc)) from None
 
     def get_bool(self, name: str, default: bool) -> bool:
         raw = self.get_str(name)

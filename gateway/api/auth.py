@@ -2,8 +2,10 @@
 
 ``Authorization: Bearer <token>`` and HTTP Basic with the token as password
 (any user name, so ``curl -u :TOKEN`` works). Failed attempts are counted per
-client address (:mod:`gateway.limiter`); past the limit the address gets 429
-until its window passes, whatever it sends. A failure never says why (unknown token,
+client address (:mod:`gateway.limiter`); past the limit, a failing attempt
+from that address gets 429 until its window passes. A valid token is always
+accepted: failures from a shared address (a proxy, a NAT) or an attacker must
+not lock out the real users behind it. A failure never says why (unknown token,
 wrong secret, revoked): one message for all.
 """
 
@@ -46,16 +48,18 @@ def _presented_token() -> str | None:
 def authenticate() -> Scope:
     """The caller's scope; Unauthorized, RateLimited or DirectoryUnavailable."""
     services = current()
+    token = _presented_token()
+    scope: Scope | None = services.tokens.authenticate(token) if token else None
+    if scope is not None:
+        # A valid token is never locked out: failures from the same address
+        # (a proxy, a NAT, an attacker) must not lock out its real users.
+        return scope
     client = request.remote_addr or "unknown"
     wait = services.limiter.retry_after(client)
     if wait is not None:
         raise RateLimited("too many failed authentication attempts; try again later", wait)
-    token = _presented_token()
-    scope: Scope | None = services.tokens.authenticate(token) if token else None
-    if scope is None:
-        services.limiter.record_failure(client)
-        raise Unauthorized("missing or invalid API token")
-    return scope
+    services.limiter.record_failure(client)
+    raise Unauthorized("missing or invalid API token")
 
 
 def authenticated(func: F) -> F:
