@@ -1,49 +1,75 @@
-"""Failed authentications counted per client address, in a sliding window."""
+"""Failed authentications counted per client address, one count per deployment.
+
+Every gateway process and host shares the count, because it lives in the
+directory (the only state mailgate has): each failure adds one value to the
+entry ``cn=auth-failures <address>,ou=gateway,<base>`` (``mailgateStateObject``,
+one ``description`` value per failure: its time and a nonce). Adding a value
+is atomic on the server, so concurrent workers never lose a count, and no
+read comes before the write. Values older than the window are removed when
+the entry is next read.
+
+Only failures cost LDAP operations: a request with a valid token never reaches
+the limiter (:func:`gateway.api.auth.authenticate`). An operator locked out by
+a mistake waits for the window (``MAILGATE_AUTH_FAIL_WINDOW``) or deletes the
+entry (``ldapdelete "cn=auth-failures 192.0.2.1,ou=gateway,<base>"``).
+"""
 
 from __future__ import annotations
 
-import threading
+import secrets
 import time
-from collections import deque
 
-_MAX_TRACKED = 100_000
+from .directory import Directory, eq
+from .entries import A_CN, A_DESCRIPTION, OC_STATE, Layout
+from .errors import Conflict, NotFound
+
+PREFIX = "auth-failures "
 
 
 class FailureLimiter:
-    """Sliding-window count of failed authentications per client address."""
+    """Sliding-window count of failed authentications per client address, in LDAP."""
 
-    def __init__(self, limit: int, window: float) -> None:
+    def __init__(self, directory: Directory, limit: int, window: float) -> None:
+        self.dir = directory
+        self.layout = Layout(directory.base_dn)
         self.limit = limit
         self.window = window
-        self._lock = threading.Lock()
-        self._failures: dict[str, deque[float]] = {}
 
-    def _recent(self, client: str, now: float) -> deque[float] | None:
-        times = self._failures.get(client)
-        if times is not None:
-            while times and times[0] <= now - self.window:
-                times.popleft()
-            if not times:
-                del self._failures[client]
-                return None
-        return times
+    def _dn(self, client: str) -> str:
+        return self.layout.state(PREFIX + client[:100])
 
     def retry_after(self, client: str) -> int | None:
         """Seconds until ``client`` may try again, or None if it may now."""
-        now = time.monotonic()
-        with self._lock:
-            times = self._recent(client, now)
-            if times is None or len(times) < self.limit:
-                return None
-            return max(1, int(times[0] + self.window - now) + 1)
+        dn = self._dn(client)
+        entry = self.dir.read(dn, eq("objectClass", OC_STATE), [A_DESCRIPTION])
+        if entry is None:
+            return None
+        now = time.time()
+        recent: list[tuple[float, str]] = []
+        stale: list[tuple[float, str]] = []
+        for value in entry.all(A_DESCRIPTION):
+            try:
+                when = float(value.partition(" ")[0])
+            except ValueError:
+                when = 0.0
+            (recent if when > now - self.window else stale).append((when, value))
+        if stale:
+            self.dir.delete_values(dn, {A_DESCRIPTION: [v for _w, v in stale]})
+        if len(recent) < self.limit:
+            return None
+        # The window frees a slot when the limit-th newest failure ages out.
+        recent.sort(reverse=True)
+        oldest_counted = recent[self.limit - 1][0]
+        return max(1, int(oldest_counted + self.window - now) + 1)
 
     def record_failure(self, client: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._failures) >= _MAX_TRACKED:
-                for key in list(self._failures)[: _MAX_TRACKED // 10]:
-                    self._recent(key, now)
-            times = self._recent(client, now)
-            if times is None:
-                times = self._failures[client] = deque(maxlen=self.limit)
-            times.append(now)
+        dn = self._dn(client)
+        value = [f"{time.time():.3f} {secrets.token_hex(4)}"]
+        try:
+            self.dir.add_values(dn, {A_DESCRIPTION: value})
+        except NotFound:
+            try:
+                self.dir.add(dn, OC_STATE, {A_CN: [PREFIX + client[:100]],
+                                            A_DESCRIPTION: value})
+            except Conflict:   # another worker made it meanwhile
+                self.dir.add_values(dn, {A_DESCRIPTION: value})

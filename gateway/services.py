@@ -36,7 +36,8 @@ class Services:
         return cls(settings=settings, directory=directory,
                    mail=MailDirectory(directory, settings.password_rounds),
                    tokens=TokenStore(directory, settings.admin_token),
-                   limiter=FailureLimiter(settings.auth_fail_limit, settings.auth_fail_window))
+                   limiter=FailureLimiter(directory, settings.auth_fail_limit,
+                                          settings.auth_fail_window))
 
     def install(self, app: Flask) -> None:
         app.extensions[KEY] = self

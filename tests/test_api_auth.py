@@ -171,3 +171,32 @@ def test_bad_configuration_names_the_variable(slapd: ManagedSlapd) -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "MAILGATE_LDAP_URL" in result.stderr
+
+
+def test_the_failure_count_is_one_per_deployment(settings: Settings, slapd: ManagedSlapd) -> None:
+    # Two apps stand for two workers (or two gateway hosts) on one directory:
+    # failures sent to either count together, and both refuse the next one.
+    apps = [create_app(settings.replace(auth_fail_limit=4, auth_fail_window=60))
+            for _ in range(2)]
+    attacker = {"REMOTE_ADDR": "192.0.2.44"}
+    try:
+        clients = [app.test_client() for app in apps]
+        for attempt in range(4):
+            assert clients[attempt % 2].get(
+                "/mail/account/", headers={"Authorization": "Bearer wrong"},
+                environ_base=attacker).status_code == 401, attempt
+        for client in clients:
+            refused = client.get("/mail/account/", headers={"Authorization": "Bearer wrong"},
+                                 environ_base=attacker)
+            assert refused.status_code == 429
+            assert 1 <= int(refused.headers["Retry-After"]) <= 61
+        # The count is in the directory, where an operator can see and clear it.
+        dump = ldap_tool(slapd, "ldapsearch", "-LLL", "-b", f"ou=gateway,{BASE_DN}",
+                         "(cn=auth-failures 192.0.2.44)", "description").stdout
+        assert dump.count("description:") == 4
+        ldap_tool(slapd, "ldapdelete", f"cn=auth-failures 192.0.2.44,ou=gateway,{BASE_DN}")
+        assert clients[0].get("/mail/account/", headers={"Authorization": "Bearer wrong"},
+                              environ_base=attacker).status_code == 401
+    finally:
+        for app in apps:
+            current(app).directory.close()

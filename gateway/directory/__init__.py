@@ -68,6 +68,10 @@ def _send(conn: Any, write: Write) -> int:
     if write.op == "modify":
         mods = [(_pl.MOD_REPLACE, k, _values(v) or None) for k, v in write.attrs.items()]
         return int(conn.modify_ext(write.dn, mods, serverctrls=controls))
+    if write.op in ("add_values", "delete_values"):
+        op = _pl.MOD_ADD if write.op == "add_values" else _pl.MOD_DELETE
+        mods = [(op, k, _values(v)) for k, v in write.attrs.items()]
+        return int(conn.modify_ext(write.dn, mods, serverctrls=controls))
     if write.op == "delete":
         return int(conn.delete_ext(write.dn, serverctrls=controls))
     raise ValueError(f"unknown write operation {write.op!r}")
@@ -212,6 +216,21 @@ class Directory:
             error = self._write(Write("modify", dn, changes))
             if error is not None:
                 raise error
+
+    def add_values(self, dn: str, changes: Changes) -> None:
+        """Add values to each named attribute (atomic on the server, no read first).
+
+        NotFound if the entry does not exist; Conflict if a value is there already.
+        """
+        error = self._write(Write("add_values", dn, changes))
+        if error is not None:
+            raise error
+
+    def delete_values(self, dn: str, changes: Changes) -> None:
+        """Remove these values; values (or the entry) already gone are no error."""
+        error = self._write(Write("delete_values", dn, changes))
+        if error is not None and not isinstance(error, NotFound):
+            raise error
 
     def modify_if(self, dn: str, changes: Changes, assertion: Filter) -> bool:
         """Like :meth:`modify`, but only while the entry matches ``assertion``.

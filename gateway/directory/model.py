@@ -37,7 +37,8 @@ class Write:
 
     ``add``: a new entry of ``object_class`` with ``attrs`` (empty lists are
     left out); ``modify``: each attribute of ``attrs`` is replaced (an empty
-    list deletes it); ``delete``: ``attrs`` is unused. ``assertion`` (modify,
+    list deletes it); ``add_values`` / ``delete_values``: the values are added
+    to or removed from each attribute; ``delete``: ``attrs`` is unused. ``assertion`` (modify,
     delete): change the entry only while it matches (RFC 4528), atomically.
     """
 

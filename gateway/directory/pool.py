@@ -59,8 +59,12 @@ def write_error(exc: Exception) -> MailgateError:
     """The server's refusal of a write as a gateway error."""
     if isinstance(exc, _pl.ALREADY_EXISTS):
         return Conflict("the entry already exists")
+    if isinstance(exc, _pl.TYPE_OR_VALUE_EXISTS):
+        return Conflict("the value exists already")
     if isinstance(exc, _pl.NO_SUCH_OBJECT):
         return NotFound("no such entry")
+    if isinstance(exc, _pl.NO_SUCH_ATTRIBUTE):
+        return NotFound("no such value")
     if isinstance(exc, _pl.ASSERTION_FAILED):
         return AssertionFailed("the entry no longer matches")
     if isinstance(exc, _pl.INVALID_DN_SYNTAX | _pl.INVALID_SYNTAX | _pl.CONSTRAINT_VIOLATION
