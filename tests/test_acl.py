@@ -8,7 +8,8 @@ import pytest
 
 from gateway.slapd import ManagedSlapd
 
-from conftest import BASE_DN, Client
+from tests.support.api import Client
+from tests.support.constants import BASE_DN
 
 ALICE = f"mail=alice@example.com,dc=example.com,ou=domains,{BASE_DN}"
 

@@ -10,7 +10,9 @@ from passlib.hash import sha512_crypt
 from gateway.directory import Directory
 from gateway.slapd import ManagedSlapd
 
-from conftest import BASE_DN, Client, ldap_tool
+from tests.support.api import Client
+from tests.support.constants import BASE_DN
+from tests.support.slapd import ldap_tool
 
 ACCOUNT_KEYS = {"id", "name", "domain", "password", "spoofing_whitelist", "submission_disabled"}
 

@@ -6,7 +6,9 @@ import pytest
 
 from gateway.slapd import ManagedSlapd
 
-from conftest import BASE_DN, Client, ldap_tool
+from tests.support.api import Client
+from tests.support.constants import BASE_DN
+from tests.support.slapd import ldap_tool
 
 
 def test_seed_example_alice_bob_office(client: Client, slapd: ManagedSlapd) -> None:

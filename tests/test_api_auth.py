@@ -15,7 +15,9 @@ from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
 from gateway.tokens import TokenStore
 
-from conftest import ADMIN_TOKEN, BASE_DN, Client, ldap_tool
+from tests.support.api import Client
+from tests.support.constants import ADMIN_TOKEN, BASE_DN
+from tests.support.slapd import ldap_tool
 
 
 def seed(client: Client) -> None:

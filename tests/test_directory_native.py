@@ -16,7 +16,9 @@ from gateway.services import current
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd, free_port
 
-from conftest import ADMIN_TOKEN, BASE_DN, Client, LiveGateway, ldap_tool
+from tests.support.api import Client, LiveGateway
+from tests.support.constants import ADMIN_TOKEN, BASE_DN
+from tests.support.slapd import ldap_tool
 
 HAND_MADE = f"""dn: dc=hand.example,ou=domains,{BASE_DN}
 objectClass: mailgateDomain

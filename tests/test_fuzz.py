@@ -13,7 +13,7 @@ from urllib.parse import quote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Client
+from tests.support.api import Client
 
 FIELDS = ["name", "domain", "password", "to", "spoofing_whitelist", "submission_disabled",
           "id", "x"]

@@ -1,10 +1,11 @@
 """Fixtures of the mail-path tests: slapd at debug level "filter", Postfix, Dovecot, milters.
 
-``slapd`` is overridden here: the same session directory as tests/conftest.py
-builds, but started with ``-d filter``, so that its log names every search
-that a missing index turns into a scan ("... not indexed"); an autouse fixture
-fails any mail-path test during which one happened. The root ``settings``,
-``live_gateway`` etc. fixtures pick this slapd up for the tests in this folder.
+``slapd`` is overridden here: the same factory as tests/conftest.py
+(tests.support.slapd.running_slapd), but started with ``-d filter``, so that
+its log names every search that a missing index turns into a scan ("... not
+indexed"); an autouse fixture fails any mail-path test during which one
+happened. The root ``settings``, ``live_gateway`` etc. fixtures pick this
+slapd up for the tests in this folder.
 """
 
 from __future__ import annotations
@@ -17,23 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from gateway.slapd import ManagedSlapd, free_port
+from gateway.slapd import ManagedSlapd
 
 from .mailstack import ALLOW_UNINDEXED, MailStack
-
-BASE_DN = "dc=mail,dc=test"  # the same as tests/conftest.py
+from tests.support.constants import BASE_DN
+from tests.support.slapd import running_slapd
 
 
 @pytest.fixture(scope="session")
 def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedSlapd]:
-    server = ManagedSlapd(tmp_path_factory.mktemp("slapd-filter-log"), BASE_DN,
-                          url=f"ldap://127.0.0.1:{free_port()}", nosync=True,
-                          debug_level="filter")
-    server.start()
-    try:
+    with running_slapd(tmp_path_factory.mktemp("slapd-filter-log"),
+                       debug_level="filter") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

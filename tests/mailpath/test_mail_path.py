@@ -22,7 +22,9 @@ from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
 
 from .mailstack import ALLOW_UNINDEXED, MailStack, SendResult, wait_until
-from conftest import BASE_DN, LiveGateway, ldap_tool
+from tests.support.api import LiveGateway
+from tests.support.constants import BASE_DN
+from tests.support.slapd import ldap_tool
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,40 +1,20 @@
-"""Fixtures of the sync tests: the HTTPS document server, runners, write counting."""
+"""Fixtures of the sync tests: the HTTPS document server, runners with write counting.
+
+The document of SPEC.md, its hashes and Writes are in tests/support/sync.py.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 import pytest
-from passlib.hash import md5_crypt, sha512_crypt
 
 from gateway.settings import Settings
 from gateway.sync.runner import SyncRunner
 
 from . import httpsserver
 from .httpsserver import DocServer
-
-SEED_HASH = "$1$9hW1N3SC$J6vfo890zc50GC1jYHP211"   # SPEC.md section 2 (password unknown)
-BOB_PASSWORD = "bob-secret-100000"
-BOB_HASH = sha512_crypt.using(rounds=100_000).hash(BOB_PASSWORD)
-CAROL_PASSWORD = "carol-md5"
-CAROL_HASH = md5_crypt.hash(CAROL_PASSWORD)
-CHEAP_HASH = sha512_crypt.using(rounds=1000).hash("cheap")
-
-
-def spec_document() -> dict[str, object]:
-    """The document of SPEC.md section 2 (bob's hash made here, rounds=100000)."""
-    return {
-        "example.com": {
-            "account": [
-                {"name": "alice", "password": SEED_HASH},
-                {"name": "bob", "password": BOB_HASH},
-            ],
-            "alias": [
-                {"name": "office", "to": "alice@example.com,bob@example.com"},
-            ],
-        },
-    }
+from tests.support.sync import MakeRunner, Writes
 
 
 @pytest.fixture(scope="session")
@@ -51,26 +31,6 @@ def https_docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocServer]:
 def docs(https_docs: DocServer) -> DocServer:
     https_docs.reset()
     return https_docs
-
-
-@dataclass
-class Writes:
-    """Every LDAP write request a Directory sends: (operation, dn)."""
-
-    ops: list[tuple[str, str]] = field(default_factory=list)
-
-    def __call__(self, operation: str, dn: str) -> None:
-        self.ops.append((operation, dn))
-
-    def mail(self) -> list[tuple[str, str]]:
-        """Only writes to the mail subtree (not the lock and status entries)."""
-        return [(op, dn) for op, dn in self.ops if ",ou=domains," in dn]
-
-    def clear(self) -> None:
-        self.ops.clear()
-
-
-MakeRunner = Callable[..., SyncRunner]
 
 
 @pytest.fixture

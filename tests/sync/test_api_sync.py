@@ -19,9 +19,9 @@ from gateway.sync.lock import LdapLock
 from gateway.sync.runner import LOCK_NAME
 from gateway.tokens import TokenStore
 
-from .conftest import spec_document
 from .httpsserver import DocServer
-from conftest import Client
+from tests.support.api import Client
+from tests.support.sync import spec_document
 
 MakeApp = Callable[..., Flask]
 

@@ -14,9 +14,10 @@ from gateway.mail import MailDirectory
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
 
-from .conftest import CHEAP_HASH, MakeRunner, spec_document
 from .httpsserver import DocServer
-from conftest import ADMIN_TOKEN, BASE_DN, ldap_tool
+from tests.support.constants import ADMIN_TOKEN, BASE_DN
+from tests.support.slapd import ldap_tool
+from tests.support.sync import CHEAP_HASH, MakeRunner, spec_document
 
 
 @pytest.fixture

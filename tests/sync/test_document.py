@@ -12,7 +12,7 @@ from gateway.sync.document import build_desired
 from gateway.sync.jsonstream import parse_document
 from gateway.sync.records import DocumentError, WantAccount, WantAlias
 
-from .conftest import BOB_HASH, CHEAP_HASH, SEED_HASH, spec_document
+from tests.support.sync import BOB_HASH, CHEAP_HASH, SEED_HASH, spec_document
 
 BCRYPT = "$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy"
 YESCRYPT = "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$X3DX6M94c7o.9agCG9G317fhZg9SqC.5i5rd.RhAtQ7"

@@ -10,8 +10,8 @@ import pytest
 from gateway.settings import Settings
 from gateway.sync.fetch import Fetcher, FetchError, Validators, redact_url
 
-from .conftest import MakeRunner, spec_document
 from .httpsserver import DocServer
+from tests.support.sync import MakeRunner, spec_document
 
 
 def fetcher(settings: Settings, docs: DocServer, **changes: object) -> Fetcher:

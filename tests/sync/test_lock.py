@@ -14,7 +14,8 @@ from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
 from gateway.sync.lock import LdapLock
 
-from conftest import BASE_DN, ldap_tool
+from tests.support.constants import BASE_DN
+from tests.support.slapd import ldap_tool
 
 DN = f"cn=test-lock,ou=gateway,{BASE_DN}"
 

@@ -15,9 +15,10 @@ from gateway.slapd import ManagedSlapd, free_port
 from gateway.sync.runner import RunReport, SyncRunner
 from gateway.sync.state import StateStore
 
-from .conftest import CHEAP_HASH, MakeRunner, spec_document
 from .httpsserver import DocServer
-from conftest import ADMIN_TOKEN, BASE_DN, ldap_tool
+from tests.support.constants import ADMIN_TOKEN, BASE_DN
+from tests.support.slapd import ldap_tool
+from tests.support.sync import CHEAP_HASH, MakeRunner, spec_document
 
 
 def mailgate(settings: Settings, docs: DocServer, tmp_path: Path, *args: str,

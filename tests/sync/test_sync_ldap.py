@@ -10,7 +10,10 @@ from gateway.directory import Directory
 from gateway.mail import MailDirectory
 from gateway.slapd import ManagedSlapd
 
-from .conftest import (
+from .httpsserver import DocServer
+from tests.support.constants import BASE_DN
+from tests.support.slapd import ldap_tool
+from tests.support.sync import (
     BOB_HASH,
     BOB_PASSWORD,
     CAROL_HASH,
@@ -20,8 +23,6 @@ from .conftest import (
     MakeRunner,
     spec_document,
 )
-from .httpsserver import DocServer
-from conftest import BASE_DN, ldap_tool
 
 
 def attrs(slapd: ManagedSlapd, address: str) -> dict[str, list[str]]:

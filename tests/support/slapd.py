@@ -1,0 +1,115 @@
+"""The one way tests start a slapd, after python-ldap's ``slapdtest``.
+
+``running_slapd(path)`` builds a :class:`~gateway.slapd.ManagedSlapd` from the
+project's ``ldif/`` in ``path``, starts it on a free loopback port, waits until
+a real bind succeeds (not only an open port) and stops it, by its process
+id, when the block ends::
+
+    with running_slapd(tmp_path / "ldap", debug_level="filter") as slapd:
+        ...
+        slapd.restart()            # the same data and URL
+        with slapd.stopped():      # down for the block, up again after it
+            ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import ldap
+
+from gateway.errors import SlapdError
+from gateway.slapd import ManagedSlapd, free_port
+
+from .constants import BASE_DN
+from .wait import wait_until
+
+_START_ATTEMPTS = 3  # a free port can be taken by someone else before slapd binds it
+
+
+class RunningSlapd(ManagedSlapd):
+    """A ManagedSlapd whose start waits for a successful bind, with restart helpers."""
+
+    def start(self, timeout: float = 20.0) -> None:
+        super().start(timeout)
+        try:
+            wait_until(self.binds, f"a bind as {self.admin_dn} at {self.url}", timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def binds(self) -> bool:
+        """Does a simple bind as the directory admin succeed right now?"""
+        conn = ldap.initialize(self.url)
+        conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 2.0)
+        conn.set_option(ldap.OPT_TIMEOUT, 2.0)
+        try:
+            conn.simple_bind_s(self.admin_dn, self.password("admin"))
+            return bool(conn.whoami_s())
+        except ldap.LDAPError:
+            return False
+        finally:
+            with contextlib.suppress(ldap.LDAPError):
+                conn.unbind_s()
+
+    def restart(self) -> None:
+        """Stop and start again: same data, same URL."""
+        self.stop()
+        self.start()
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """slapd is down inside the block and answers again after it (even on failure)."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+
+@contextlib.contextmanager
+def running_slapd(path: Path, base_dn: str = BASE_DN, *, nosync: bool = True,
+                  debug_level: str = "0") -> Iterator[RunningSlapd]:
+    """A slapd with its data in ``path``, running for the block (see the module doc).
+
+    ``nosync`` (olcDbNoSync) is on by default: tests do not need durability.
+    """
+    server = RunningSlapd(path, base_dn, url=f"ldap://127.0.0.1:{free_port()}",
+                          nosync=nosync, debug_level=debug_level)
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        try:
+            server.start()
+            break
+        except SlapdError:
+            server.stop()
+            if attempt == _START_ATTEMPTS:
+                raise
+            server.url = f"ldap://127.0.0.1:{free_port()}"
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def ldap_tool(slapd: ManagedSlapd, tool: str, *args: str, input: str | None = None,
+              check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run an OpenLDAP client tool (ldapadd, ldapsearch, ...) as the directory admin."""
+    return subprocess.run(
+        [tool, "-x", "-H", slapd.url, "-D", slapd.admin_dn, "-w", slapd.password("admin"),
+         *args], input=input, capture_output=True, text=True, check=check, timeout=60)
+
+
+def empty_directory(slapd: ManagedSlapd) -> None:
+    """Delete every domain, token and gateway state entry (the DIT as slapd was made)."""
+    base_dn = slapd.base_dn
+    for base in (f"ou=domains,{base_dn}", f"ou=tokens,ou=gateway,{base_dn}",
+                 f"ou=gateway,{base_dn}"):
+        found = ldap_tool(slapd, "ldapsearch", "-LLL", "-s", "one", "-b", base, "1.1",
+                          check=False)
+        dns = [line[4:] for line in found.stdout.splitlines() if line.startswith("dn: ")]
+        dns = [dn for dn in dns if not dn.startswith("ou=tokens,")]
+        if dns:
+            ldap_tool(slapd, "ldapdelete", "-r", *dns)
