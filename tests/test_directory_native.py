@@ -14,11 +14,11 @@ from gateway import create_app
 from gateway.directory import Directory
 from gateway.services import current
 from gateway.settings import Settings
-from gateway.slapd import ManagedSlapd, free_port
+from gateway.slapd import ManagedSlapd
 
 from tests.support.api import Client, LiveGateway
-from tests.support.constants import ADMIN_TOKEN, BASE_DN
-from tests.support.slapd import ldap_tool
+from tests.support.constants import ADMIN_TOKEN, BASE_DN, TEST_ROUNDS
+from tests.support.slapd import ldap_tool, running_slapd
 
 HAND_MADE = f"""dn: dc=hand.example,ou=domains,{BASE_DN}
 objectClass: mailgateDomain
@@ -150,56 +150,49 @@ def test_injection_attempts_in_every_field(client: Client, directory: Directory,
 
 
 def test_gateway_answers_503_while_slapd_is_down_and_reconnects(tmp_path: Path) -> None:
-    server = ManagedSlapd(tmp_path / "restart", BASE_DN, url=f"ldap://127.0.0.1:{free_port()}",
-                          nosync=True)
-    server.start()
-    settings = Settings(ldap_url=server.url, ldap_base_dn=BASE_DN,
-                        ldap_password=server.password("gateway"), admin_token=ADMIN_TOKEN,
-                        password_rounds=1000, ldap_timeout=2.0)
-    app = create_app(settings)
-    client = Client(app)
-    try:
-        assert client.post("/mail/account/", json={"name": "alice", "domain": "example.com",
-                                                   "password": "pw"}).status_code == 201
-        assert client.get("/mail/account/alice@example.com/").status_code == 200
-        server.stop()
-        for path in ("/mail/account/alice@example.com/", "/mail/account/", "/readyz"):
-            down = client.get(path)
-            assert down.status_code == 503, path
-            assert down.headers["Retry-After"]
-            assert "LDAP" in down.json["message"]
-            assert "Traceback" not in down.get_data(as_text=True)
-        created = client.post("/mail/account/", json={"name": "bob", "domain": "example.com",
-                                                      "password": "pw"})
-        assert created.status_code == 503
-        assert client.get("/healthz").status_code == 200
-        server.start()
-        assert client.get("/mail/account/alice@example.com/").status_code == 200
-        assert client.get("/readyz").status_code == 200
-        assert client.post("/mail/account/", json={"name": "bob", "domain": "example.com",
-                                                   "password": "pw"}).status_code == 201
-    finally:
-        current(app).directory.close()
-        server.stop()
+    with running_slapd(tmp_path / "restart") as server:
+        settings = Settings(ldap_url=server.url, ldap_base_dn=BASE_DN,
+                            ldap_password=server.password("gateway"), admin_token=ADMIN_TOKEN,
+                            password_rounds=TEST_ROUNDS, ldap_timeout=2.0)
+        app = create_app(settings)
+        client = Client(app)
+        try:
+            assert client.post("/mail/account/", json={"name": "alice", "domain": "example.com",
+                                                       "password": "pw"}).status_code == 201
+            assert client.get("/mail/account/alice@example.com/").status_code == 200
+            with server.stopped():
+                for path in ("/mail/account/alice@example.com/", "/mail/account/", "/readyz"):
+                    down = client.get(path)
+                    assert down.status_code == 503, path
+                    assert down.headers["Retry-After"]
+                    assert "LDAP" in down.json["message"]
+                    assert "Traceback" not in down.get_data(as_text=True)
+                created = client.post("/mail/account/", json={
+                    "name": "bob", "domain": "example.com", "password": "pw"})
+                assert created.status_code == 503
+                assert client.get("/healthz").status_code == 200
+            assert client.get("/mail/account/alice@example.com/").status_code == 200
+            assert client.get("/readyz").status_code == 200
+            assert client.post("/mail/account/", json={"name": "bob", "domain": "example.com",
+                                                       "password": "pw"}).status_code == 201
+        finally:
+            current(app).directory.close()
 
 
 def test_after_a_restart_no_request_fails_on_a_dead_pooled_connection(tmp_path: Path) -> None:
-    server = ManagedSlapd(tmp_path / "pool", BASE_DN, url=f"ldap://127.0.0.1:{free_port()}",
-                          nosync=True)
-    server.start()
-    directory = Directory(Settings(ldap_url=server.url, ldap_base_dn=BASE_DN,
-                                   ldap_password=server.password("gateway"), ldap_timeout=2.0))
-    try:
-        # Four connections in the pool, all idle.
-        with contextlib.ExitStack() as stack:
-            for _ in range(4):
-                stack.enter_context(directory.pool.borrow())
-        assert directory.pool._idle.qsize() == 4
-        server.stop()
-        server.start()
-        for attempt in range(4):
-            directory.ping()   # each would have met a dead connection
-            assert directory.pool._idle.qsize() == 1, attempt
-    finally:
-        directory.close()
-        server.stop()
+    with running_slapd(tmp_path / "pool") as server:
+        directory = Directory(Settings(ldap_url=server.url, ldap_base_dn=BASE_DN,
+                                       ldap_password=server.password("gateway"),
+                                       ldap_timeout=2.0))
+        try:
+            # Four connections in the pool, all idle.
+            with contextlib.ExitStack() as stack:
+                for _ in range(4):
+                    stack.enter_context(directory.pool.borrow())
+            assert directory.pool._idle.qsize() == 4
+            server.restart()
+            for attempt in range(4):
+                directory.ping()   # each would have met a dead connection
+                assert directory.pool._idle.qsize() == 1, attempt
+        finally:
+            directory.close()

@@ -7,18 +7,18 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from gateway.settings import Settings
-from gateway.slapd import ManagedSlapd, free_port
+from gateway.slapd import ManagedSlapd
 from gateway.sync.runner import RunReport, SyncRunner
 from gateway.sync.state import StateStore
 
 from .httpsserver import DocServer
 from tests.support.constants import ADMIN_TOKEN, BASE_DN
-from tests.support.slapd import ldap_tool
+from tests.support.slapd import ldap_tool, running_slapd
 from tests.support.sync import CHEAP_HASH, MakeRunner, spec_document
+from tests.support.wait import wait_until
 
 
 def mailgate(settings: Settings, docs: DocServer, tmp_path: Path, *args: str,
@@ -68,11 +68,12 @@ def test_a_sync_killed_half_way_converges_on_the_next_run(
                   for i in range(200)]}}
     url = docs.serve("/big.json", document)
     proc = mailgate(settings, docs, tmp_path, "sync", "--once", urls=url)
-    deadline = time.monotonic() + 60
-    while count_accounts(slapd, "big.example") < 500:
+
+    def half_way() -> bool:
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+        return count_accounts(slapd, "big.example") >= 500
+
+    wait_until(half_way, "500 accounts written by the sync process", timeout=60, interval=0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     halfway = count_accounts(slapd, "big.example")
@@ -96,41 +97,43 @@ def test_a_sync_killed_half_way_converges_on_the_next_run(
 
 def test_a_sync_cut_off_by_ldap_going_down_converges_after(
         tmp_path: Path, settings: Settings, docs: DocServer) -> None:
-    server = ManagedSlapd(tmp_path / "down", BASE_DN, url=f"ldap://127.0.0.1:{free_port()}",
-                          nosync=True)
-    server.start()
-    private = settings.replace(ldap_url=server.url, ldap_password=server.password("gateway"),
-                               ldap_timeout=2.0, json_ca_file=docs.ca_file,
-                               json_urls=(docs.url("/big.json"),))
     total = 3000
     docs.serve("/big.json", {"down.example": {"account": [
         {"name": f"u{i:05d}", "password": CHEAP_HASH} for i in range(total)]}})
-    runner = SyncRunner(private, lock_ttl=2)
-    try:
-        reports: list[RunReport] = []
-        thread = threading.Thread(target=lambda: reports.append(runner.run()))
-        thread.start()
-        deadline = time.monotonic() + 60
-        while count_accounts(server, "down.example") < 300:
-            assert thread.is_alive() and time.monotonic() < deadline
-            time.sleep(0.02)
-        server.stop()
-        thread.join(60)
-        assert reports[0].result == "failed", reports[0].as_json()
-        assert "LDAP" in reports[0].reason
+    with running_slapd(tmp_path / "down") as server:
+        private = settings.replace(ldap_url=server.url, ldap_password=server.password("gateway"),
+                                   ldap_timeout=2.0, json_ca_file=docs.ca_file,
+                                   json_urls=(docs.url("/big.json"),))
+        runner = SyncRunner(private, lock_ttl=2)
+        try:
+            reports: list[RunReport] = []
+            thread = threading.Thread(target=lambda: reports.append(runner.run()))
+            thread.start()
 
-        server.start()
-        # The lock it could not release expires (TTL 2 s, stored rounded up).
-        deadline = time.monotonic() + 10
-        while (report := runner.run()).result == "busy" and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert report.result == "applied", report.reason
-        assert count_accounts(server, "down.example") == total
-        writes: list[str] = []
-        runner.directory.on_write = lambda op, dn: writes.append(dn)
-        report = runner.run(full=True)
-        assert report.counts["unchanged"] == total
-        assert [dn for dn in writes if ",ou=domains," in dn] == []
-    finally:
-        runner.close()
-        server.stop()
+            def some_written() -> bool:
+                assert thread.is_alive(), "the sync ended before slapd was stopped"
+                return count_accounts(server, "down.example") >= 300
+
+            wait_until(some_written, "300 accounts written by the sync", timeout=60,
+                       interval=0.02)
+            with server.stopped():
+                thread.join(60)
+            assert reports[0].result == "failed", reports[0].as_json()
+            assert "LDAP" in reports[0].reason
+
+            # The lock it could not release expires (TTL 2 s, stored rounded up).
+            def not_busy() -> RunReport | None:
+                report = runner.run()
+                return None if report.result == "busy" else report
+
+            report = wait_until(not_busy, "the lock of the cut-off run to expire", timeout=10,
+                                interval=0.2)
+            assert report.result == "applied", report.reason
+            assert count_accounts(server, "down.example") == total
+            writes: list[str] = []
+            runner.directory.on_write = lambda op, dn: writes.append(dn)
+            report = runner.run(full=True)
+            assert report.counts["unchanged"] == total
+            assert [dn for dn in writes if ",ou=domains," in dn] == []
+        finally:
+            runner.close()
