@@ -9,7 +9,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import pytest
 import requests
 
 from gateway.slapd import free_port
+
+from tests.support.wait import wait_until
 
 
 class Served:
@@ -42,15 +43,14 @@ class Served:
                 del env[name]
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.stdout.read()  # type: ignore[union-attr]
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("mailgate serve did not listen within 30 s")
+        proc = self.proc
+
+        def listening() -> bool:
+            assert proc.poll() is None, proc.stdout.read()  # type: ignore[union-attr]
+            return _port_open(self.port)
+
+        wait_until(listening, f"mailgate serve to listen on port {self.port}", timeout=30,
+                   interval=0.1)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -144,10 +144,13 @@ def test_directory_command_runs_only_slapd(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "directory"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not _port_open(port):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+
+        def listening() -> bool:
+            assert proc.poll() is None, proc.stdout.read()  # type: ignore[union-attr]
+            return _port_open(port)
+
+        wait_until(listening, f"mailgate directory's slapd on port {port}", timeout=30,
+                   interval=0.1)
         secret = tmp_path / "var" / "secrets" / "ldap-postfix.password"
         whoami = subprocess.run(
             ["ldapwhoami", "-x", "-H", f"ldap://127.0.0.1:{port}", "-D",

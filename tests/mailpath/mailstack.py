@@ -17,9 +17,8 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,20 +28,12 @@ from gateway import cli
 from gateway.slapd import ManagedSlapd, free_port
 from gateway.tls import ensure_self_signed
 
+from tests.support.wait import wait_until
+
 MAIL_USER = "nobody"
 # A test that makes an unindexed search on purpose sets this in its node's stash.
 ALLOW_UNINDEXED = pytest.StashKey[bool]()
 MAIL_GROUP = "nogroup"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not within {timeout}s")
 
 
 def listening(port: int) -> bool:
@@ -285,7 +276,7 @@ service imap-login {{
                            (p.milter_ldap_down, "second milter"), (p.smtp, "Postfix smtpd"),
                            (p.submission, "Postfix submission")):
             self._check_alive()
-            wait_until(lambda port=port: listening(port), 30, f"{what} on port {port}")
+            wait_until(lambda port=port: listening(port), f"{what} on port {port}", timeout=30)
 
     def postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["postfix", "-c", str(self.postfix_dir), *args],
@@ -312,8 +303,8 @@ service imap-login {{
                 master = int(pid_file.read_text().strip())
             self.postfix("stop")
             if master is not None:
-                with contextlib.suppress(TimeoutError):
-                    wait_until(lambda: not _alive(master), 15, "postfix master exit")
+                with contextlib.suppress(AssertionError):
+                    wait_until(lambda: not _alive(master), "postfix master exit", timeout=15)
                 if _alive(master):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(master, signal.SIGKILL)
@@ -355,8 +346,8 @@ service imap-login {{
                 imap.logout()
 
     def wait_until_login(self, user: str, password: str, timeout: float = 30) -> None:
-        wait_until(lambda: self.imap_login(user, password), timeout, f"IMAP login of {user}",
-                   interval=0.2)
+        wait_until(lambda: self.imap_login(user, password), f"IMAP login of {user}",
+                   timeout=timeout, interval=0.2)
 
     def imap_subjects(self, user: str, password: str) -> list[str]:
         with self._imap(user, password) as imap:
@@ -373,8 +364,9 @@ service imap-login {{
 
     def wait_for_mail(self, user: str, password: str, subject: str, timeout: float = 20) -> None:
         """Wait (bounded) until ``subject`` is in the user's INBOX, read over IMAP."""
-        wait_until(lambda: subject in self.imap_subjects(user, password), timeout,
-                   f"{subject!r} in {user}'s INBOX (maillog: {self.maillog})", interval=0.1)
+        wait_until(lambda: subject in self.imap_subjects(user, password),
+                   f"{subject!r} in {user}'s INBOX (maillog: {self.maillog})", timeout=timeout,
+                   interval=0.1)
 
     def submit(self, login: str, password: str, mail_from: str, rcpts: Sequence[str],
                from_header: str | Sequence[str] | None = "", subject: str = "",

@@ -21,10 +21,11 @@ from passlib.hash import md5_crypt, sha512_crypt
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
 
-from .mailstack import ALLOW_UNINDEXED, MailStack, SendResult, wait_until
+from .mailstack import ALLOW_UNINDEXED, MailStack, SendResult
 from tests.support.api import LiveGateway
 from tests.support.constants import BASE_DN
-from tests.support.slapd import ldap_tool
+from tests.support.slapd import RunningSlapd, ldap_tool
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -505,11 +506,10 @@ def test_accounts_imported_by_the_json_sync_work_on_the_mail_path(
 
 
 def test_directory_down_defers_everything_and_recovers(
-        mail_stack: MailStack, live_gateway: LiveGateway, slapd: ManagedSlapd) -> None:
+        mail_stack: MailStack, live_gateway: LiveGateway, slapd: RunningSlapd) -> None:
     create_account(live_gateway, ALICE, "pw", spoofing_whitelist="office@example.com")
     create_account(live_gateway, BOB, "bob pw")
-    slapd.stop()
-    try:
+    with slapd.stopped():
         # Inbound mail is deferred (the sender retries), never bounced.
         inbound = mail_stack.send25("x@outside.test", [ALICE])
         assert inbound.stage == "rcpt" and inbound.code == 451, str(inbound)
@@ -521,8 +521,6 @@ def test_directory_down_defers_everything_and_recovers(
         # 3.7 answers it with 535 (not 454): nothing is sent or bounced either way.
         submitted = mail_stack.submit(ALICE, "pw", ALICE, [BOB])
         assert submitted.stage == "auth" and submitted.code in (454, 535), str(submitted)
-    finally:
-        slapd.start()
     mail_stack.wait_until_login(ALICE, "pw")
     # Mail for an address that was not tried during the outage flows at once.
     to_bob = subject()
@@ -533,8 +531,8 @@ def test_directory_down_defers_everything_and_recovers(
     # documented remedy after an outage is "postfix reload".
     assert mail_stack.postfix("reload").returncode == 0
     back = subject()
-    wait_until(lambda: mail_stack.send25("x@outside.test", [ALICE], subject=back).sent, 30,
-               "inbound mail for alice after postfix reload", interval=0.5)
+    wait_until(lambda: mail_stack.send25("x@outside.test", [ALICE], subject=back).sent,
+               "inbound mail for alice after postfix reload", timeout=30, interval=0.5)
     mail_stack.wait_for_mail(ALICE, "pw", back)
     # The milter's pooled LDAP connection died with slapd; it reconnects.
     assert mail_stack.submit(ALICE, "pw", ALICE, [BOB], from_header="office@example.com").sent

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,12 +15,13 @@ from gateway.services import current
 from gateway.settings import Settings
 from gateway.sync import job
 from gateway.sync.lock import LdapLock
-from gateway.sync.runner import LOCK_NAME
+from gateway.sync.runner import LOCK_NAME, RunReport
 from gateway.tokens import TokenStore
 
 from .httpsserver import DocServer
 from tests.support.api import Client
 from tests.support.sync import spec_document
+from tests.support.wait import wait_until
 
 MakeApp = Callable[..., Flask]
 
@@ -46,14 +46,13 @@ def make_app(settings: Settings, docs: DocServer) -> Iterator[MakeApp]:
 
 
 def wait_for_run(client: Client, run_id: str | None = None, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def finished() -> Any:
         runs = client.get("/sync/status").json["runs"]
         found = [r for r in runs if run_id is None or r["id"] == run_id]
-        if found:
-            return found[0]
-        time.sleep(0.05)
-    raise AssertionError("the run did not finish")
+        return found[0] if found else None
+
+    return wait_until(finished, f"the sync run {run_id or '(any)'} in /sync/status",
+                      timeout=timeout)
 
 
 def test_run_and_status(make_app: MakeApp, docs: DocServer, mail: MailDirectory) -> None:
@@ -132,12 +131,27 @@ def test_schedulers_in_two_workers_sync_once(
     monkeypatch.setattr(job, "FIRST_DELAY", (0.05, 0.3))
     docs.serve("/mail.json", spec_document())
     apps = [make_app("/mail.json", json_interval=3600) for _ in range(2)]
-    for app in apps:
+    ticks: list[tuple[int, RunReport]] = []   # (worker, what its scheduled run did)
+    for worker, app in enumerate(apps):
+        runner = job.runner_for(app)
+
+        def counted(*args: Any, _run: Any = runner.run, _worker: int = worker,
+                    **kwargs: Any) -> RunReport:
+            report: RunReport = _run(*args, **kwargs)
+            ticks.append((_worker, report))
+            return report
+
+        monkeypatch.setattr(runner, "run", counted)   # tick() calls self.run
         assert job.start_scheduler(app) is not None
         assert job.start_scheduler(app) is current(app).sync.scheduler  # once
-    run = wait_for_run(Client(apps[0]))
-    time.sleep(1.0)   # both first ticks are long past
-    runs = Client(apps[1]).get("/sync/status").json["runs"]
-    assert [r["id"] for r in runs] == [run["id"]]
-    assert run["trigger"] == "schedule" and run["result"] == "applied"
+    wait_until(lambda: {w for w, _ in ticks} == {0, 1}, "the first tick of both workers",
+               timeout=20)
+    assert len(ticks) == 2, [(w, r.result) for w, r in ticks]
+    first, second = sorted((r for _, r in ticks), key=lambda r: r.result != "applied")
+    assert first.result == "applied" and first.trigger == "schedule"
+    # The other one found the lock held ("busy") or the run just recorded ("skipped").
+    assert second.result in ("busy", "skipped"), second.as_json()
+    for app in apps:
+        runs = Client(app).get("/sync/status").json["runs"]
+        assert [(r["id"], r["result"]) for r in runs] == [(first.id, "applied")]
     assert len(docs.requests_to("/mail.json")) == 1
