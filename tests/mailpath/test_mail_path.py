@@ -22,6 +22,7 @@ from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
 
 from .mailstack import ALLOW_UNINDEXED, MailStack, SendResult
+from tests.support import httpsserver
 from tests.support.api import LiveGateway
 from tests.support.constants import BASE_DN
 from tests.support.slapd import RunningSlapd, ldap_tool
@@ -466,8 +467,6 @@ def test_accounts_imported_by_the_json_sync_work_on_the_mail_path(
         tmp_path: Path) -> None:
     """The Basic JSON sync end to end: $1$ and $6$rounds=100000$ hashes, the
     optional fields, an alias; then IMAP, LMTP, submission and the whitelist."""
-    from sync import httpsserver  # tests/sync: the HTTPS document server
-
     from gateway.sync.runner import SyncRunner
 
     old, new, team = "old@synced.example", "new@synced.example", "team@synced.example"

@@ -12,8 +12,8 @@ import pytest
 from gateway.settings import Settings
 from gateway.sync.runner import SyncRunner
 
-from . import httpsserver
-from .httpsserver import DocServer
+from tests.support import httpsserver
+from tests.support.httpsserver import DocServer
 from tests.support.sync import MakeRunner, Writes
 
 

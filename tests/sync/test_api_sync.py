@@ -18,8 +18,8 @@ from gateway.sync.lock import LdapLock
 from gateway.sync.runner import LOCK_NAME, RunReport
 from gateway.tokens import TokenStore
 
-from .httpsserver import DocServer
 from tests.support.api import Client
+from tests.support.httpsserver import DocServer
 from tests.support.sync import spec_document
 from tests.support.wait import wait_until
 

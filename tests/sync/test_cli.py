@@ -14,8 +14,8 @@ from gateway.mail import MailDirectory
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
 
-from .httpsserver import DocServer
 from tests.support.constants import ADMIN_TOKEN, BASE_DN
+from tests.support.httpsserver import DocServer
 from tests.support.slapd import ldap_tool
 from tests.support.sync import CHEAP_HASH, MakeRunner, spec_document
 

@@ -10,7 +10,7 @@ import pytest
 from gateway.settings import Settings
 from gateway.sync.fetch import Fetcher, FetchError, Validators, redact_url
 
-from .httpsserver import DocServer
+from tests.support.httpsserver import DocServer
 from tests.support.sync import MakeRunner, spec_document
 
 

@@ -14,8 +14,8 @@ from gateway.slapd import ManagedSlapd
 from gateway.sync.runner import RunReport, SyncRunner
 from gateway.sync.state import StateStore
 
-from .httpsserver import DocServer
 from tests.support.constants import ADMIN_TOKEN, BASE_DN
+from tests.support.httpsserver import DocServer
 from tests.support.slapd import ldap_tool, running_slapd
 from tests.support.sync import CHEAP_HASH, MakeRunner, spec_document
 from tests.support.wait import wait_until

@@ -10,8 +10,8 @@ from gateway.directory import Directory
 from gateway.mail import MailDirectory
 from gateway.slapd import ManagedSlapd
 
-from .httpsserver import DocServer
 from tests.support.constants import BASE_DN
+from tests.support.httpsserver import DocServer
 from tests.support.slapd import ldap_tool
 from tests.support.sync import (
     BOB_HASH,
