@@ -8,11 +8,9 @@ import pytest
 from passlib.hash import sha512_crypt
 
 from gateway.directory import Directory
-from gateway.slapd import ManagedSlapd
 
 from tests.support.api import Client
 from tests.support.constants import BASE_DN
-from tests.support.slapd import ldap_tool
 
 ACCOUNT_KEYS = {"id", "name", "domain", "password", "spoofing_whitelist", "submission_disabled"}
 
@@ -52,13 +50,11 @@ def test_create_from_form_body(client: Client) -> None:
     assert multipart.status_code == 201, multipart.json
 
 
-def test_idn_domain_is_stored_as_a_label(client: Client, slapd: ManagedSlapd) -> None:
+def test_idn_domain_in_the_body_and_in_the_url(client: Client) -> None:
+    # How it is stored (A-label DNs): test_mail.test_idn_domains_are_stored_as_a_labels
     response = create(client, name="jurgen", domain="Bücher.example")
     assert response.status_code == 201
     assert response.json["id"] == "jurgen@xn--bcher-kva.example"
-    found = ldap_tool(slapd, "ldapsearch", "-LLL", "-b", f"ou=domains,{BASE_DN}",
-                      "(mail=jurgen@xn--bcher-kva.example)", "mail").stdout
-    assert "dn: mail=jurgen@xn--bcher-kva.example,dc=xn--bcher-kva.example,ou=domains" in found
     assert client.get("/mail/account/jurgen@bücher.example/").status_code == 200
 
 
@@ -76,43 +72,14 @@ def test_the_password_set_through_the_api_binds_in_slapd(client: Client,
     assert not directory.compare_password(dn, "s3cret")
 
 
-def test_stored_as_crypt_with_multi_valued_whitelist(client: Client,
-                                                     slapd: ManagedSlapd) -> None:
-    assert create(client, spoofing_whitelist="office@example.com, skylime.net",
-                  submission_disabled=True).status_code == 201
-    entry = ldap_tool(slapd, "ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-b",
-                      user_dn("alice@example.com"), "-s", "base", "(objectClass=*)").stdout
-    assert "objectClass: mailgateAccount" in entry
-    assert "userPassword:: " in entry  # base64 because of '{'; decode to check
-    assert "mailgateSenderAllowed: office@example.com" in entry
-    assert "mailgateSenderAllowed: skylime.net" in entry
-    assert "mailgateSubmissionDisabled: TRUE" in entry
-    assert "mailgateOrigin: api" in entry
-    import base64
-
-    encoded = next(line.split(":: ")[1] for line in entry.splitlines()
-                   if line.startswith("userPassword:: "))
-    assert base64.b64decode(encoded).startswith(b"{CRYPT}$6$rounds=1000$")
-
-
+# The rules for each field are in test_mail.py; these check the 400 answer,
+# a JSON type, and what only the HTTP layer knows (booleans in bodies, unknown fields).
 @pytest.mark.parametrize(("body", "field"), [
     ({"domain": "example.com", "password": "x"}, "name"),
-    ({"name": "a", "password": "x"}, "domain"),
-    ({"name": "a", "domain": "example.com"}, "password"),
-    ({"name": "a", "domain": "example.com", "password": ""}, "password"),
-    ({"name": "a b", "domain": "example.com", "password": "x"}, "name"),
-    ({"name": "a" * 65, "domain": "example.com", "password": "x"}, "name"),
     ({"name": "a", "domain": "nodot", "password": "x"}, "domain"),
-    ({"name": "a", "domain": "exa mple.com", "password": "x"}, "domain"),
-    ({"name": "a", "domain": "example.com", "password": "x", "spoofing_whitelist": "a b"},
-     "spoofing_whitelist"),
-    ({"name": "a", "domain": "example.com", "password": "x", "spoofing_whitelist": "*,x.org"},
-     "spoofing_whitelist"),
+    ({"name": 5, "domain": "example.com", "password": "x"}, "name"),
     ({"name": "a", "domain": "example.com", "password": "x", "submission_disabled": "maybe"},
      "submission_disabled"),
-    ({"name": 5, "domain": "example.com", "password": "x"}, "name"),
-    ({"name": "a", "domain": ["example.com"], "password": "x"}, "domain"),
-    ({"name": "a", "domain": "example.com", "password": {"p": 1}}, "password"),
     ({"name": "a", "domain": "example.com", "password": "x", "id": "a@example.com"}, "id"),
     ({"name": "a", "domain": "example.com", "password": "x", "quota": 5}, "quota"),
 ])
@@ -123,12 +90,6 @@ def test_invalid_input_is_400_naming_the_field(client: Client, body: dict[str, A
     assert field in response.json["errors"], response.json
     assert response.json["message"]
     assert client.get("/mail/account/").json["count"] == 0
-
-
-def test_every_bad_field_is_named_at_once(client: Client) -> None:
-    response = client.post("/mail/account/", json={"name": "(x)", "domain": "-", "password": ""})
-    assert response.status_code == 400
-    assert set(response.json["errors"]) == {"name", "domain", "password"}
 
 
 @pytest.mark.parametrize(("data", "content_type", "status"), [
@@ -153,12 +114,11 @@ def test_oversized_body_is_413_not_500(client: Client) -> None:
 
 
 def test_duplicate_address_is_409(client: Client) -> None:
+    # Which addresses clash: test_mail.test_an_address_is_taken_once_whatever_its_case_or_kind
     assert create(client).status_code == 201
     again = create(client, name="ALICE")
     assert again.status_code == 409
     assert "alice@example.com" in again.json["message"]
-    assert client.post("/mail/alias/", json={"name": "alice", "domain": "example.com",
-                                             "to": "bob@example.com"}).status_code == 409
 
 
 def test_get_is_case_insensitive_and_unknown_is_404(client: Client) -> None:
@@ -179,28 +139,21 @@ def test_alias_is_not_an_account(client: Client) -> None:
     assert client.get("/mail/alias/office@example.com/").status_code == 200
 
 
-def test_delete_is_204_then_404(client: Client, slapd: ManagedSlapd) -> None:
+def test_delete_is_204_then_404(client: Client) -> None:
     assert create(client).status_code == 201
     deleted = client.delete("/mail/account/alice@example.com/")
     assert deleted.status_code == 204 and deleted.get_data() == b""
     assert client.get("/mail/account/alice@example.com/").status_code == 404
     assert client.delete("/mail/account/alice@example.com/").status_code == 404
-    # The domain entry mailgate made goes with its last address.
-    gone = ldap_tool(slapd, "ldapsearch", "-LLL", "-b", f"dc=example.com,ou=domains,{BASE_DN}",
-                     "-s", "base", check=False)
-    assert gone.returncode == 32
 
 
-def test_submission_toggles(client: Client, slapd: ManagedSlapd) -> None:
+def test_submission_toggles(client: Client) -> None:
     assert create(client).status_code == 201
     off = client.post("/mail/account/alice@example.com/disable_submission/")
     assert off.status_code == 200 and off.json["submission_disabled"] is True
     assert client.get("/mail/account/alice@example.com/").json["submission_disabled"] is True
     on = client.post("/mail/account/alice@example.com/enable_submission/")
     assert on.status_code == 200 and on.json["submission_disabled"] is False
-    entry = ldap_tool(slapd, "ldapsearch", "-LLL", "-b", user_dn("alice@example.com"),
-                      "-s", "base", "mailgateSubmissionDisabled").stdout
-    assert "mailgateSubmissionDisabled" not in entry
     assert client.post("/mail/account/nobody@example.com/disable_submission/").status_code == 404
     unknown = client.post("/mail/account/alice@example.com/disable_submission/",
                           json={"really": True})

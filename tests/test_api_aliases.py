@@ -50,14 +50,9 @@ def test_alias_crud(client: Client) -> None:
                       ).status_code == 404
 
 
+# The rules for each field are in test_mail.py; these check the 400 answer.
 @pytest.mark.parametrize(("body", "field"), [
     ({"domain": "example.com", "to": "a@example.com"}, "name"),
-    ({"name": "x", "to": "a@example.com"}, "domain"),
-    ({"name": "x", "domain": "example.com"}, "to"),
-    ({"name": "x", "domain": "example.com", "to": ""}, "to"),
-    ({"name": "x", "domain": "example.com", "to": " , "}, "to"),
-    ({"name": "x", "domain": "example.com", "to": "a@example.com,broken"}, "to"),
-    ({"name": "x", "domain": "example.com", "to": "a@example.com)(mail=*"}, "to"),
     ({"name": "x", "domain": "example.com", "to": "x@example.com"}, "to"),
     ({"name": "x", "domain": "example.com", "to": ["a@example.com"]}, "to"),
     ({"name": "x", "domain": "example.com", "to": "a@example.com", "extra": ""}, "extra"),
