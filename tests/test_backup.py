@@ -16,6 +16,8 @@ from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd, free_port
 from gateway.tokens import TokenStore
 
+from tests.support.slapd import running_slapd
+
 BASE_DN = "dc=backup,dc=test"
 
 
@@ -30,15 +32,12 @@ def test_backup_wipe_restore_gives_back_every_entry(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "var"
-    url = f"ldap://127.0.0.1:{free_port()}"
-    for name, value in (("MAILGATE_DATA_DIR", str(data)), ("MAILGATE_LDAP_BASE_DN", BASE_DN),
-                        ("MAILGATE_EMBEDDED_LDAP_URL", url)):
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("MAILGATE_LDAP_URL", raising=False)
-    slapd = ManagedSlapd(data, BASE_DN, url=url)
-    slapd.start()
-    try:
-        directory = Directory(Settings(ldap_url=url, ldap_base_dn=BASE_DN,
+    with running_slapd(data, BASE_DN) as slapd:
+        for name, value in (("MAILGATE_DATA_DIR", str(data)), ("MAILGATE_LDAP_BASE_DN", BASE_DN),
+                            ("MAILGATE_EMBEDDED_LDAP_URL", slapd.url)):
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("MAILGATE_LDAP_URL", raising=False)
+        directory = Directory(Settings(ldap_url=slapd.url, ldap_base_dn=BASE_DN,
                                        ldap_password=slapd.password("gateway")))
         mail = MailDirectory(directory, 1000)
         mail.create_account("alice", "example.com", "alice-pw", spoofing_whitelist="example.net")
@@ -54,15 +53,12 @@ def test_backup_wipe_restore_gives_back_every_entry(tmp_path: Path,
         assert stat.S_IMODE(archive.stat().st_mode) == 0o600
         assert main(["restore", str(archive)]) == 2      # slapd still runs
         assert "stop it before a restore" in capsys.readouterr().err
-    finally:
-        slapd.stop()
 
     shutil.rmtree(data / "ldap")
     assert main(["restore", str(archive)]) == 0
-    restored = ManagedSlapd(data, BASE_DN, url=url)
-    assert _entries(restored) == before
-    with restored:
-        directory = Directory(Settings(ldap_url=url, ldap_base_dn=BASE_DN,
+    with running_slapd(data, BASE_DN) as restored:
+        assert _entries(restored) == before
+        directory = Directory(Settings(ldap_url=restored.url, ldap_base_dn=BASE_DN,
                                        ldap_password=restored.password("gateway")))
         try:
             alice = MailDirectory(directory, 1000).get_account("alice@example.com")

@@ -8,24 +8,20 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from gateway.slapd import ManagedSlapd, free_port, listening
 
+from tests.support.slapd import running_slapd
+from tests.support.wait import wait_until
+
 BASE_DN = "dc=mail,dc=internal"
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 class Serve:
@@ -73,13 +69,15 @@ def serves() -> Iterator[list[Serve]]:
 def test_a_managed_slapd_that_dies_is_started_again(tmp_path: Path, serves: list[Serve]) -> None:
     serve = Serve(tmp_path / "var")
     serves.append(serve)
-    wait_until(lambda: serve.ready() or serve.proc.poll() is not None, 60, "serve to be ready")
+    wait_until(lambda: serve.ready() or serve.proc.poll() is not None, "serve to be ready",
+               timeout=60, interval=0.1)
     slapd = ManagedSlapd(tmp_path / "var", BASE_DN)
     first = slapd.running_pid()
     assert first is not None
     os.kill(first, signal.SIGKILL)
-    wait_until(lambda: slapd.running_pid() not in (None, first), 30, "a new slapd")
-    wait_until(serve.ready, 30, "readiness after the restart")
+    wait_until(lambda: slapd.running_pid() not in (None, first), "a new slapd", timeout=30,
+               interval=0.1)
+    wait_until(serve.ready, "readiness after the restart", timeout=30, interval=0.1)
     output = serve.finish()
     assert "restarting it" in output and "running again" in output
     assert not listening(f"ldap://127.0.0.1:{serve.ldap_port}")
@@ -97,10 +95,8 @@ def test_a_taken_ldap_port_is_refused_before_the_banner(tmp_path: Path) -> None:
 
 
 def test_another_directory_on_the_ldap_port_is_refused(tmp_path: Path) -> None:
-    port = free_port()
-    with ManagedSlapd(tmp_path / "other", BASE_DN, url=f"ldap://127.0.0.1:{port}",
-                      nosync=True):
-        serve = Serve(tmp_path / "var", ldap_port=port)
+    with running_slapd(tmp_path / "other", BASE_DN) as other:
+        serve = Serve(tmp_path / "var", ldap_port=urlsplit(other.url).port)
         output = serve.finish(timeout=60, terminate=False)
     assert serve.proc.returncode == 2, output
     assert "MAILGATE_EMBEDDED_LDAP_URL" in output and "mailgate: API" not in output

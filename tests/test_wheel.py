@@ -16,8 +16,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +24,7 @@ import requests
 
 from gateway.slapd import free_port, listening
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_DN = "dc=wheel,dc=test"
@@ -121,7 +114,8 @@ def test_directory_from_the_wheel(installed: Path, tmp_path: Path,
     proc = subprocess.Popen([str(installed / "mailgate"), "directory"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     process.append(proc)
-    wait_until(lambda: listening(url) or proc.poll() is not None, 30, "slapd to listen")
+    wait_until(lambda: listening(url) or proc.poll() is not None, "slapd to listen",
+               timeout=30, interval=0.1)
     assert proc.poll() is None
     secret = tmp_path / "var" / "secrets" / "ldap-gateway.password"
     whoami = subprocess.run(["ldapwhoami", "-x", "-H", url, "-D",
@@ -142,8 +136,8 @@ def test_serve_from_the_wheel(installed: Path, tmp_path: Path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     process.append(proc)
     url = f"https://127.0.0.1:{port}"
-    wait_until(lambda: listening(url) or proc.poll() is not None,
-               60, "mailgate serve to listen")
+    wait_until(lambda: listening(url) or proc.poll() is not None, "mailgate serve to listen",
+               timeout=60, interval=0.1)
     assert proc.poll() is None
     cert = str(tmp_path / "var" / "tls" / "cert.pem")
     token = (tmp_path / "var" / "admin-token").read_text().strip()

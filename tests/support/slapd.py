@@ -2,7 +2,7 @@
 
 ``running_slapd(path)`` builds a :class:`~gateway.slapd.ManagedSlapd` from the
 project's ``ldif/`` in ``path``, starts it on a free loopback port, waits until
-a real bind succeeds (not only an open port) and stops it, by its process
+a real bind succeeds (ManagedSlapd.start: not only an open port) and stops it, by its process
 id, when the block ends::
 
     with running_slapd(tmp_path / "ldap", debug_level="filter") as slapd:
@@ -19,46 +19,16 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import ldap
-
 from gateway.errors import SlapdError
 from gateway.slapd import ManagedSlapd, free_port
 
 from .constants import BASE_DN
-from .wait import wait_until
 
 _START_ATTEMPTS = 3  # a free port can be taken by someone else before slapd binds it
 
 
 class RunningSlapd(ManagedSlapd):
-    """A ManagedSlapd whose start waits for a successful bind, with restart helpers."""
-
-    def start(self, timeout: float = 20.0) -> None:
-        super().start(timeout)
-        try:
-            wait_until(self.binds, f"a bind as {self.admin_dn} at {self.url}", timeout=timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    def binds(self) -> bool:
-        """Does a simple bind as the directory admin succeed right now?"""
-        conn = ldap.initialize(self.url)
-        conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 2.0)
-        conn.set_option(ldap.OPT_TIMEOUT, 2.0)
-        try:
-            conn.simple_bind_s(self.admin_dn, self.password("admin"))
-            return bool(conn.whoami_s())
-        except ldap.LDAPError:
-            return False
-        finally:
-            with contextlib.suppress(ldap.LDAPError):
-                conn.unbind_s()
-
-    def restart(self) -> None:
-        """Stop and start again: same data, same URL."""
-        self.stop()
-        self.start()
+    """A ManagedSlapd (whose start waits for a real bind; restart()) with stopped()."""
 
     @contextlib.contextmanager
     def stopped(self) -> Iterator[None]:
