@@ -1,37 +1,6 @@
 """mailgate: mail accounts and aliases in LDAP, for Postfix and Dovecot.
 
-:func:`create_app` wires the pieces; importing this package reads no
-environment, opens no connection and starts nothing.
+Importing the package does nothing: the WSGI app is built by
+:func:`gateway.app.create_app`, the console script is :mod:`gateway.cli`, and
+each layer imports only what it uses (a sync or the milter never loads Flask).
 """
-
-from __future__ import annotations
-
-from flask import Flask
-
-from .api import init_api
-from .proxies import TrustedProxies
-from .services import Services
-from .settings import Settings
-
-
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the WSGI app. ``settings`` must name a reachable LDAP server."""
-    settings = settings or Settings.from_env()
-    if settings.ldap_url is None:
-        raise ValueError("create_app needs a resolved LDAP URL (mailgate serve starts the "
-                         "embedded slapd and passes it)")
-    app = Flask("gateway")
-    # "//" in a path is a malformed id, not something to redirect.
-    app.url_map.merge_slashes = False
-    app.config.update(
-        MAX_CONTENT_LENGTH=1024 * 1024,
-        RESTX_ERROR_404_HELP=False,
-        RESTX_MASK_SWAGGER=False,
-        JSON_SORT_KEYS=False,
-    )
-    if settings.trusted_proxies:
-        app.wsgi_app = TrustedProxies(app.wsgi_app,  # type: ignore[method-assign]
-                                      settings.trusted_proxies)
-    Services.build(settings).install(app)
-    init_api(app)
-    return app

@@ -1,6 +1,6 @@
 """What one process shares between requests and jobs, and the one accessor for it.
 
-Like Flask's ``get_db()``: :func:`gateway.create_app` builds a :class:`Services`
+Like Flask's ``get_db()``: :func:`gateway.app.create_app` builds a :class:`Services`
 once per app, and every request handler or job reaches it through
 :func:`current`, never through ``app.extensions`` by hand.
 """

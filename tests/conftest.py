@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.app import create_app
 from gateway.directory import Directory
 from gateway.mail import MailDirectory
 from gateway.services import current
@@ -56,8 +57,6 @@ def mail(directory: Directory, settings: Settings) -> MailDirectory:
 @pytest.fixture
 def live_gateway(settings: Settings, tmp_path: Path) -> Iterator[LiveGateway]:
     """``live_gateway("POST", "/mail/account/", json={...})`` -> requests.Response."""
-    from gateway import create_app
-
     app = create_app(settings)
     try:
         with serving(app, tmp_path / "tls") as live:
@@ -68,8 +67,6 @@ def live_gateway(settings: Settings, tmp_path: Path) -> Iterator[LiveGateway]:
 
 @pytest.fixture
 def app(settings: Settings) -> Iterator[object]:
-    from gateway import create_app
-
     application = create_app(settings)
     yield application
     current(application).directory.close()

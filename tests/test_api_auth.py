@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from gateway import create_app
+from gateway.app import create_app
 from gateway.directory import Directory
 from gateway.services import current
 from gateway.settings import Settings

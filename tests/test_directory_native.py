@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import create_app
+from gateway.app import create_app
 from gateway.directory import Directory
 from gateway.services import current
 from gateway.settings import Settings

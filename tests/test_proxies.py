@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway import create_app
+from gateway.app import create_app
 from gateway.proxies import TrustedProxies, parse_networks
 from gateway.services import current
 from gateway.settings import ConfigError, Settings

@@ -19,9 +19,9 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from .. import create_app
 from ..access import admin_token, embedded_slapd, reachable
 from ..accesslog import AccessLogger
+from ..app import create_app
 from ..errors import SetupError
 from ..settings import Settings
 from ..sync.job import start_scheduler

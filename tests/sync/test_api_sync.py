@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from gateway import create_app
+from gateway.app import create_app
 from gateway.directory import Directory
 from gateway.mail import MailDirectory
 from gateway.services import current
