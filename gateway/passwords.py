@@ -43,6 +43,10 @@ def check_plain(password: object) -> str:
         raise ValueError("must not be empty")
     if "\x00" in password:
         raise ValueError("must not contain NUL characters")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (lone surrogate)") from None
     if len(password) > MAX_PLAIN:
         raise ValueError(f"longer than {MAX_PLAIN} characters")
     return password
