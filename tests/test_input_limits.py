@@ -7,6 +7,10 @@ from typing import Any
 
 import pytest
 
+from gateway import passwords
+from gateway.directory import Directory
+from gateway.tokens import TokenStore
+
 from conftest import Client
 
 
@@ -72,3 +76,85 @@ def test_huge_page_numbers_are_404_not_503(client: Client, page: str, page_size:
     assert "page" in response.json["errors"]
     aliases = client.get("/mail/alias/", query_string={"page": page, "page_size": page_size})
     assert aliases.status_code in (400, 404), aliases.get_data(as_text=True)
+
+
+# -- item 14: a bounded password length ----------------------------------------
+
+
+def test_passwords_longer_than_the_limit_are_400_with_the_number(client: Client) -> None:
+    limit = passwords.MAX_PLAIN
+    assert limit <= 256
+    too_long = "p" * (limit + 1)
+    response = create(client, password=too_long)
+    assert response.status_code == 400
+    assert str(limit) in response.json["errors"]["password"]
+    assert client.get("/mail/account/alice@example.com/").status_code == 404
+    assert create(client, password="p" * limit).status_code == 201
+    changed = client.post("/mail/account/alice@example.com/set_password/",
+                          json={"password": too_long})
+    assert changed.status_code == 400 and str(limit) in changed.json["errors"]["password"]
+    # Multi-byte characters cost per octet: the octet bound holds too.
+    wide = "\U0001f600" * (passwords.MAX_PLAIN_OCTETS // 4 + 1)
+    assert len(wide) <= limit
+    response = client.post("/mail/account/alice@example.com/set_password/",
+                           json={"password": wide})
+    assert response.status_code == 400
+    assert str(passwords.MAX_PLAIN_OCTETS) in response.json["errors"]["password"]
+
+
+def test_crypt_hashes_from_the_sync_are_bounded() -> None:
+    yescrypt = "$y$j9T$" + "F" * 2000 + "$X3DX6M94c7o.9agCG9G317fhZg9SqC.5i5rd.RhAtQ7"
+    with pytest.raises(ValueError, match=str(passwords.MAX_HASH)):
+        passwords.check_crypt_hash(yescrypt)
+
+
+# -- item 3: a scoped token grants sending only as its own domains ----------------
+
+
+@pytest.fixture
+def tenant_a(client: Client, directory: Directory) -> Client:
+    assert create(client, domain="tenant-a.example").status_code == 201
+    assert create(client, domain="tenant-b.example", name="ceo").status_code == 201
+    _info, token = TokenStore(directory, None).create(["tenant-a.example", "Tenant-A2.example"])
+    return client.with_token(token)
+
+
+@pytest.mark.parametrize("whitelist", [
+    "*", "ceo@tenant-b.example", "tenant-b.example", "office@tenant-a.example,tenant-b.example",
+    "sub.tenant-a.example", "CEO@Tenant-B.Example"])
+def test_scoped_token_cannot_whitelist_outside_its_domains(
+        tenant_a: Client, client: Client, whitelist: str) -> None:
+    created = tenant_a.post("/mail/account/", json={
+        "name": "bob", "domain": "tenant-a.example", "password": "pw",
+        "spoofing_whitelist": whitelist})
+    assert created.status_code == 403, created.json
+    assert "spoofing_whitelist" in created.json["errors"]
+    assert client.get("/mail/account/bob@tenant-a.example/").status_code == 404
+    changed = tenant_a.post("/mail/account/alice@tenant-a.example/set_spoofing_whitelist/",
+                            json={"spoofing_whitelist": whitelist})
+    assert changed.status_code == 403, changed.json
+    assert "spoofing_whitelist" in changed.json["errors"]
+    stored = client.get("/mail/account/alice@tenant-a.example/").json
+    assert stored["spoofing_whitelist"] == ""
+
+
+def test_scoped_token_may_whitelist_inside_its_domains(tenant_a: Client,
+                                                       client: Client) -> None:
+    inside = "office@tenant-a.example,tenant-a2.example,Info@TENANT-A.example"
+    created = tenant_a.post("/mail/account/", data={
+        "name": "bob", "domain": "tenant-a.example", "password": "pw",
+        "spoofing_whitelist": inside})
+    assert created.status_code == 201, created.json
+    assert created.json["spoofing_whitelist"] == \
+        "office@tenant-a.example,tenant-a2.example,info@tenant-a.example"
+    changed = tenant_a.post("/mail/account/bob@tenant-a.example/set_spoofing_whitelist/",
+                            json={"spoofing_whitelist": "tenant-a.example"})
+    assert changed.status_code == 200
+    # Invalid input is still a 400 naming the field, not a 403.
+    bad = tenant_a.post("/mail/account/bob@tenant-a.example/set_spoofing_whitelist/",
+                        json={"spoofing_whitelist": "not a domain!"})
+    assert bad.status_code == 400 and "spoofing_whitelist" in bad.json["errors"]
+    # The admin token is unrestricted.
+    admin = client.post("/mail/account/bob@tenant-a.example/set_spoofing_whitelist/",
+                        json={"spoofing_whitelist": "*"})
+    assert admin.status_code == 200 and admin.json["spoofing_whitelist"] == "*"
