@@ -51,6 +51,11 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     admin_token: str | None = field(default=None, repr=False)
+    # Base of the absolute links in list pages (next/previous), e.g.
+    # https://mail-api.example.com or https://proxy.example/gateway. Unset:
+    # the links are absolute paths (/mail/account/?page=2), never built
+    # from the client's Host header.
+    public_url: str | None = None
     workers: int = DEFAULT_WORKERS
     threads: int = 2
     auth_fail_limit: int = 10
@@ -107,6 +112,9 @@ class Settings:
         if (cert is None) != (key is None):
             raise ConfigError("TLS_KEY" if key is None else "TLS_CERT",
                               "MAILGATE_TLS_CERT and MAILGATE_TLS_KEY go together")
+        public_url = env.get_str("PUBLIC_URL")
+        if public_url is not None:
+            public_url = _check_public_url("PUBLIC_URL", public_url)
         admin_token = env.get_secret("ADMIN_TOKEN")
         if admin_token is not None and len(admin_token) < 24:
             raise ConfigError("ADMIN_TOKEN", "must be at least 24 characters")
@@ -138,6 +146,7 @@ class Settings:
             tls_cert=cert,
             tls_key=key,
             admin_token=admin_token,
+            public_url=public_url,
             workers=env.get_int("WORKERS", cls.workers, 1, 64),
             threads=env.get_int("THREADS", cls.threads, 1, 64),
             auth_fail_limit=env.get_int("AUTH_FAIL_LIMIT", cls.auth_fail_limit, 1, 100_000),
@@ -257,3 +266,20 @@ def _check_listen(name: str, listen: str) -> None:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(name, f"expected host:port, got {listen!r}")
+
+
+def _check_public_url(name: str, url: str) -> str:
+    """``https://host[:port][/path]`` without query, fragment or user info; no
+    trailing slash."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        raise ConfigError(name, f"not a valid URL: {url!r}") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(name, f"expected https://host[:port][/path], got {url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(name, "must not carry a query, a fragment or credentials")
+    if any(c.isspace() for c in url):
+        raise ConfigError(name, "must not contain white space")
+    return url.rstrip("/")

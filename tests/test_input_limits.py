@@ -158,3 +158,52 @@ def test_scoped_token_may_whitelist_inside_its_domains(tenant_a: Client,
     admin = client.post("/mail/account/bob@tenant-a.example/set_spoofing_whitelist/",
                         json={"spoofing_whitelist": "*"})
     assert admin.status_code == 200 and admin.json["spoofing_whitelist"] == "*"
+
+
+# -- item 13: links never reflect the client's Host ---------------------------------
+
+
+def _three_accounts(client: Client) -> None:
+    for name in ("a1", "a2", "a3"):
+        assert create(client, name=name).status_code == 201
+
+
+def test_page_links_ignore_the_host_header(client: Client) -> None:
+    _three_accounts(client)
+    for headers in ({"Host": "evil.example"}, {"X-Forwarded-Host": "evil.example"},
+                    {"Host": "evil.example:8443"}):
+        page = client.get("/mail/account/?page_size=1&page=2", headers=headers).json
+        for link in (page["next"], page["previous"]):
+            assert "evil" not in link
+            assert link.startswith("/mail/account/?"), link
+        assert "page=3" in page["next"] and "page_size=1" in page["next"]
+
+
+def test_page_links_use_the_public_url(settings: Any) -> None:
+    from gateway import create_app
+
+    app = create_app(settings.replace(public_url="https://mail-api.example.com/gw"))
+    try:
+        client = Client(app)
+        _three_accounts(client)
+        page = client.get("/mail/alias/?page_size=1", headers={"Host": "evil.example"}).json
+        assert page["next"] is None
+        page = client.get("/mail/account/?page_size=1", headers={"Host": "evil.example"}).json
+        assert page["next"] == "https://mail-api.example.com/gw/mail/account/?page_size=1&page=2"
+    finally:
+        app.extensions["mailgate"].directory.close()
+
+
+@pytest.mark.parametrize("value,ok", [
+    ("https://mail-api.example.com", "https://mail-api.example.com"),
+    ("https://mail-api.example.com:8443/gw/", "https://mail-api.example.com:8443/gw"),
+    ("ftp://x.example", None), ("https://", None), ("https://x.example/?a=b", None),
+    ("https://u:p@x.example", None), ("https://x.example:99999", None), ("x.example", None)])
+def test_public_url_is_validated(value: str, ok: str | None) -> None:
+    from gateway.settings import ConfigError, Settings
+
+    if ok is None:
+        with pytest.raises(ConfigError, match="MAILGATE_PUBLIC_URL"):
+            Settings.from_env({"MAILGATE_PUBLIC_URL": value})
+    else:
+        assert Settings.from_env({"MAILGATE_PUBLIC_URL": value}).public_url == ok

@@ -7,8 +7,9 @@ these models document the contract and shape responses.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import request
+from flask import current_app, request
 from flask_restx import Namespace, fields
 
 from ..mail import Account, Alias, Page
@@ -63,11 +64,12 @@ def alias_json(alias: Alias) -> dict[str, Any]:
 
 
 def _page_url(number: int) -> str:
+    """The link to page ``number`` of this list, never built from the client's
+    Host header: ``MAILGATE_PUBLIC_URL`` + path, or (unset) the absolute path."""
     args = request.args.to_dict(flat=True)
     args["page"] = str(number)
-    from urllib.parse import urlencode
-
-    return f"{request.base_url}?{urlencode(args)}"
+    public = current_app.extensions["mailgate"].settings.public_url
+    return f"{public or ''}{request.script_root}{request.path}?{urlencode(args)}"
 
 
 def page_json(page: Page[Any], items: list[dict[str, Any]]) -> dict[str, Any]:
