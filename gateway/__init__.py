@@ -34,4 +34,19 @@ def create_app(settings: Settings | None = None) -> Flask:
                                       settings.trusted_proxies)
     Services.build(settings).install(app)
     init_api(app)
+    app.after_request(_security_headers)
     return app
+
+
+# On every answer (account data, errors, docs alike): HTTPS only from now on,
+# no MIME sniffing, and nothing kept in any cache (pages hold password hashes).
+SECURITY_HEADERS = {
+    "Strict-Transport-Security": "max-age=31536000",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def _security_headers(response: Any) -> Any:
+    response.headers.update(SECURITY_HEADERS)
+    return response
