@@ -6,12 +6,24 @@ environment, opens no connection and starts nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask
 
 from .api import init_api
+from .errors import DirectoryUnavailable
 from .proxies import TrustedProxies
 from .services import Services
 from .settings import Settings
+
+
+class _Flask(Flask):
+    def log_exception(self, exc_info: Any) -> None:
+        """No traceback for an unavailable directory: it is an expected answer
+        (503), and the pool logs each outage once, not once per request."""
+        if isinstance(exc_info[1], DirectoryUnavailable):
+            return
+        super().log_exception(exc_info)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -20,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.ldap_url is None:
         raise ValueError("create_app needs a resolved LDAP URL (mailgate serve starts the "
                          "embedded slapd and passes it)")
-    app = Flask("gateway")
+    app = _Flask("gateway")
     # "//" in a path is a malformed id, not something to redirect.
     app.url_map.merge_slashes = False
     app.config.update(

@@ -108,9 +108,10 @@ class Directory:
             return entries(data)
         return self.pool.run(op)
 
-    def ping(self) -> None:
-        """Raise DirectoryUnavailable unless the directory answers a read."""
-        self.read(self.base_dn, Filter("(objectClass=*)"), ["1.1"])
+    def ping(self, timeout: float | None = None) -> None:
+        """Raise DirectoryUnavailable unless the directory answers a read, on a
+        fresh connection, within about ``timeout`` seconds (default: the pool's)."""
+        self.pool.probe(self.pool.timeout if timeout is None else timeout)
 
     def read(self, dn: str, flt: Filter, attrs: Sequence[str]) -> Entry | None:
         """The entry at ``dn`` if it matches ``flt``; None if absent or not matching."""
