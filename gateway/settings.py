@@ -22,6 +22,7 @@ PREFIX = "MAILGATE_"
 # gunicorn's rule of thumb: Python request handling is CPU-bound under the GIL,
 # so processes, not threads, use the cores (measured in docs/benchmarks.md, B5).
 DEFAULT_WORKERS = 2 * (os.cpu_count() or 1) + 1
+JSON_TOTAL_FACTOR = 10
 SECRETS = ("LDAP_PASSWORD", "ADMIN_TOKEN", "JSON_AUTH_HEADER")
 
 
@@ -70,10 +71,20 @@ class Settings:
     json_ca_file: Path | None = None
     json_auth_header: str | None = field(default=None, repr=False)
     json_timeout: float = 30.0
+    # The whole fetch of one document (headers and body, every redirect) must
+    # end within this; None: 10 x json_timeout (300 s by default).
+    json_total_timeout: float | None = None
     json_max_bytes: int = 256 * 1024 * 1024
     json_max_redirects: int = 3
     sync_max_delete_fraction: float = 0.25
     log_level: str = "INFO"
+
+    @property
+    def json_fetch_limit(self) -> float:
+        """Seconds one document's fetch may take in all."""
+        if self.json_total_timeout is not None:
+            return self.json_total_timeout
+        return JSON_TOTAL_FACTOR * self.json_timeout
 
     @property
     def embedded(self) -> bool:
@@ -128,6 +139,13 @@ class Settings:
         header = env.get_secret("JSON_AUTH_HEADER")
         if header is not None and (":" not in header or "\n" in header or "\r" in header):
             raise ConfigError("JSON_AUTH_HEADER", "must be one header line 'Name: value'")
+        json_timeout = env.get_float("JSON_TIMEOUT", cls.json_timeout, 0.1, 3600)
+        json_total: float | None = None
+        if env.get_str("JSON_TOTAL_TIMEOUT") is not None:
+            json_total = env.get_float("JSON_TOTAL_TIMEOUT", 0.0, 1.0, 86_400)
+            if json_total < json_timeout:
+                raise ConfigError("JSON_TOTAL_TIMEOUT", f"must be at least MAILGATE_JSON_TIMEOUT "
+                                                        f"({json_timeout:g} s)")
         log_level = (env.get_str("LOG_LEVEL") or cls.log_level).upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("LOG_LEVEL", "one of DEBUG, INFO, WARNING, ERROR")
@@ -157,7 +175,8 @@ class Settings:
             json_interval=env.get_int("JSON_INTERVAL", cls.json_interval, 10, 86_400 * 7),
             json_ca_file=env.get_path("JSON_CA_FILE", must_exist=True),
             json_auth_header=header,
-            json_timeout=env.get_float("JSON_TIMEOUT", cls.json_timeout, 0.1, 3600),
+            json_timeout=json_timeout,
+            json_total_timeout=json_total,
             json_max_bytes=env.get_int("JSON_MAX_BYTES", cls.json_max_bytes, 1024, 1 << 40),
             json_max_redirects=env.get_int("JSON_MAX_REDIRECTS", cls.json_max_redirects, 0, 20),
             sync_max_delete_fraction=env.get_float(
