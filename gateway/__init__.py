@@ -6,9 +6,10 @@ environment, opens no connection and starts nothing.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app, request
 
 from .api import init_api
 from .errors import DirectoryUnavailable
@@ -61,4 +62,11 @@ SECURITY_HEADERS = {
 
 def _security_headers(response: Any) -> Any:
     response.headers.update(SECURITY_HEADERS)
+    if response.status_code == 405 and "Allow" not in response.headers:
+        # The API's error handler answers 405 without werkzeug's Allow header.
+        with contextlib.suppress(Exception):
+            adapter = current_app.url_map.bind_to_environ(request.environ)
+            allowed = adapter.allowed_methods(request.path)
+            if allowed:
+                response.headers["Allow"] = ", ".join(sorted(allowed))
     return response

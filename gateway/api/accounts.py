@@ -9,14 +9,13 @@ from flask_restx import Namespace, Resource
 from ..mail import MailDirectory
 from . import auth
 from .body import as_bool, list_args, read_body
-from .models import account_json, page_json, register
+from .models import COMMON_ERRORS, account_json, page_json, register
 
 ns = Namespace("mail/account", description="Mail accounts", path="/mail/account")
 models = register(ns)
-ERRORS = {400: "Invalid input", 401: "No or wrong token",
+ERRORS = {**COMMON_ERRORS,
           403: "No rights on the domain (or a spoofing whitelist reaching outside the "
-               "token's domains)",
-          429: "Too many failed authentications", 503: "LDAP unreachable"}
+               "token's domains)"}
 
 
 @ns.route("/")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_restx import Namespace, Resource
+from flask_restx import Namespace, Resource, fields
 
 from ..services import current
 
@@ -18,15 +18,23 @@ READY_TIMEOUT = 2.0
 ns = Namespace("health", description="Liveness and readiness, no authentication", path="/")
 
 
+_status = ns.model("HealthStatus", {"status": fields.String(example="ok")})
+_error = ns.model("HealthError", {"message": fields.String(required=True)})
+
+
 @ns.route("/healthz")
+@ns.doc(security=[])
 class Health(Resource):
+    @ns.response(200, "The process answers (LDAP is not asked)", _status)
     def get(self) -> Any:
         return {"status": "ok"}
 
 
 @ns.route("/readyz")
+@ns.doc(security=[])
 class Ready(Resource):
-    @ns.response(503, "LDAP unreachable")
+    @ns.response(200, "LDAP answered within the bound", _status)
+    @ns.response(503, "LDAP did not answer within 2 s (Retry-After)", _error)
     def get(self) -> Any:
         services = current()
         services.directory.ping(min(READY_TIMEOUT, services.settings.ldap_timeout))
