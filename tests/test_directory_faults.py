@@ -131,6 +131,8 @@ def test_a_frozen_directory_never_hangs_a_request(own_slapd: ManagedSlapd,
             health = timed(lambda: gateway.get("/healthz", timeout=60))
             ready = timed(lambda: gateway.get("/readyz", timeout=60))
             answers = [f.result() for f in stuck]
+        print(f"\nfrozen: /healthz {health[0]:.2f} s, /readyz {ready[0]:.2f} s, six LDAP "
+              f"requests {min(t for t, _ in answers):.2f}-{max(t for t, _ in answers):.2f} s")
         assert isinstance(health[1], requests.Response) and health[1].status_code == 200
         # At worst the time until the first LDAP timeout tells the pool the
         # directory is down: every thread may be waiting on it until then.
@@ -196,6 +198,7 @@ def test_an_outage_is_logged_once_not_per_request(own_slapd: ManagedSlapd,
     assert len([line for line in lines if "directory unavailable" in line]) == 1, lines
     assert len([line for line in lines if "directory available again" in line]) == 1, lines
     assert len(lines) <= 3, lines
+    print(f"\noutage: {requests_sent} requests answered 503, {len(lines)} log lines: {lines}")
 
 
 # -- slapd killed (SIGKILL) under concurrent writers ------------------------------------
@@ -244,6 +247,8 @@ def test_writers_under_sigkill_lose_no_acknowledged_entry(own_slapd: ManagedSlap
     assert not any(t.is_alive() for t in threads)
     assert set(answers) <= {201, 503}, sorted(set(answers))
     assert 503 in answers and killed_at >= 30
+    print(f"\nsigkill: {len(acknowledged)} acknowledged ({killed_at} before the kill), "
+          f"{answers.count(503)} answered 503")
     # Every 201 is there, whole; no entry is half-written.
     for address in acknowledged:
         got = gateway.get(f"/mail/account/{address}/")

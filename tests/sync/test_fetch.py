@@ -135,6 +135,7 @@ def test_a_trickling_source_is_cut_off_at_the_total_limit(settings: Settings,
     with pytest.raises(FetchError, match=r"not complete after 3 s.*TOTAL_TIMEOUT"):
         f.fetch(url)
     took = time.monotonic() - start
+    print(f"\ntrickle: cut off after {took:.2f} s")
     assert 3.0 <= took < 3.0 + 1.0 + 1.0, f"the fetch took {took:.1f} s"
 
 

@@ -79,6 +79,7 @@ def test_a_sync_cut_off_by_an_outage_is_recorded_and_not_running(
                 break
             assert time.monotonic() < back + 5, status.json
             time.sleep(0.2)
+        print(f"\nghost: status true {time.monotonic() - back:.2f} s after slapd was back")
         run = status.json["runs"][0]
         assert run["result"] == "failed"
         assert "unreachable" in run["reason"] or "LDAP" in run["reason"], run["reason"]
