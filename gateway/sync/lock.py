@@ -241,7 +241,7 @@ class LdapLock:
         if not self.release_pending:
             return True
         try:
-            self.dir.delete_if(self.dn, eq(A_OWNER, self.owner))
+            self.dir.delete_if(self.dn, eq(A_LOCK_OWNER, self.owner))
         except MailgateError:
             return False
         self.release_pending = False
