@@ -6,12 +6,25 @@ nothing.
 
 from __future__ import annotations
 
-from flask import Flask
+import contextlib
+from typing import Any
+
+from flask import Flask, current_app, request
 
 from .api import init_api
+from .errors import DirectoryUnavailable
 from .proxies import TrustedProxies
 from .services import Services
 from .settings import Settings
+
+
+class _Flask(Flask):
+    def log_exception(self, exc_info: Any) -> None:
+        """No traceback for an unavailable directory: it is an expected answer
+        (503), and the pool logs each outage once, not once per request."""
+        if isinstance(exc_info[1], DirectoryUnavailable):
+            return
+        super().log_exception(exc_info)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -20,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.ldap_url is None:
         raise ValueError("create_app needs a resolved LDAP URL (mailgate serve starts the "
                          "embedded slapd and passes it)")
-    app = Flask("gateway")
+    app = _Flask("gateway")
     # "//" in a path is a malformed id, not something to redirect.
     app.url_map.merge_slashes = False
     app.config.update(
@@ -34,4 +47,26 @@ def create_app(settings: Settings | None = None) -> Flask:
                                       settings.trusted_proxies)
     Services.build(settings).install(app)
     init_api(app)
+    app.after_request(_security_headers)
     return app
+
+
+# On every answer (account data, errors, docs alike): HTTPS only from now on,
+# no MIME sniffing, and nothing kept in any cache (pages hold password hashes).
+SECURITY_HEADERS = {
+    "Strict-Transport-Security": "max-age=31536000",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def _security_headers(response: Any) -> Any:
+    response.headers.update(SECURITY_HEADERS)
+    if response.status_code == 405 and "Allow" not in response.headers:
+        # The API's error handler answers 405 without werkzeug's Allow header.
+        with contextlib.suppress(Exception):
+            adapter = current_app.url_map.bind_to_environ(request.environ)
+            allowed = adapter.allowed_methods(request.path)
+            if allowed:
+                response.headers["Allow"] = ", ".join(sorted(allowed))
+    return response

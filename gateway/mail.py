@@ -58,6 +58,11 @@ __all__ = ["Account", "Alias", "MailDirectory", "Page"]
 log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 10_000
+# The virtual list view's offset is an LDAP INTEGER (0 .. maxInt, RFC 4511):
+# slapd answers a larger one with protocolError. No directory holds that many
+# entries, so a page starting past it is beyond the last page, known without
+# asking LDAP.
+MAX_VLV_OFFSET = 2**31 - 1
 _CREATE_ATTEMPTS = 4
 
 ItemT = TypeVar("ItemT", Account, Alias)
@@ -182,6 +187,9 @@ class MailDirectory:
             raise Invalid("invalid page", {"page": "must be 1 or more"})
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise Invalid("invalid page size", {"page_size": f"must be 1 to {MAX_PAGE_SIZE}"})
+        offset = (page - 1) * page_size + 1
+        if offset > MAX_VLV_OFFSET:
+            raise NotFound("Invalid page.", {"page": "beyond the last page"})
         flt = eq("objectClass", object_class)
         base = self.base
         if domains is not None:
@@ -192,8 +200,7 @@ class MailDirectory:
                 base = self.domain_dn(names[0])
             else:
                 flt = all_of(flt, any_of(*(ends_with(A_MAIL, "@" + d) for d in names)))
-        result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL,
-                                      (page - 1) * page_size + 1, page_size,
+        result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL, offset, page_size,
                                       continuation=page > 1)
         if page > 1 and (page - 1) * page_size >= result.total:
             raise NotFound("Invalid page.", {"page": "beyond the last page"})

@@ -15,7 +15,15 @@ import re
 from passlib.hash import sha512_crypt
 
 CRYPT_TAG = "{CRYPT}"
-MAX_PLAIN = 4096
+# SHA512-crypt costs CPU in proportion to the password's length in octets:
+# at 100 000 rounds 16 characters took 0.06 s, 256 0.15 s, 1024 0.44 s and
+# 4096 1.0 s on this machine. 256 characters is far beyond any passphrase a
+# person types; the octet bound keeps 4-byte characters at the same cost.
+MAX_PLAIN = 256
+MAX_PLAIN_OCTETS = 512
+# Imported hashes: the longest supported form (sha512-crypt with rounds) is
+# 123 characters; yescrypt's parameters have no fixed length.
+MAX_HASH = 512
 
 _B64 = r"[./A-Za-z0-9]"
 _ROUNDS = r"(?:rounds=[1-9][0-9]{3,8}\$)?"
@@ -44,7 +52,14 @@ def check_plain(password: object) -> str:
     if "\x00" in password:
         raise ValueError("must not contain NUL characters")
     if len(password) > MAX_PLAIN:
-        raise ValueError(f"longer than {MAX_PLAIN} characters")
+        raise ValueError(f"longer than {MAX_PLAIN} characters (at most {MAX_PLAIN})")
+    try:
+        octets = len(password.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (lone surrogate)") from None
+    if octets > MAX_PLAIN_OCTETS:
+        raise ValueError(f"longer than {MAX_PLAIN_OCTETS} bytes in UTF-8 "
+                         f"(at most {MAX_PLAIN_OCTETS})")
     return password
 
 
@@ -60,6 +75,8 @@ def check_crypt_hash(value: object) -> str:
     """
     if not isinstance(value, str) or not value:
         raise ValueError("must be a crypt(3) hash string")
+    if len(value) > MAX_HASH:
+        raise ValueError(f"longer than {MAX_HASH} characters: not a supported crypt hash")
     form = _FORM_BY_PREFIX.get(value[:3])
     if form is not None and form.fullmatch(value):
         return value

@@ -22,6 +22,7 @@ PREFIX = "MAILGATE_"
 # gunicorn's rule of thumb: Python request handling is CPU-bound under the GIL,
 # so processes, not threads, use the cores (measured in docs/benchmarks.md, B5).
 DEFAULT_WORKERS = 2 * (os.cpu_count() or 1) + 1
+JSON_TOTAL_FACTOR = 10
 SECRETS = ("LDAP_PASSWORD", "ADMIN_TOKEN", "JSON_AUTH_HEADER")
 
 
@@ -51,6 +52,11 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     admin_token: str | None = field(default=None, repr=False)
+    # Base of the absolute links in list pages (next/previous), e.g.
+    # https://mail-api.example.com or https://proxy.example/gateway. Unset:
+    # the links are absolute paths (/mail/account/?page=2), never built
+    # from the client's Host header.
+    public_url: str | None = None
     workers: int = DEFAULT_WORKERS
     threads: int = 2
     auth_fail_limit: int = 10
@@ -65,10 +71,20 @@ class Settings:
     json_ca_file: Path | None = None
     json_auth_header: str | None = field(default=None, repr=False)
     json_timeout: float = 30.0
+    # The whole fetch of one document (headers and body, every redirect) must
+    # end within this; None: 10 x json_timeout (300 s by default).
+    json_total_timeout: float | None = None
     json_max_bytes: int = 256 * 1024 * 1024
     json_max_redirects: int = 3
     sync_max_delete_fraction: float = 0.25
     log_level: str = "INFO"
+
+    @property
+    def json_fetch_limit(self) -> float:
+        """Seconds one document's fetch may take in all."""
+        if self.json_total_timeout is not None:
+            return self.json_total_timeout
+        return JSON_TOTAL_FACTOR * self.json_timeout
 
     @property
     def embedded(self) -> bool:
@@ -107,6 +123,9 @@ class Settings:
         if (cert is None) != (key is None):
             raise ConfigError("TLS_KEY" if key is None else "TLS_CERT",
                               "MAILGATE_TLS_CERT and MAILGATE_TLS_KEY go together")
+        public_url = env.get_str("PUBLIC_URL")
+        if public_url is not None:
+            public_url = _check_public_url("PUBLIC_URL", public_url)
         admin_token = env.get_secret("ADMIN_TOKEN")
         if admin_token is not None and len(admin_token) < 24:
             raise ConfigError("ADMIN_TOKEN", "must be at least 24 characters")
@@ -120,6 +139,13 @@ class Settings:
         header = env.get_secret("JSON_AUTH_HEADER")
         if header is not None and (":" not in header or "\n" in header or "\r" in header):
             raise ConfigError("JSON_AUTH_HEADER", "must be one header line 'Name: value'")
+        json_timeout = env.get_float("JSON_TIMEOUT", cls.json_timeout, 0.1, 3600)
+        json_total: float | None = None
+        if env.get_str("JSON_TOTAL_TIMEOUT") is not None:
+            json_total = env.get_float("JSON_TOTAL_TIMEOUT", 0.0, 1.0, 86_400)
+            if json_total < json_timeout:
+                raise ConfigError("JSON_TOTAL_TIMEOUT", f"must be at least MAILGATE_JSON_TIMEOUT "
+                                                        f"({json_timeout:g} s)")
         log_level = (env.get_str("LOG_LEVEL") or cls.log_level).upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("LOG_LEVEL", "one of DEBUG, INFO, WARNING, ERROR")
@@ -138,6 +164,7 @@ class Settings:
             tls_cert=cert,
             tls_key=key,
             admin_token=admin_token,
+            public_url=public_url,
             workers=env.get_int("WORKERS", cls.workers, 1, 64),
             threads=env.get_int("THREADS", cls.threads, 1, 64),
             auth_fail_limit=env.get_int("AUTH_FAIL_LIMIT", cls.auth_fail_limit, 1, 100_000),
@@ -148,7 +175,8 @@ class Settings:
             json_interval=env.get_int("JSON_INTERVAL", cls.json_interval, 10, 86_400 * 7),
             json_ca_file=env.get_path("JSON_CA_FILE", must_exist=True),
             json_auth_header=header,
-            json_timeout=env.get_float("JSON_TIMEOUT", cls.json_timeout, 0.1, 3600),
+            json_timeout=json_timeout,
+            json_total_timeout=json_total,
             json_max_bytes=env.get_int("JSON_MAX_BYTES", cls.json_max_bytes, 1024, 1 << 40),
             json_max_redirects=env.get_int("JSON_MAX_REDIRECTS", cls.json_max_redirects, 0, 20),
             sync_max_delete_fraction=env.get_float(
@@ -257,3 +285,20 @@ def _check_listen(name: str, listen: str) -> None:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(name, f"expected host:port, got {listen!r}")
+
+
+def _check_public_url(name: str, url: str) -> str:
+    """``https://host[:port][/path]`` without query, fragment or user info; no
+    trailing slash."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        raise ConfigError(name, f"not a valid URL: {url!r}") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(name, f"expected https://host[:port][/path], got {url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(name, "must not carry a query, a fragment or credentials")
+    if any(c.isspace() for c in url):
+        raise ConfigError(name, "must not contain white space")
+    return url.rstrip("/")

@@ -14,7 +14,7 @@ from flask import Flask
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
-from ..errors import MailgateError
+from ..errors import DirectoryUnavailable, MailgateError
 from . import accounts, aliases, health, sync
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ def init_api(app: Flask) -> Api:
 
     @api.errorhandler(MailgateError)
     def _mailgate_error(exc: MailgateError) -> Any:
-        if exc.status >= 500:
+        # An unavailable directory is logged by the pool, once per outage.
+        if exc.status >= 500 and not isinstance(exc, DirectoryUnavailable):
             log.warning("%s: %s", type(exc).__name__, exc.message)
         return error_body(exc.message, exc.errors), exc.status, exc.headers()
 

@@ -9,12 +9,13 @@ from flask_restx import Namespace, Resource
 from ..mail import MailDirectory
 from . import auth
 from .body import as_bool, list_args, read_body
-from .models import account_json, page_json, register
+from .models import COMMON_ERRORS, account_json, page_json, register
 
 ns = Namespace("mail/account", description="Mail accounts", path="/mail/account")
 models = register(ns)
-ERRORS = {400: "Invalid input", 401: "No or wrong token", 403: "No rights on the domain",
-          429: "Too many failed authentications", 503: "LDAP unreachable"}
+ERRORS = {**COMMON_ERRORS,
+          403: "No rights on the domain (or a spoofing whitelist reaching outside the "
+               "token's domains)"}
 
 
 @ns.route("/")
@@ -42,6 +43,7 @@ class AccountList(Resource):
         # Authorise on the normalised domain (IDN, case) before anything else.
         domain = body.get("domain")
         auth.require_write_to(domain)
+        auth.require_whitelist_in_scope(body.get("spoofing_whitelist"))
         account = mail.create_account(body.get("name"), domain, body.get("password"),
                                       disabled, body.get("spoofing_whitelist"))
         return account_json(account), 201
@@ -108,4 +110,5 @@ def _enable(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
 @_action("set_spoofing_whitelist", "Addresses and domains the account may send as, or *.",
          {"spoofing_whitelist"}, models["whitelist"])
 def _set_whitelist(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
+    auth.require_whitelist_in_scope(body.get("spoofing_whitelist"))
     return mail.set_spoofing_whitelist(account_id, body.get("spoofing_whitelist"))

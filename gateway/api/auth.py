@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 
 from flask import g, request
 
-from ..addresses import normalize_domain
+from ..addresses import WILDCARD, normalize_domain, parse_whitelist
 from ..errors import Forbidden, RateLimited, Unauthorized
 from ..mail import MailDirectory
 from ..services import current
@@ -120,3 +120,27 @@ def list_scope(domain: str | None) -> frozenset[str] | None:
 def require_admin() -> None:
     if not scope().admin:
         raise Forbidden("only the admin token may do this")
+
+
+def require_whitelist_in_scope(value: object) -> None:
+    """A scoped token may let its accounts send only as its own domains.
+
+    Every whitelist item (an address or a domain) must be inside one of the
+    token's domains (exactly: a subdomain is another domain); ``*`` never.
+    Forbidden (403) names the field. The admin token is unrestricted. An
+    invalid whitelist passes here: validation reports it as a 400.
+    """
+    current = scope()
+    if current.admin or not isinstance(value, str):
+        return
+    try:
+        items = parse_whitelist(value)
+    except ValueError:
+        return
+    outside = [item for item in items
+               if item == WILDCARD or item.rpartition("@")[2] not in current.domains]
+    if outside:
+        why = ("'*' is for the admin token only" if WILDCARD in outside else
+               f"outside this token's domains: {', '.join(outside)[:300]}")
+        raise Forbidden("this token may not let an account send as other domains",
+                        {"spoofing_whitelist": why})

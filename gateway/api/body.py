@@ -24,9 +24,14 @@ def read_body(allowed: Collection[str]) -> dict[str, Any]:
     """The request's fields, only names from ``allowed``; Invalid otherwise."""
     mimetype = request.mimetype
     if mimetype == "application/json" or (mimetype.endswith("+json")):
-        data = request.get_json(silent=True)
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:
+            # json.loads recurses once per nesting level: 100 000 "[" would
+            # otherwise be a 500.
+            raise Invalid("malformed JSON body", {"body": "nested too deeply"}) from None
         if data is None and request.get_data():
-            raise Invalid("malformed JSON body")
+            raise Invalid("malformed JSON body", {"body": "not valid JSON"})
         data = {} if data is None else data
         if not isinstance(data, dict):
             raise Invalid("the JSON body must be an object")
@@ -46,8 +51,27 @@ def read_body(allowed: Collection[str]) -> dict[str, Any]:
             "send application/json, application/x-www-form-urlencoded or multipart/form-data")
     unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise Invalid("invalid input", {key[:100]: "unknown field" for key in unknown})
+        raise Invalid("invalid input", {_shown(key): "unknown field" for key in unknown})
+    # "\ud800" is valid JSON but no text: it cannot be encoded for LDAP or
+    # hashed, so it is refused here, by field, for every route.
+    broken = {key: "not valid Unicode text (lone surrogate)" for key, value in data.items()
+              if isinstance(value, str) and not _encodable(value)}
+    if broken:
+        raise Invalid("invalid input", broken)
     return data
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(key: str) -> str:
+    key = key[:100]
+    return key if _encodable(key) else key.encode("utf-8", "replace").decode("utf-8")
 
 
 def as_bool(field: str, value: Any, default: bool) -> bool:
@@ -67,7 +91,9 @@ def _int_arg(name: str, default: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 9:
+    # isdigit() alone accepts "²" and Arabic-Indic digits (int() then fails or reads them):
+    # only ASCII digits are a page number.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
         raise Invalid("invalid query parameter", {name: "must be a positive whole number"})
     return int(raw)
 

@@ -1,25 +1,41 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (LDAP answers too)."""
+"""``/healthz`` (the process answers) and ``/readyz`` (LDAP answers too).
+
+``/healthz`` never touches LDAP. ``/readyz`` binds and reads on a fresh
+connection within :data:`READY_TIMEOUT` seconds (or ``MAILGATE_LDAP_TIMEOUT``
+if lower), else 503: a frozen directory cannot hang a probe.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask_restx import Namespace, Resource
+from flask_restx import Namespace, Resource, fields
 
 from ..services import current
+
+READY_TIMEOUT = 2.0
 
 ns = Namespace("health", description="Liveness and readiness, no authentication", path="/")
 
 
+_status = ns.model("HealthStatus", {"status": fields.String(example="ok")})
+_error = ns.model("HealthError", {"message": fields.String(required=True)})
+
+
 @ns.route("/healthz")
+@ns.doc(security=[])
 class Health(Resource):
+    @ns.response(200, "The process answers (LDAP is not asked)", _status)
     def get(self) -> Any:
         return {"status": "ok"}
 
 
 @ns.route("/readyz")
+@ns.doc(security=[])
 class Ready(Resource):
-    @ns.response(503, "LDAP unreachable")
+    @ns.response(200, "LDAP answered within the bound", _status)
+    @ns.response(503, "LDAP did not answer within 2 s (Retry-After)", _error)
     def get(self) -> Any:
-        current().directory.ping()
+        services = current()
+        services.directory.ping(min(READY_TIMEOUT, services.settings.ldap_timeout))
         return {"status": "ready"}

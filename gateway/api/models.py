@@ -7,11 +7,41 @@ these models document the contract and shape responses.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import request
+from flask import current_app, request
 from flask_restx import Namespace, fields
 
 from ..mail import Account, Alias, Page
+
+
+class NullableString(fields.String):
+    """A string that may be null (Swagger 2.0 has no ``nullable``: ``x-nullable``)."""
+
+    def schema(self) -> dict[str, Any]:
+        described: dict[str, Any] = super().schema()
+        described["x-nullable"] = True
+        return described
+
+
+class NullableRaw(fields.Raw):
+    """Any JSON object, or null."""
+
+    def schema(self) -> dict[str, Any]:
+        described: dict[str, Any] = super().schema()
+        described["x-nullable"] = True
+        return described
+
+
+# Answers every authenticated route may give, whatever it does.
+COMMON_ERRORS = {
+    400: "Invalid input: the body, a query parameter or a field (named in errors)",
+    401: "No or wrong token",
+    413: "Body over 1 MiB",
+    415: "Unsupported body content type",
+    429: "Too many failed authentications (Retry-After)",
+    503: "LDAP unreachable (Retry-After)",
+}
 
 
 def register(ns: Namespace) -> dict[str, Any]:
@@ -42,7 +72,10 @@ def register(ns: Namespace) -> dict[str, Any]:
     models: dict[str, Any] = {"error": error, "account": account, "alias": alias}
     for name, item in (("account", account), ("alias", alias)):
         models[f"{name}_page"] = ns.model(f"{name.title()}Page", {
-            "count": fields.Integer(), "next": fields.String(), "previous": fields.String(),
+            "count": fields.Integer(),
+            "next": NullableString(description="the next page's link, null on the last page"),
+            "previous": NullableString(description="the previous page's link, null on the "
+                                                   "first page"),
             "results": fields.List(fields.Nested(item)),
         })
     models["password"] = ns.model("Password", {"password": fields.String(required=True)})
@@ -63,11 +96,12 @@ def alias_json(alias: Alias) -> dict[str, Any]:
 
 
 def _page_url(number: int) -> str:
+    """The link to page ``number`` of this list, never built from the client's
+    Host header: ``MAILGATE_PUBLIC_URL`` + path, or (unset) the absolute path."""
     args = request.args.to_dict(flat=True)
     args["page"] = str(number)
-    from urllib.parse import urlencode
-
-    return f"{request.base_url}?{urlencode(args)}"
+    public = current_app.extensions["mailgate"].settings.public_url
+    return f"{public or ''}{request.script_root}{request.path}?{urlencode(args)}"
 
 
 def page_json(page: Page[Any], items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -17,11 +17,11 @@ from flask_restx import Namespace, Resource, fields
 from ..sync.job import runner_for
 from . import auth
 from .body import as_bool, read_body
+from .models import COMMON_ERRORS, NullableRaw
 
 ns = Namespace("sync", description="Basic JSON sync: status and manual runs (admin only)",
                path="/sync")
-ERRORS = {401: "No or wrong token", 403: "Not the admin token",
-          429: "Too many failed authentications", 503: "LDAP unreachable"}
+ERRORS = {**COMMON_ERRORS, 403: "Not the admin token"}
 
 _skip = ns.model("SyncSkip", {
     "domain": fields.String(), "name": fields.String(), "reason": fields.String(),
@@ -45,8 +45,10 @@ _run = ns.model("SyncRun", {
 _status = ns.model("SyncStatus", {
     "sources": fields.List(fields.String(), description="credentials masked"),
     "interval": fields.Integer(), "max_delete_fraction": fields.Float(),
-    "running": fields.Raw(description="host, pid and lock expiry of the running sync, or null"),
-    "last_check": fields.Raw(description="when a process last checked the sources"),
+    "running": NullableRaw(description="host, pid and lock expiry of the running sync, "
+                                       "or null"),
+    "last_check": NullableRaw(description="when a process last checked the sources, or "
+                                          "null if none did yet"),
     "runs": fields.List(fields.Nested(_run), description="newest first, at most 20"),
 })
 _request = ns.model("SyncRunRequest", {

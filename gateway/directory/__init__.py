@@ -112,9 +112,17 @@ class Directory:
             return entries(data)
         return self.pool.run(op)
 
-    def ping(self) -> None:
-        """Raise DirectoryUnavailable unless the directory answers a read."""
-        self.read(self.base_dn, Filter("(objectClass=*)"), ["1.1"])
+    def ping(self, timeout: float | None = None) -> None:
+        """Raise DirectoryUnavailable unless the directory answers a read.
+
+        Without ``timeout``: a read on a pooled connection. With it (readiness
+        probes): on a fresh connection, bind and read within about ``timeout``
+        seconds, whatever the pool's connections are busy with.
+        """
+        if timeout is None:
+            self.read(self.base_dn, Filter("(objectClass=*)"), ["1.1"])
+        else:
+            self.pool.probe(timeout)
 
     def read(self, dn: str, flt: Filter, attrs: Sequence[str]) -> Entry | None:
         """The entry at ``dn`` if it matches ``flt``; None if absent or not matching."""

@@ -3,6 +3,20 @@
 python-ldap drives libldap, which encodes and decodes in C: on this machine
 it read one entry in 0.11 ms where ldap3 took 0.64 ms, and 100 000 entries
 in 1.1 s where ldap3 took 6.2 s (ldapsearch: 0.6 s).
+
+Bounds and outages (docs/reliability.md):
+
+* every wait on the server is bounded by ``MAILGATE_LDAP_TIMEOUT``: the TCP
+  connect (``OPT_NETWORK_TIMEOUT``) and every answer (``result3`` timeout,
+  the connection's ``timeout``), so a frozen slapd (SIGSTOP: connects still
+  succeed, nothing answers) costs a request at most that long per operation;
+  an operation that timed out is not retried (it may have been applied);
+* an outage is a state of the pool: the first failure logs one line
+  ("directory unavailable: <reason>"), the first success after it one more
+  ("directory available again"); no line per request. While the directory
+  is down one operation at a time (the probe) tries the server, every other
+  one gets DirectoryUnavailable at once, so a dead or frozen directory never
+  ties up every request thread of a worker.
 """
 
 from __future__ import annotations
@@ -11,6 +25,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -37,6 +52,53 @@ class _Stale(Exception):
     """A pooled connection was dead; retry on a new one."""
 
 
+class Outage:
+    """Whether the directory is down, for one pool; logs the transitions only."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reason: str | None = None
+        self.since = 0.0
+        self._probing = False
+
+    def enter(self) -> bool:
+        """May an operation try the server now? True: it is the outage's probe.
+
+        DirectoryUnavailable while another operation probes a down directory.
+        """
+        if self.reason is None:
+            return False
+        with self._lock:
+            if self.reason is None:
+                return False
+            if self._probing:
+                raise DirectoryUnavailable(f"LDAP server unreachable ({self.reason})")
+            self._probing = True
+            return True
+
+    def leave(self, probe: bool) -> None:
+        if probe:
+            with self._lock:
+                self._probing = False
+
+    def down(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is not None:
+                return
+            self.reason, self.since = reason, time.monotonic()
+        log.error("directory unavailable: %s", reason)
+
+    def up(self) -> None:
+        if self.reason is None:
+            return
+        with self._lock:
+            if self.reason is None:
+                return
+            took = time.monotonic() - self.since
+            self.reason = None
+        log.warning("directory available again (after %.1f s)", took)
+
+
 def close(conn: Any) -> None:
     with contextlib.suppress(Exception):
         conn.unbind_s()
@@ -53,6 +115,17 @@ def unavailable(exc: Exception) -> DirectoryUnavailable:
         return DirectoryUnavailable(f"LDAP server unreachable ({exc.__class__.__name__})")
     log.error("unexpected LDAP error: %s", exc.__class__.__name__)
     return DirectoryUnavailable(f"unexpected LDAP error ({exc.__class__.__name__})")
+
+
+def _is_outage(exc: BaseException) -> str | None:
+    """The reason, if ``exc`` says the server is down or not answering."""
+    if isinstance(exc, DOWN):
+        return str(exc.__class__.__name__)
+    if isinstance(exc, DirectoryUnavailable) and exc.message.startswith("LDAP server "
+                                                                        "unreachable"):
+        reason: str = exc.message.removeprefix("LDAP server unreachable").strip(" ()")
+        return reason or "down"
+    return None
 
 
 def write_error(exc: Exception) -> MailgateError:
@@ -80,6 +153,7 @@ class Pool:
         if settings.ldap_url is None or settings.ldap_password is None:
             raise ValueError("Directory needs a resolved LDAP URL and password")
         self.url = settings.ldap_url
+        self.base_dn = settings.ldap_base_dn
         self.bind_dn = settings.gateway_dn
         self._password = settings.ldap_password
         self.timeout = settings.ldap_timeout
@@ -87,14 +161,44 @@ class Pool:
         self.ca_file = settings.ldap_ca_file
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(settings.ldap_pool_size)
+        self.outage = Outage()
 
-    def open(self) -> Any:
-        """An unbound connection with the gateway's options (TLS verified)."""
+    @contextlib.contextmanager
+    def guarded(self) -> Iterator[None]:
+        """Around every use of the server: fail fast while another operation
+        probes a down directory, and keep the outage state (one log line per
+        transition)."""
+        probe = self.outage.enter()
+        try:
+            yield
+        except BaseException as exc:
+            self._note(exc)
+            raise
+        else:
+            self.outage.up()
+        finally:
+            self.outage.leave(probe)
+
+    def _note(self, exc: BaseException) -> None:
+        reason = _is_outage(exc)
+        if reason is not None:
+            self.outage.down(reason)
+        elif isinstance(exc, _pl.LDAPError | MailgateError) and not isinstance(
+                exc, DirectoryUnavailable):
+            self.outage.up()   # the server answered (no such object, ...)
+
+    def open(self, timeout: float | None = None) -> Any:
+        """An unbound connection with the gateway's options (TLS verified);
+        every wait on it bounded by ``timeout`` (default: the pool's)."""
+        timeout = self.timeout if timeout is None else timeout
         conn = _pl.initialize(self.url)
         conn.set_option(_pl.OPT_PROTOCOL_VERSION, 3)
         conn.set_option(_pl.OPT_REFERRALS, 0)
-        conn.set_option(_pl.OPT_NETWORK_TIMEOUT, self.timeout)
-        conn.set_option(_pl.OPT_TIMEOUT, self.timeout)
+        conn.set_option(_pl.OPT_NETWORK_TIMEOUT, timeout)
+        conn.set_option(_pl.OPT_TIMEOUT, timeout)
+        # python-ldap's default for every result3() and *_s() call: without it
+        # they wait for ever on a server that accepted the connection and froze.
+        conn.timeout = timeout
         if self.ca_file is not None:
             conn.set_option(_pl.OPT_X_TLS_CACERTFILE, str(self.ca_file))
         if self.url.startswith("ldaps:") or self.starttls:
@@ -104,10 +208,11 @@ class Pool:
             conn.start_tls_s()
         return conn
 
-    def connect(self) -> Any:
+    def connect(self, timeout: float | None = None) -> Any:
         """A new connection bound as the gateway; DirectoryUnavailable if not."""
+        conn = None
         try:
-            conn = self.open()
+            conn = self.open(timeout)
             conn.simple_bind_s(self.bind_dn, self._password)
         except _pl.INVALID_CREDENTIALS:
             log.error("LDAP bind as %s refused: check MAILGATE_LDAP_BIND_DN/PASSWORD",
@@ -115,9 +220,28 @@ class Pool:
             raise DirectoryUnavailable("the directory refused the gateway's credentials") \
                 from None
         except _pl.LDAPError as exc:
+            if conn is not None:
+                close(conn)
             raise DirectoryUnavailable(f"LDAP server unreachable ({exc.__class__.__name__})") \
                 from None
         return conn
+
+    def probe(self, timeout: float) -> None:
+        """Bind and read the base entry on a fresh connection, all within about
+        ``timeout`` seconds (readiness); DirectoryUnavailable otherwise."""
+        with self.guarded():
+            deadline = time.monotonic() + timeout
+            conn = self.connect(timeout)
+            try:
+                conn.timeout = max(0.1, deadline - time.monotonic())
+                conn.search_ext_s(self.base_dn, _pl.SCOPE_BASE, "(objectClass=*)", ["1.1"],
+                                  timeout=conn.timeout)
+            except _pl.NO_SUCH_OBJECT:
+                pass   # an answer all the same (the ACLs may hide the base entry)
+            except _pl.LDAPError as exc:
+                raise unavailable(exc) from None
+            finally:
+                close(conn)
 
     @contextlib.contextmanager
     def borrow(self, pooled: bool = True) -> Iterator[tuple[Any, bool]]:
@@ -126,7 +250,9 @@ class Pool:
         if not self._slots.acquire(timeout=self.timeout):
             raise DirectoryUnavailable("all LDAP connections are busy")
         conn: Any = None
+        probe = False
         try:
+            probe = self.outage.enter()
             reused = False
             if pooled:
                 with contextlib.suppress(queue.Empty):
@@ -135,6 +261,7 @@ class Pool:
                 conn = self.connect()
             yield conn, reused
         except BaseException as exc:
+            self._note(exc)
             # A server's answer (no such object, already exists, ...) leaves the
             # connection usable; anything else may have broken it.
             if conn is not None and (not pooled or isinstance(exc, DOWN)
@@ -142,7 +269,10 @@ class Pool:
                 close(conn)
                 conn = None
             raise
+        else:
+            self.outage.up()
         finally:
+            self.outage.leave(probe)
             if conn is not None:
                 if pooled:
                     self._idle.put(conn)
@@ -166,8 +296,10 @@ class Pool:
                 with self.borrow(pooled) as (conn, reused):
                     try:
                         return operation(conn)
-                    except DOWN:
-                        if reused and attempt == 1:
+                    except DOWN as exc:
+                        # A timeout is no dead idle connection: the request
+                        # reached the server, which did not answer in time.
+                        if reused and attempt == 1 and not isinstance(exc, _pl.TIMEOUT):
                             raise _Stale() from None
                         raise
             except _Stale:

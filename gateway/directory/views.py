@@ -56,11 +56,18 @@ class ListViews:
 
     def page(self, base: str, flt: Filter, attrs: Sequence[str], sort_attr: str,
              offset: int, count: int, continuation: bool) -> SortedPage:
+        with self._pool.guarded():
+            return self._page_of(base, flt, attrs, sort_attr, offset, count, continuation)
+
+    def _page_of(self, base: str, flt: Filter, attrs: Sequence[str], sort_attr: str,
+                 offset: int, count: int, continuation: bool) -> SortedPage:
         key = (base, flt, tuple(attrs), sort_attr)
         view = self._take(key) if continuation else None
         if view is not None:
             try:
                 return self._page(key, view, offset, count)
+            except _pl.TIMEOUT as exc:
+                raise _pool.unavailable(exc) from None   # frozen: no second wait
             except _pl.LDAPError:
                 pass  # the view expired in slapd or slapd restarted: sort afresh
         try:

@@ -10,9 +10,13 @@
   https only. The auth header goes only to the origin (scheme, host, port) of
   the configured URL, never to a host a redirect names.
 * The size limit holds while streaming (after decompression), so a lying or
-  missing Content-Length cannot make the gateway read more. A whole document
-  must arrive within ``DEADLINE_FACTOR`` timeouts (a server that trickles
-  bytes cannot hold the sync lock for ever).
+  missing Content-Length cannot make the gateway read more.
+* A whole fetch (every redirect, headers and body) must end within
+  ``MAILGATE_JSON_TOTAL_TIMEOUT`` (default 10 x ``MAILGATE_JSON_TIMEOUT``).
+  The body is read as it arrives (``read1``: whatever one receive brings, at
+  most 1 MiB), and the limit is checked after every receive, so a server that
+  trickles a byte now and then is cut off at most one ``MAILGATE_JSON_TIMEOUT``
+  after the limit; each request's read timeout is also cut to the time left.
 * Secrets never leave this module: URLs are shown through :func:`redact_url`
   (no user info, every query value and fragment masked), errors carry
   messages written here, never requests' own (which quote the URL), and a log
@@ -34,7 +38,6 @@ from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEADLINE_FACTOR = 10
 # Chunks of 1 MiB: each is its own mapping, which the parser gives back to the
 # system as soon as it is read (docs/benchmarks.md, B8).
 CHUNK = 1024 * 1024
@@ -145,6 +148,7 @@ class Fetcher:
     def __init__(self, settings: Settings, session: requests.Session | None = None) -> None:
         self.verify: str | bool = str(settings.json_ca_file) if settings.json_ca_file else True
         self.timeout = settings.json_timeout
+        self.total_timeout = settings.json_fetch_limit
         self.max_bytes = settings.json_max_bytes
         self.max_redirects = settings.json_max_redirects
         self.session = session or requests.Session()
@@ -178,7 +182,7 @@ class Fetcher:
             raise FetchError(f"{shown}: request failed ({exc.__class__.__name__})") from None
 
     def _fetch(self, url: str, shown: str, known: Validators | None) -> Fetched:
-        deadline = time.monotonic() + self.timeout * DEADLINE_FACTOR
+        deadline = time.monotonic() + self.total_timeout
         origin = _origin(url)
         conditional: dict[str, str] = {}
         if known is not None:
@@ -191,7 +195,12 @@ class Fetcher:
             headers = {"Accept": "application/json", **conditional}
             if self._auth is not None and _origin(target) == origin:
                 headers[self._auth[0]] = self._auth[1]
-            response = self.session.get(target, headers=headers, timeout=self.timeout,
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._too_slow()
+            response = self.session.get(target, headers=headers,
+                                        timeout=(min(self.timeout, left),
+                                                 min(self.timeout, max(left, 0.1))),
                                         verify=self.verify, allow_redirects=False, stream=True)
             with response:
                 if response.status_code in _REDIRECTS:
@@ -229,14 +238,32 @@ class Fetcher:
         chunks: list[bytes] = []
         digest = hashlib.sha256()
         size = 0
-        for chunk in response.iter_content(CHUNK):
-            size += len(chunk)
+        pending: list[bytes] = []
+        pending_size = 0
+        raw = response.raw
+        while True:
+            # read1: what one receive brought (iter_content would block until a
+            # whole chunk arrived, so a trickle was never checked).
+            piece = raw.read1(CHUNK, decode_content=True)
+            if time.monotonic() > deadline:
+                raise self._too_slow()
+            if not piece:
+                break   # read1 returns b"" only at the end of the body
+            size += len(piece)
             if size > self.max_bytes:
                 raise FetchError(f"document larger than the limit of {self.max_bytes} bytes "
                                  "(MAILGATE_JSON_MAX_BYTES)")
-            if time.monotonic() > deadline:
-                raise FetchError(f"document not complete after "
-                                 f"{self.timeout * DEADLINE_FACTOR:g} s")
-            digest.update(chunk)
-            chunks.append(chunk)
+            digest.update(piece)
+            # Kept in chunks of about CHUNK bytes (the parser lets each go once read).
+            pending.append(piece)
+            pending_size += len(piece)
+            if pending_size >= CHUNK:
+                chunks.append(b"".join(pending))
+                pending, pending_size = [], 0
+        if pending:
+            chunks.append(b"".join(pending))
         return chunks, digest.hexdigest()
+
+    def _too_slow(self) -> FetchError:
+        return FetchError(f"document not complete after {self.total_timeout:g} s "
+                          "(MAILGATE_JSON_TOTAL_TIMEOUT)")

@@ -111,7 +111,7 @@ def owner_id() -> str:
             f"{secrets.token_hex(8)}")
 
 
-def _holder_is_dead(owner: str) -> bool:
+def holder_is_dead(owner: str) -> bool:
     """True only if ``owner`` is certainly a process of this host that is gone."""
     parts = owner.split("|")
     if len(parts) != 5 or not parts[2].isdigit():
@@ -135,6 +135,9 @@ class LdapLock:
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        # True while a release could not reach LDAP: the entry may still be
+        # there in our name until retry_release() succeeds (or it expires).
+        self.release_pending = False
 
     # -- state -------------------------------------------------------------
 
@@ -177,7 +180,7 @@ class LdapLock:
             current = self.holder()
             if current is None:
                 continue  # released meanwhile: try the add again
-            stale = current.expires <= _now() or _holder_is_dead(current.owner)
+            stale = current.expires <= _now() or holder_is_dead(current.owner)
             if not stale:
                 return False
             expires = _now() + dt.timedelta(seconds=self.ttl)
@@ -214,7 +217,11 @@ class LdapLock:
         self._expires = expires
 
     def release(self) -> None:
-        """Give the lock up (only if still ours). Never raises."""
+        """Give the lock up (only if still ours). Never raises.
+
+        If LDAP cannot be reached, ``release_pending`` is set: call
+        :meth:`retry_release` once it is back (else the lock only expires).
+        """
         self._stop_renewing()
         if self._expires is None:
             return
@@ -223,8 +230,23 @@ class LdapLock:
             if not self.dir.delete_if(self.dn, eq(A_LOCK_OWNER, self.owner)):
                 log.warning("the lock %s was no longer ours at release", self.dn)
         except MailgateError as exc:
-            log.warning("could not release the lock %s (%s); it expires by itself",
+            self.release_pending = True
+            log.warning("could not release the lock %s (%s); retrying until LDAP is back",
                         self.dn, exc.message)
+
+    def retry_release(self) -> bool:
+        """A release that failed, again: True once the lock is no longer ours
+        in LDAP (deleted now, or taken over meanwhile); False if LDAP is still
+        unreachable. Never raises."""
+        if not self.release_pending:
+            return True
+        try:
+            self.dir.delete_if(self.dn, eq(A_LOCK_OWNER, self.owner))
+        except MailgateError:
+            return False
+        self.release_pending = False
+        log.info("released the lock %s left behind by an LDAP outage", self.dn)
+        return True
 
     # -- keeping it while working -------------------------------------------------
 

@@ -19,6 +19,15 @@
 6. records the run in LDAP (``GET /sync/status``) and, only after a complete
    run, the sources' validators.
 
+A run that LDAP went away under can neither record itself nor release its
+lock. Both are then kept in this process and retried every
+:data:`SETTLE_INTERVAL` seconds (and at every status read) until LDAP is
+back, for at most :data:`SETTLE_FOR` seconds: the run appears in the status
+and the lock is gone within about a second of LDAP's return, instead of a
+"running" ghost answering 409 until the lock expires. The status never
+reports as running a lock whose holder is known to be gone (this process's
+own unreleased lock, or a dead process of this host).
+
 Validators are ignored (a *full* run) when asked (``--full``, ``"full":
 true``) and once every :data:`FULL_EVERY` seconds, so drift made by hand in
 LDAP or conflicts that went away are reconciled even while the documents
@@ -50,7 +59,7 @@ from .apply import Applier
 from .current import read_current
 from .document import build_desired
 from .fetch import Fetched, Fetcher, FetchError, Validators, redact_url, source_key
-from .lock import LdapLock
+from .lock import LdapLock, holder_is_dead
 from .plan import Plan, make_plan, refusal
 from .records import DocumentError, Skip
 from .state import StateStore
@@ -62,6 +71,8 @@ FULL_EVERY = 24 * 3600
 RECENT_SHARE = 0.9
 SHOWN_SKIPS = 100
 SHOWN_ERRORS = 50
+SETTLE_INTERVAL = 0.5
+SETTLE_FOR = 3600.0
 Progress = Callable[[str, int, int], None]
 
 # Exit codes of ``mailgate sync`` by result.
@@ -161,6 +172,13 @@ class SyncRunner:
         self.lock_ttl = lock_ttl
         self.scheduler: Any = None
         self._background: list[threading.Thread] = []
+        # Left behind by an LDAP outage: runs not yet recorded, locks not yet
+        # released (see the module docstring).
+        self._unsettled_runs: list[dict[str, Any]] = []
+        self._unsettled_locks: list[LdapLock] = []
+        self._settle_lock = threading.Lock()
+        self._settler: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def close(self, wait: float = 60.0) -> None:
         """Stop the scheduler, wait for runs of this process, close connections."""
@@ -169,6 +187,10 @@ class SyncRunner:
             self.scheduler = None
         for thread in self._background:
             thread.join(wait)
+        self._closing.set()
+        settler = self._settler
+        if settler is not None:
+            settler.join(wait)
         self.fetcher.close()
         if self._own_directory:
             self.directory.close()
@@ -199,15 +221,60 @@ class SyncRunner:
         except DirectoryUnavailable as exc:
             log.error("sync not started: %s", exc.message)
             return report.finish("failed", exc.message)
+        recorded = True
         with lock.kept():
             try:
                 self._locked_run(report, lock, full, scheduled, progress)
             except MailgateError as exc:   # LDAP down, lock lost, ...
                 report.finish("failed", exc.message)
             if report.result not in ("unchanged", "skipped"):
-                self.state.record_run(report.as_json())
+                recorded = self.state.record_run(report.as_json())
+        if not recorded or lock.release_pending:
+            self._leave_unsettled(None if recorded else report.as_json(), lock)
         self._log(report)
         return report
+
+    # -- what an LDAP outage left behind ------------------------------------------
+
+    def _leave_unsettled(self, run: dict[str, Any] | None, lock: LdapLock) -> None:
+        with self._settle_lock:
+            if run is not None:
+                self._unsettled_runs.append(run)
+            if lock.release_pending:
+                self._unsettled_locks.append(lock)
+            if self._settler is None or not self._settler.is_alive():
+                self._settler = threading.Thread(target=self._settle_loop, daemon=True,
+                                                 name="mailgate-sync-settle")
+                self._settler.start()
+        log.warning("LDAP went away during the sync: its record and lock are kept here "
+                    "until LDAP is back")
+
+    def _settle(self) -> bool:
+        """Record the runs and release the locks an outage left; True when none is left."""
+        with self._settle_lock:
+            self._unsettled_locks = [lock for lock in self._unsettled_locks
+                                     if not lock.retry_release()]
+            while self._unsettled_runs:
+                if not self.state.record_run(self._unsettled_runs[0]):
+                    break
+                log.info("recorded the sync run %s after the LDAP outage",
+                         self._unsettled_runs[0].get("id"))
+                self._unsettled_runs.pop(0)
+            return not self._unsettled_runs and not self._unsettled_locks
+
+    def _settle_loop(self) -> None:
+        deadline = time.monotonic() + SETTLE_FOR
+        while time.monotonic() < deadline:   # bounded; then the lock has long expired
+            if self._settle():
+                return
+            if self._closing.wait(SETTLE_INTERVAL):
+                self._settle()
+                return
+        log.error("gave up recording a sync run after %.0f s without LDAP", SETTLE_FOR)
+
+    def _ours_unreleased(self, owner: str) -> bool:
+        with self._settle_lock:
+            return any(lock.owner == owner for lock in self._unsettled_locks)
 
     def plan_only(self, progress: Progress | None = None) -> RunReport:
         """A dry run: fetch all, validate, read, plan. Writes nothing, takes no lock."""
@@ -233,6 +300,8 @@ class SyncRunner:
         """
         if not self.settings.json_urls:
             raise Conflict("no JSON sources are configured (MAILGATE_JSON_URLS)")
+        if self._unsettled_locks:
+            self._settle()
         lock = self.new_lock()
         if not lock.acquire():
             holder = lock.holder()
@@ -262,10 +331,13 @@ class SyncRunner:
 
     def status(self) -> dict[str, Any]:
         """What ``GET /sync/status`` shows; DirectoryUnavailable."""
+        if self._unsettled_runs or self._unsettled_locks:
+            self._settle()
         holder = self.new_lock().holder()
         state = self.state.load_state()
         running = None
-        if holder is not None and holder.expires > dt.datetime.now(dt.UTC):
+        if holder is not None and holder.expires > dt.datetime.now(dt.UTC) and not (
+                holder_is_dead(holder.owner) or self._ours_unreleased(holder.owner)):
             running = holder.as_json()
         return {
             "sources": [redact_url(u) for u in self.settings.json_urls],

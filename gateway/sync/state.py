@@ -71,10 +71,16 @@ class StateStore:
         runs = self._load(HISTORY_CN).get("runs")
         return [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
 
-    def record_run(self, run: dict[str, Any]) -> None:
-        """Prepend ``run`` to the history (the newest KEEP_RUNS are kept). Never raises."""
+    def record_run(self, run: dict[str, Any]) -> bool:
+        """Add ``run`` to the history, newest (by start) first; the newest
+        KEEP_RUNS are kept. False if LDAP could not be reached (the caller
+        records it later). Never raises."""
         try:
             runs = [run, *[r for r in self.runs() if r.get("id") != run.get("id")]]
+            # A run recorded late (after an outage) goes where its start puts it.
+            runs.sort(key=lambda r: str(r.get("started", "")), reverse=True)
             self._save(HISTORY_CN, {"runs": runs[:KEEP_RUNS]})
         except MailgateError as exc:
             log.error("could not record the sync run in LDAP: %s", exc.message)
+            return False
+        return True

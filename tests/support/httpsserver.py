@@ -32,6 +32,7 @@ class Route:
     delay: float = 0.0
     require: tuple[str, str] | None = None     # header name, exact value
     content_length: bool = True
+    trickle: float = 0.0                       # seconds between single body bytes
 
 
 @dataclass
@@ -96,6 +97,18 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Last-Modified"] = route.last_modified
             if self.headers.get("If-Modified-Since") == route.last_modified:
                 return self._send(304, b"", headers)
+        if route.trickle:
+            self.send_response(route.status)
+            self.send_header("Content-Length", str(len(route.body)))
+            self.end_headers()
+            for index in range(len(route.body)):    # bounded by the body's length
+                try:
+                    self.wfile.write(route.body[index:index + 1])
+                    self.wfile.flush()
+                except OSError:
+                    return None                       # the client gave up
+                time.sleep(route.trickle)
+            return None
         if not route.content_length:
             self.send_response(route.status)
             self.send_header("Connection", "close")

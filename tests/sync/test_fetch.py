@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 
-from gateway.settings import Settings
+from gateway.settings import ConfigError, Settings
 from gateway.sync.fetch import Fetcher, FetchError, Validators, redact_url
 
 from tests.support.httpsserver import DocServer
@@ -121,3 +122,29 @@ def test_credentials_never_reach_logs_or_status(
     for secret in ("pa55word", "t0ken-s3cret", "k3y-s3cret"):
         assert secret not in shown
     assert "https://***@127.0.0.1" in json.dumps(status["sources"])
+
+
+def test_a_trickling_source_is_cut_off_at_the_total_limit(settings: Settings,
+                                                          docs: DocServer) -> None:
+    """Issue 10, item 4: one byte every 0.4 s never trips the per-read timeout
+    (1 s), but the whole fetch ends at MAILGATE_JSON_TOTAL_TIMEOUT (3 s)."""
+    body = json.dumps(spec_document()).encode()[:80]      # 80 bytes: 32 s if not cut
+    url = docs.serve("/slow.json", body, trickle=0.4)
+    f = fetcher(settings, docs, json_timeout=1.0, json_total_timeout=3.0)
+    start = time.monotonic()
+    with pytest.raises(FetchError, match=r"not complete after 3 s.*TOTAL_TIMEOUT"):
+        f.fetch(url)
+    took = time.monotonic() - start
+    print(f"\ntrickle: cut off after {took:.2f} s")
+    assert 3.0 <= took < 3.0 + 1.0 + 1.0, f"the fetch took {took:.1f} s"
+
+
+def test_the_total_limit_is_configured_and_validated() -> None:
+    assert Settings.from_env({}).json_fetch_limit == 300.0
+    assert Settings.from_env({"MAILGATE_JSON_TIMEOUT": "5"}).json_fetch_limit == 50.0
+    assert Settings.from_env({"MAILGATE_JSON_TOTAL_TIMEOUT": "42"}).json_fetch_limit == 42.0
+    for bad in ("0", "-1", "x", "100000"):
+        with pytest.raises(ConfigError, match="MAILGATE_JSON_TOTAL_TIMEOUT"):
+            Settings.from_env({"MAILGATE_JSON_TOTAL_TIMEOUT": bad})
+    with pytest.raises(ConfigError, match="MAILGATE_JSON_TOTAL_TIMEOUT"):
+        Settings.from_env({"MAILGATE_JSON_TIMEOUT": "30", "MAILGATE_JSON_TOTAL_TIMEOUT": "10"})
