@@ -10,7 +10,8 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from test_serve import Served
+
+from tests.test_serve import Served
 
 
 @pytest.fixture
