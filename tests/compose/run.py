@@ -410,6 +410,9 @@ def main() -> int:
                                      "--format", "{{.Names}}").stdout.strip()
                 assert not leftover, f"containers left: {leftover}"
             shutil.rmtree(secrets_dir, ignore_errors=True)
+            # Earlier versions of our images (untagged by the rebuilds); never others'.
+            stack.run("podman", "image", "prune", "-f", "--filter",
+                      "label=io.mailgate.image=true", check=False, timeout=120)
     total = time.monotonic() - started
     print("\ntest-compose summary")
     for name, took in results:
