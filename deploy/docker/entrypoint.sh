@@ -3,6 +3,7 @@
 #
 #   mailgate-entrypoint directory|gateway|sync|milter|postfix|dovecot
 #   mailgate-entrypoint health <role>        the compose healthcheck of that role
+#   mailgate-entrypoint cli <command...>     `mailgate <command>` with the gateway's settings
 #   mailgate-entrypoint <anything else>      runs it as given (e.g. `mailgate token list`)
 #
 # Each role renders its configuration with the product's own commands
@@ -82,28 +83,37 @@ directory() {
 }
 
 # -- gateway: the HTTPS API ---------------------------------------------------------
-gateway() {
+# The gateway's settings: directory, its password, the admin token (as mailgate).
+gateway_env() {
   MAILGATE_LDAP_URL=${MAILGATE_LDAP_URL:-$DIRECTORY_URL}
   MAILGATE_LDAP_PASSWORD_FILE=$(private_copy ldap_gateway)
   MAILGATE_ADMIN_TOKEN_FILE=$(private_copy admin_token)
+  export MAILGATE_LDAP_URL MAILGATE_LDAP_PASSWORD_FILE MAILGATE_ADMIN_TOKEN_FILE
+}
+
+gateway() {
+  gateway_env
   MAILGATE_TLS_CERT=$(private_copy tls_cert)
   MAILGATE_TLS_KEY=$(private_copy tls_key)
   MAILGATE_LISTEN=${MAILGATE_LISTEN:-0.0.0.0:8443}
   # The JSON sync runs in the sync container only (exactly one scheduler).
   unset MAILGATE_JSON_URLS
-  export MAILGATE_LDAP_URL MAILGATE_LDAP_PASSWORD_FILE MAILGATE_ADMIN_TOKEN_FILE \
-         MAILGATE_TLS_CERT MAILGATE_TLS_KEY MAILGATE_LISTEN
+  export MAILGATE_TLS_CERT MAILGATE_TLS_KEY MAILGATE_LISTEN
   as_mailgate mailgate serve
+}
+
+# -- cli: any mailgate command with the gateway's settings ---------------------------
+#   docker compose exec gateway mailgate-entrypoint cli token list
+cli() {
+  gateway_env
+  as_mailgate mailgate "$@"
 }
 
 # -- sync: `mailgate sync --once` every MAILGATE_JSON_INTERVAL seconds ------------------
 sync() {
-  MAILGATE_LDAP_URL=${MAILGATE_LDAP_URL:-$DIRECTORY_URL}
-  MAILGATE_LDAP_PASSWORD_FILE=$(private_copy ldap_gateway)
   # Settings require an admin token whenever MAILGATE_LDAP_URL is set; the sync
   # does not use it.
-  MAILGATE_ADMIN_TOKEN_FILE=$(private_copy admin_token)
-  export MAILGATE_LDAP_URL MAILGATE_LDAP_PASSWORD_FILE MAILGATE_ADMIN_TOKEN_FILE
+  gateway_env
   install -d -o mailgate -g mailgate -m 0700 "$PRIVATE"
   as_mailgate "$0" sync-loop
 }
@@ -222,6 +232,7 @@ role=${1:-}
 case "$role" in
   directory) directory ;;
   gateway) gateway ;;
+  cli) shift; cli "$@" ;;
   sync) sync ;;
   sync-loop) sync_loop ;;
   milter) milter ;;
