@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-quick bench-tools lint typecheck check system-packages venv clean
+.PHONY: run test test-compose bench bench-quick bench-tools lint typecheck check system-packages venv clean
 
 system-packages:
 	@bash deploy/install-system-packages.sh
@@ -24,6 +24,13 @@ test: system-packages venv
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy gateway
 	$(BIN)/python -m pytest -q
+
+# The whole mail system from docker-compose.yml with podman-compose: builds the
+# images (debian:bookworm made locally with debootstrap), runs mail through it,
+# stops the gateway, upgrades, and removes everything it made. Root; a few minutes.
+test-compose:
+	@bash deploy/install-container-packages.sh
+	$(PYTHON) tests/compose/run.py
 
 # Every scenario with its baseline (docs/benchmarks.md; bench/run.py --help).
 # Full sizes take about 10 minutes; bench-quick runs 10 000 accounts.

@@ -5,9 +5,10 @@
 # with their own config directories on loopback ports.
 set -euo pipefail
 # gcc, libldap2-dev, libsasl2-dev, libmilter-dev: pip builds python-ldap and
-# pymilter against them.
+# pymilter against them. systemd: systemd-analyze verify of deploy/systemd (tests).
 packages=(slapd ldap-utils gcc libc6-dev libldap2-dev libsasl2-dev postfix postfix-ldap
-          dovecot-core dovecot-imapd dovecot-lmtpd dovecot-ldap libmilter-dev)
+          dovecot-core dovecot-imapd dovecot-lmtpd dovecot-ldap libmilter-dev
+          systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
