@@ -7,10 +7,12 @@ nothing.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 
+from . import logs, metrics
 from .api import init_api
 from .errors import DirectoryUnavailable
 from .proxies import TrustedProxies
@@ -47,8 +49,38 @@ def create_app(settings: Settings | None = None) -> Flask:
                                       settings.trusted_proxies)
     Services.build(settings).install(app)
     init_api(app)
+    app.before_request(_begin)
     app.after_request(_security_headers)
+    app.after_request(_count)
+    app.teardown_request(_end)
     return app
+
+
+def _begin() -> None:
+    g.started = time.perf_counter()
+    g.request_id = logs.new_request_id(request.headers.get("X-Request-ID"))
+    g.request_id_token = logs.request_id.set(g.request_id)
+    # For the access log line, written outside the app.
+    request.environ["mailgate.request_id"] = g.request_id
+
+
+def _count(response: Any) -> Any:
+    """The request in the metrics, and its id in the answer."""
+    made = metrics.get()
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    made.requests.labels(route, request.method, str(response.status_code)).inc()
+    started = g.get("started")
+    if started is not None:
+        made.latency.labels(route, request.method).observe(time.perf_counter() - started)
+    if "request_id" in g:
+        response.headers["X-Request-ID"] = g.request_id
+    return response
+
+
+def _end(_exc: BaseException | None) -> None:
+    token = g.pop("request_id_token", None)
+    if token is not None:
+        logs.request_id.reset(token)
 
 
 # On every answer (account data, errors, docs alike): HTTPS only from now on,

@@ -78,6 +78,8 @@ class Settings:
     json_max_redirects: int = 3
     sync_max_delete_fraction: float = 0.25
     log_level: str = "INFO"
+    # text (one line, ISO 8601 UTC time) or json (one object a line): gateway/logs.py.
+    log_format: str = "text"
 
     @property
     def json_fetch_limit(self) -> float:
@@ -146,6 +148,9 @@ class Settings:
             if json_total < json_timeout:
                 raise ConfigError("JSON_TOTAL_TIMEOUT", f"must be at least MAILGATE_JSON_TIMEOUT "
                                                         f"({json_timeout:g} s)")
+        log_format = (env.get_str("LOG_FORMAT") or cls.log_format).lower()
+        if log_format not in ("text", "json"):
+            raise ConfigError("LOG_FORMAT", f"expected text or json, got {log_format!r}")
         log_level = (env.get_str("LOG_LEVEL") or cls.log_level).upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("LOG_LEVEL", "one of DEBUG, INFO, WARNING, ERROR")
@@ -182,6 +187,7 @@ class Settings:
             sync_max_delete_fraction=env.get_float(
                 "SYNC_MAX_DELETE_FRACTION", cls.sync_max_delete_fraction, 0.0, 1.0),
             log_level=log_level,
+            log_format=log_format,
         )
 
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 
 from flask import g, request
 
+from .. import metrics
 from ..addresses import WILDCARD, normalize_domain, parse_whitelist
 from ..errors import Forbidden, RateLimited, Unauthorized
 from ..mail import MailDirectory
@@ -57,7 +58,9 @@ def authenticate() -> Scope:
     client = request.remote_addr or "unknown"
     wait = services.limiter.retry_after(client)
     if wait is not None:
+        metrics.get().auth_rate_limited.inc()
         raise RateLimited("too many failed authentication attempts; try again later", wait)
+    metrics.get().auth_failures.inc()
     services.limiter.record_failure(client)
     raise Unauthorized("missing or invalid API token")
 

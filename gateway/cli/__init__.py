@@ -18,10 +18,10 @@ other mailgate error prints one line and exits with 1 (2 for a set-up error).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
+from .. import logs
 from ..errors import MailgateError, SetupError
 from ..settings import ConfigError, Settings
 from . import backup, config, directory, milter, serve, sync, token
@@ -44,8 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mailgate: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     try:
         return int(args.func(args, settings))
     except SetupError as exc:

@@ -19,6 +19,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from .. import metrics
 from ..access import admin_token, embedded_slapd, reachable
 from ..accesslog import AccessLogger
 from ..app import create_app
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                   f"-D {embedded.admin_dn} -y {embedded.password_file('admin')} "
                   f"-b ou=domains,{settings.ldap_base_dn}")
         sys.stdout.flush()
+        # Every worker counts in files here; a scrape adds them up.
+        metrics.enable_multiprocess(settings.data_dir / "metrics")
         try:
             _Gunicorn(resolved.replace(admin_token=token), cert, key).run()
         finally:

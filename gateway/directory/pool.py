@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import ldap as _pl
 
+from .. import metrics
 from ..errors import (
     AssertionFailed,
     Conflict,
@@ -112,7 +113,9 @@ def result_code(exc: Exception) -> int | None:
 
 def unavailable(exc: Exception) -> DirectoryUnavailable:
     if isinstance(exc, DOWN):
+        metrics.get().ldap_errors.labels("down").inc()
         return DirectoryUnavailable(f"LDAP server unreachable ({exc.__class__.__name__})")
+    metrics.get().ldap_errors.labels("unexpected").inc()
     log.error("unexpected LDAP error: %s", exc.__class__.__name__)
     return DirectoryUnavailable(f"unexpected LDAP error ({exc.__class__.__name__})")
 
@@ -215,6 +218,7 @@ class Pool:
             conn = self.open(timeout)
             conn.simple_bind_s(self.bind_dn, self._password)
         except _pl.INVALID_CREDENTIALS:
+            metrics.get().ldap_errors.labels("credentials").inc()
             log.error("LDAP bind as %s refused: check MAILGATE_LDAP_BIND_DN/PASSWORD",
                       self.bind_dn)
             raise DirectoryUnavailable("the directory refused the gateway's credentials") \
@@ -247,8 +251,11 @@ class Pool:
     def borrow(self, pooled: bool = True) -> Iterator[tuple[Any, bool]]:
         """A connection and whether it was reused; ``pooled=False``: a fresh one,
         closed afterwards."""
+        waiting = time.monotonic()
         if not self._slots.acquire(timeout=self.timeout):
+            metrics.get().ldap_errors.labels("pool_exhausted").inc()
             raise DirectoryUnavailable("all LDAP connections are busy")
+        metrics.get().ldap_pool_wait.observe(time.monotonic() - waiting)
         conn: Any = None
         probe = False
         try:
@@ -303,6 +310,7 @@ class Pool:
                             raise _Stale() from None
                         raise
             except _Stale:
+                metrics.get().ldap_reconnects.inc()
                 self.close()
                 continue
             except _pl.LDAPError as exc:

@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import metrics
 from ..directory import Directory
 from ..errors import Conflict, DirectoryUnavailable, MailgateError
 from ..mail import MailDirectory
@@ -454,6 +455,7 @@ class SyncRunner:
 
     @staticmethod
     def _log(report: RunReport) -> None:
+        metrics.record_sync(report.result, report.duration, report.counts)
         counts = ", ".join(f"{k} {v}" for k, v in report.counts.items() if v)
         level = logging.INFO if report.result in ("applied", "unchanged", "skipped", "busy") \
             else logging.WARNING

@@ -1,0 +1,52 @@
+"""``GET /metrics``: Prometheus metrics, for the admin token only.
+
+On the API's own address rather than a second listener: one port to open,
+one TLS configuration, and the same token check as everything else
+(Prometheus sends it with ``authorization: {credentials_file: ...}``). Only
+the admin token may read it, since the figures span every tenant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+from flask_restx import Namespace, Resource
+
+from .. import metrics
+from ..services import current
+from ..sync.state import StateStore
+from . import auth
+
+ns = Namespace("metrics", description="Prometheus metrics (admin token)", path="/")
+
+
+def _last_success() -> float | None:
+    """When the last sync run applied or found nothing to do (from LDAP), or None."""
+    state = StateStore(current().directory)
+    best: float | None = None
+    check = state.load_state().get("last_check")
+    if isinstance(check, dict) and check.get("result") in ("applied", "unchanged"):
+        best = metrics.parse_time(str(check.get("time", "")))
+    for run in state.runs():
+        if run.get("result") == "applied":
+            started = metrics.parse_time(str(run.get("started", "")))
+            if started is not None:
+                done = started + float(run.get("duration") or 0)
+                best = done if best is None else max(best, done)
+    return best
+
+
+@ns.route("/metrics")
+class Metrics(Resource):
+    @ns.doc(summary="Prometheus metrics",
+            description="Every worker's counters added up, in the Prometheus text format. "
+                        "Admin token only.")
+    @ns.produces([metrics.CONTENT_TYPE])
+    @ns.response(200, "The metrics in the Prometheus text format")
+    @ns.response(401, "Missing or wrong token")
+    @ns.response(403, "Not the admin token")
+    @auth.authenticated
+    def get(self) -> Any:
+        auth.require_admin()
+        return Response(metrics.exposition(_last_success), mimetype=metrics.CONTENT_TYPE)

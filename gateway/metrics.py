@@ -1,0 +1,204 @@
+"""Prometheus metrics (prometheus-client), correct across every worker process.
+
+``mailgate serve`` runs several worker processes; each counts what it serves.
+Before the workers start, :func:`enable_multiprocess` points prometheus-client
+at a directory of its own (``<data dir>/metrics``, emptied at start): each
+process then keeps its counts in memory-mapped files there, and a scrape of
+``/metrics`` adds up every process's files (prometheus-client's multiprocess
+mode). A process that is not ``serve`` (tests, ``mailgate sync``) counts in
+memory. Metrics are made on first use (:func:`get`), after that choice.
+
+Only counters and histograms are kept per process; what describes the
+deployment is computed at scrape time instead (:class:`_DeploymentCollector`):
+the build, and the age of the last successful sync, read from the sync's run
+history in LDAP, so the figure is right whichever host ran the sync.
+
+Names (all prefixed ``mailgate_``):
+
+    http_requests_total{route,method,status}       requests answered
+    http_request_duration_seconds{route,method}    latency histogram
+    ldap_operations_total{operation}               search, add, modify, delete, bind, ...
+    ldap_errors_total{kind}                        unavailable, refused
+    ldap_reconnects_total                          new connections after a dead one
+    ldap_pool_wait_seconds                         time to get a pooled connection
+    auth_failures_total                            wrong or missing tokens
+    auth_rate_limited_total                        answers 429
+    sync_runs_total{result}                        applied, partial, unchanged, failed, ...
+    sync_run_duration_seconds                      histogram of whole runs
+    sync_entries_total{change}                     created, updated, deleted, skipped, ...
+    sync_last_success_age_seconds                  scrape time minus the last applied run
+    build_info{version,python}                     always 1
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0)
+_SYNC_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
+
+
+def package_version() -> str:
+    try:
+        return version("mailgate")
+    except PackageNotFoundError:   # running from a tree that was never installed
+        return "unknown"
+
+
+def enable_multiprocess(directory: Path) -> None:
+    """Count in files under ``directory`` (emptied now), shared by every process.
+
+    Call before any metric is made and before the worker processes start.
+    """
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, mode=0o700)
+    os.environ[ENV] = str(directory)
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+@dataclass
+class Metrics:
+    requests: Counter
+    latency: Histogram
+    ldap_operations: Counter
+    ldap_errors: Counter
+    ldap_reconnects: Counter
+    ldap_pool_wait: Histogram
+    auth_failures: Counter
+    auth_rate_limited: Counter
+    sync_runs: Counter
+    sync_duration: Histogram
+    sync_entries: Counter
+    registry: CollectorRegistry
+
+
+_made: Metrics | None = None
+_making = threading.Lock()
+
+
+def get() -> Metrics:
+    """This process's metrics, made on first use."""
+    global _made
+    if _made is None:
+        with _making:
+            if _made is None:
+                _made = _make()
+    return _made
+
+
+def _make() -> Metrics:
+    registry = CollectorRegistry(auto_describe=True)
+
+    def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+        return Counter(f"mailgate_{name}", doc, labels, registry=registry)
+
+    return Metrics(
+        requests=counter("http_requests_total", "HTTP requests answered",
+                         ("route", "method", "status")),
+        latency=Histogram("mailgate_http_request_duration_seconds",
+                          "Time to answer an HTTP request", ("route", "method"),
+                          buckets=_LATENCY_BUCKETS, registry=registry),
+        ldap_operations=counter("ldap_operations_total", "LDAP operations sent",
+                                ("operation",)),
+        ldap_errors=counter("ldap_errors_total", "LDAP operations that failed", ("kind",)),
+        ldap_reconnects=counter("ldap_reconnects_total",
+                                "Connections replaced after the directory dropped them"),
+        ldap_pool_wait=Histogram("mailgate_ldap_pool_wait_seconds",
+                                 "Time to get a connection from the pool",
+                                 buckets=(0.0001, 0.001, 0.01, 0.1, 1.0, 5.0),
+                                 registry=registry),
+        auth_failures=counter("auth_failures_total", "Requests with a missing or wrong token"),
+        auth_rate_limited=counter("auth_rate_limited_total",
+                                  "Requests refused (429) after too many failures"),
+        sync_runs=counter("sync_runs_total", "JSON sync runs by result", ("result",)),
+        sync_duration=Histogram("mailgate_sync_run_duration_seconds",
+                                "Duration of JSON sync runs", buckets=_SYNC_BUCKETS,
+                                registry=registry),
+        sync_entries=counter("sync_entries_total", "Entries changed or skipped by the sync",
+                             ("change",)),
+        registry=registry,
+    )
+
+
+def record_sync(result: str, duration: float, counts: dict[str, int]) -> None:
+    made = get()
+    made.sync_runs.labels(result).inc()
+    if result not in ("busy", "skipped"):
+        made.sync_duration.observe(duration)
+    for change in ("created", "updated", "replaced", "deleted", "skipped", "taken_over"):
+        if counts.get(change):
+            made.sync_entries.labels(change).inc(counts[change])
+
+
+class _DeploymentCollector(Collector):
+    """What is true of the deployment, computed at scrape time."""
+
+    def __init__(self, last_success: Callable[[], float | None]) -> None:
+        self.last_success = last_success
+
+    def collect(self) -> Iterator[Any]:
+        build = GaugeMetricFamily("mailgate_build_info", "The gateway's version",
+                                  labels=["version", "python"])
+        build.add_metric([package_version(), platform.python_version()], 1.0)
+        yield build
+        when = self.last_success()
+        if when is not None:
+            yield GaugeMetricFamily(
+                "mailgate_sync_last_success_age_seconds",
+                "Seconds since the last JSON sync run that applied or found nothing to do",
+                value=max(0.0, time.time() - when))
+
+
+def exposition(last_success: Callable[[], float | None]) -> bytes:
+    """The text a scrape gets: every process's counts and the deployment's figures."""
+    if ENV in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = get().registry
+    scrape = CollectorRegistry()
+    scrape.register(_Merged(registry))
+    scrape.register(_DeploymentCollector(last_success))
+    return bytes(generate_latest(scrape))
+
+
+class _Merged(Collector):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.registry.collect()
+
+
+def parse_time(text: str) -> float | None:
+    """An ISO 8601 time as the sync's history writes it, as a Unix time."""
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
