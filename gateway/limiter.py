@@ -40,10 +40,14 @@ class FailureLimiter:
 
     def retry_after(self, client: str) -> int | None:
         """Seconds until ``client`` may try again, or None if it may now."""
+        return self.check(client)[0]
+
+    def check(self, client: str) -> tuple[int | None, int]:
+        """(seconds until ``client`` may try again or None, failures in the window)."""
         dn = self._dn(client)
         entry = self.dir.read(dn, eq("objectClass", OC_STATE), [A_DESCRIPTION])
         if entry is None:
-            return None
+            return None, 0
         now = time.time()
         recent: list[tuple[float, str]] = []
         stale: list[tuple[float, str]] = []
@@ -56,11 +60,11 @@ class FailureLimiter:
         if stale:
             self.dir.delete_values(dn, {A_DESCRIPTION: [v for _w, v in stale]})
         if len(recent) < self.limit:
-            return None
+            return None, len(recent)
         # The window frees a slot when the limit-th newest failure ages out.
         recent.sort(reverse=True)
         oldest_counted = recent[self.limit - 1][0]
-        return max(1, int(oldest_counted + self.window - now) + 1)
+        return max(1, int(oldest_counted + self.window - now) + 1), len(recent)
 
     def record_failure(self, client: str) -> None:
         dn = self._dn(client)

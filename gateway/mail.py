@@ -25,6 +25,7 @@ from .addresses import (
     parse_recipients,
     parse_whitelist,
 )
+from .audit import AuditLog
 from .directory import Directory, Entry, all_of, any_of, ends_with, eq, parent_dn
 from .entries import (
     A_DC,
@@ -113,11 +114,18 @@ class _Fields:
 class MailDirectory:
     """Accounts and aliases stored in LDAP; every method may raise DirectoryUnavailable."""
 
-    def __init__(self, directory: Directory, password_rounds: int) -> None:
+    def __init__(self, directory: Directory, password_rounds: int,
+                 audit: AuditLog | None = None) -> None:
         self.dir = directory
+        self.audit = audit
         self.layout = Layout(directory.base_dn)
         self.base = self.layout.domains
         self.password_rounds = password_rounds
+
+    def _changed(self, operation: str, address: str,
+                 fields: dict[str, object] | None = None) -> None:
+        if self.audit is not None:
+            self.audit.record(operation, address.lower(), fields)
 
     # -- names --------------------------------------------------------------
 
@@ -224,6 +232,9 @@ class MailDirectory:
         dn = self._create(address, OC_ACCOUNT, account_attrs(
             str(address), crypt_hash, whitelist, submission_disabled, origin))
         log.info("account created: %s (origin %s)", address, origin)
+        self._changed("account.create", str(address), {
+            "password": None, "spoofing_whitelist": ",".join(whitelist),
+            "submission_disabled": submission_disabled})
         return Account(str(address), local, dom, crypt_hash, ",".join(whitelist),
                        submission_disabled, origin, dn)
 
@@ -243,12 +254,14 @@ class MailDirectory:
         crypt_hash = passwords.hash_password(plain, self.password_rounds)
         self.dir.modify(entry.dn, {A_PASSWORD: [passwords.to_ldap(crypt_hash)]})
         log.info("password set: %s", entry_id.lower())
+        self._changed("account.set_password", entry_id, {"password": None})
         return self.get_account(entry_id)
 
     def set_submission_disabled(self, entry_id: str, disabled: bool) -> Account:
         entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["1.1"])
         self.dir.modify(entry.dn, {A_DISABLED: encode_bool(disabled)})
         log.info("submission %s: %s", "disabled" if disabled else "enabled", entry_id.lower())
+        self._changed("account.set_submission", entry_id, {"submission_disabled": disabled})
         return self.get_account(entry_id)
 
     def set_spoofing_whitelist(self, entry_id: str, value: object) -> Account:
@@ -258,12 +271,15 @@ class MailDirectory:
         entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["1.1"])
         self.dir.modify(entry.dn, {A_SENDER: whitelist})
         log.info("spoofing whitelist set: %s", entry_id.lower())
+        self._changed("account.set_spoofing_whitelist", entry_id,
+                      {"spoofing_whitelist": ",".join(whitelist)})
         return self.get_account(entry_id)
 
     def delete_account(self, entry_id: str) -> None:
         entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["1.1"])
         self._remove(entry.dn)
         log.info("account deleted: %s", entry_id.lower())
+        self._changed("account.delete", entry_id)
 
     # -- aliases ------------------------------------------------------------
 
@@ -278,6 +294,7 @@ class MailDirectory:
         _check_not_self(address, targets)
         dn = self._create(address, OC_ALIAS, alias_attrs(str(address), targets, origin))
         log.info("alias created: %s (origin %s)", address, origin)
+        self._changed("alias.create", str(address), {"to": ",".join(targets)})
         return Alias(str(address), local, dom, ",".join(targets), origin, dn)
 
     def get_alias(self, entry_id: str) -> Alias:
@@ -297,12 +314,14 @@ class MailDirectory:
         entry = self._find(address, OC_ALIAS, ["1.1"])
         self.dir.modify(entry.dn, {A_TARGET: targets})
         log.info("alias updated: %s", address)
+        self._changed("alias.set_to", str(address), {"to": ",".join(targets)})
         return self.get_alias(entry_id)
 
     def delete_alias(self, entry_id: str) -> None:
         entry = self._find(self.parse_id(entry_id), OC_ALIAS, ["1.1"])
         self._remove(entry.dn)
         log.info("alias deleted: %s", entry_id.lower())
+        self._changed("alias.delete", entry_id)
 
 
 def _check_not_self(address: Address, targets: list[str]) -> None:

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from flask import Flask, current_app
 
+from .audit import AuditLog
 from .directory import Directory
 from .limiter import FailureLimiter
 from .mail import MailDirectory
@@ -25,6 +26,7 @@ KEY = "mailgate"
 class Services:
     settings: Settings
     directory: Directory
+    audit: AuditLog
     mail: MailDirectory
     tokens: TokenStore
     limiter: FailureLimiter
@@ -33,8 +35,9 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         directory = Directory(settings)
-        return cls(settings=settings, directory=directory,
-                   mail=MailDirectory(directory, settings.password_rounds),
+        audit = AuditLog(directory, settings.audit_retention_days)
+        return cls(settings=settings, directory=directory, audit=audit,
+                   mail=MailDirectory(directory, settings.password_rounds, audit),
                    tokens=TokenStore(directory, settings.admin_token),
                    limiter=FailureLimiter(directory, settings.auth_fail_limit,
                                           settings.auth_fail_window))

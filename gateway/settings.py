@@ -61,6 +61,8 @@ class Settings:
     threads: int = 2
     auth_fail_limit: int = 10
     auth_fail_window: int = 60
+    # Days of audit trail kept in the directory (gateway/audit.py).
+    audit_retention_days: int = 90
     # Reverse proxies whose X-Forwarded-For/-Proto are believed (gateway/proxies.py).
     trusted_proxies: tuple[Network, ...] = ()
     # Password policy: SHA512-crypt rounds for passwords set through the API.
@@ -175,6 +177,8 @@ class Settings:
             auth_fail_limit=env.get_int("AUTH_FAIL_LIMIT", cls.auth_fail_limit, 1, 100_000),
             auth_fail_window=env.get_int("AUTH_FAIL_WINDOW", cls.auth_fail_window, 1, 86_400),
             trusted_proxies=env.get_networks("TRUSTED_PROXIES"),
+            audit_retention_days=env.get_int("AUDIT_RETENTION_DAYS", cls.audit_retention_days,
+                                             1, 36_500),
             password_rounds=env.get_int("PASSWORD_ROUNDS", cls.password_rounds, 1000, 999_999_999),
             json_urls=urls,
             json_interval=env.get_int("JSON_INTERVAL", cls.json_interval, 10, 86_400 * 7),

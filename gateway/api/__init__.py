@@ -15,7 +15,7 @@ from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
 from ..errors import DirectoryUnavailable, MailgateError
-from . import accounts, aliases, health, metrics, sync
+from . import accounts, aliases, audit, health, metrics, sync
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def init_api(app: Flask) -> Api:
                         "basic": {"type": "basic"}},
         security=["bearer", "basic"],
     )
-    for ns in (accounts.ns, aliases.ns, health.ns, sync.ns, metrics.ns):
+    for ns in (accounts.ns, aliases.ns, health.ns, sync.ns, metrics.ns, audit.ns):
         api.add_namespace(ns)
 
     @api.errorhandler(MailgateError)

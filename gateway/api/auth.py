@@ -22,6 +22,7 @@ from flask import g, request
 
 from .. import metrics
 from ..addresses import WILDCARD, normalize_domain, parse_whitelist
+from ..audit import Actor, actor
 from ..errors import Forbidden, RateLimited, Unauthorized
 from ..mail import MailDirectory
 from ..services import current
@@ -56,13 +57,24 @@ def authenticate() -> Scope:
         # (a proxy, a NAT, an attacker) must not lock out its real users.
         return scope
     client = request.remote_addr or "unknown"
-    wait = services.limiter.retry_after(client)
+    wait, failures = services.limiter.check(client)
     if wait is not None:
         metrics.get().auth_rate_limited.inc()
         raise RateLimited("too many failed authentication attempts; try again later", wait)
     metrics.get().auth_failures.inc()
     services.limiter.record_failure(client)
+    who = Actor("unauthenticated", client, g.get("request_id"))
+    services.audit.record("auth.failure", who=who,
+                          scheme=_scheme())
+    if failures + 1 >= services.limiter.limit:
+        services.audit.record("auth.lockout", who=who, window=services.limiter.window)
     raise Unauthorized("missing or invalid API token")
+
+
+def _scheme() -> str:
+    """The authentication scheme a request used, for the audit trail (never the token)."""
+    scheme = request.headers.get("Authorization", "").partition(" ")[0].lower()
+    return scheme if scheme in ("bearer", "basic") else ("none" if not scheme else "other")
 
 
 def authenticated(func: F) -> F:
@@ -71,7 +83,12 @@ def authenticated(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         g.scope = authenticate()
-        return func(*args, **kwargs)
+        # Who the changes of this request are by, for the audit trail.
+        token = actor.set(Actor(g.scope.name, request.remote_addr, g.get("request_id")))
+        try:
+            return func(*args, **kwargs)
+        finally:
+            actor.reset(token)
 
     return cast(F, wrapper)
 

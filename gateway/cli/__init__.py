@@ -5,6 +5,7 @@
     mailgate directory                  only the managed slapd, in the foreground
     mailgate backup|restore FILE        the managed directory to an archive and back
     mailgate token create|list|revoke   scoped API tokens (stored hashed in LDAP)
+    mailgate audit [--since] [--domain] who changed what, when, from where
     mailgate render-config postfix|dovecot   mail server configuration
     mailgate milter                     the From-header check for submission
     mailgate sync / export              the Basic JSON sync, and its inverse
@@ -24,9 +25,9 @@ from collections.abc import Sequence
 from .. import logs
 from ..errors import MailgateError, SetupError
 from ..settings import ConfigError, Settings
-from . import backup, config, directory, milter, serve, sync, token
+from . import audit, backup, config, directory, milter, serve, sync, token
 
-COMMAND_GROUPS = (serve, directory, backup, token, config, milter, sync)
+COMMAND_GROUPS = (serve, directory, backup, token, audit, config, milter, sync)
 
 
 def build_parser() -> argparse.ArgumentParser:

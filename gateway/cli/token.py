@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..access import reachable
+from ..audit import AuditLog
 from ..directory import Directory
 from ..settings import Settings
 from ..tokens import TokenStore
@@ -31,9 +32,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     with reachable(settings) as (resolved, _slapd):
         directory = Directory(resolved)
         store = TokenStore(directory, None)
+        audit = AuditLog(directory, settings.audit_retention_days)
         try:
             if args.action == "create":
                 info, token = store.create(args.domain or [], args.read_only, args.description)
+                audit.record("token.create", f"token {info.id}",
+                             {"domains": list(info.domains), "read_only": info.read_only})
                 print(json.dumps({"id": info.id, "token": token, "domains": list(info.domains),
                                   "read_only": info.read_only}, indent=2))
                 print("Keep the token now: only its hash is stored.", file=sys.stderr)
@@ -43,6 +47,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                           f"{','.join(item.domains)}  {item.description}")
             else:
                 store.revoke(args.id)
+                audit.record("token.revoke", f"token {args.id}")
                 print(f"revoked {args.id}")
         finally:
             directory.close()

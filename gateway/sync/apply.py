@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from ..audit import shown
 from ..directory import Write, eq
 from ..entries import (
     A_ORIGIN,
@@ -83,6 +84,9 @@ class Applier:
         self.window = window
         self.progress = progress
         self._done = self._total = self._progress_due = 0
+        # What was changed, for the audit trail (gateway/audit.py): no values
+        # of secret fields, only their names.
+        self.done_changes: list[dict[str, object]] = []
 
     def apply(self, plan: Plan) -> ApplyResult:
         result = ApplyResult()
@@ -101,6 +105,13 @@ class Applier:
         except (DirectoryUnavailable, LockLost) as exc:
             result.aborted = exc.message
         return result
+
+    def _audited(self, operation: str, address: str,
+                 fields: dict[str, object] | None) -> None:
+        change: dict[str, object] = {"operation": operation, "target": address}
+        if fields:
+            change["fields"] = shown(fields)
+        self.done_changes.append(change)
 
     def _check(self) -> None:
         if self.lock is not None:
@@ -177,6 +188,7 @@ class Applier:
         if error is not None:
             raise MailgateError(f"{create.want.address}: not created: {error.message}")
         log.debug("created %s %s", create.want.kind, create.want.address)
+        self._audited(f"{create.want.kind}.create", create.want.address, _fields(create.want))
         return ("created",)
 
     def _updated(self, update: Update, error: MailgateError | None) -> tuple[str, ...]:
@@ -185,6 +197,7 @@ class Applier:
             raise NotFound(f"{old.address}: deleted meanwhile; the next run recreates it")
         if error is not None:
             raise MailgateError(f"{old.address}: not updated: {error.message}")
+        self._audited(f"{old.kind}.update", old.address, dict(update.changes))
         if update.takeover:
             log.info("took over %s %s (origin was %s): the JSON sync manages it now",
                      old.kind, old.address, old.origin or "none, made by hand")
@@ -196,6 +209,7 @@ class Applier:
         old = delete.existing
         if error is None:
             log.info("deleted %s %s (no longer listed)", old.kind, old.address)
+            self._audited(f"{old.kind}.delete", old.address, None)
             return ("deleted",)
         if isinstance(error, AssertionFailed | NotFound):
             log.info("did not delete %s: gone or no longer sync-owned", old.address)
@@ -221,6 +235,7 @@ class Applier:
             raise Conflict(f"{old.address}: could not replace the {old.kind} with an "
                            f"{replace.want.kind} (it exists again)") from None
         log.info("replaced %s %s by an %s", old.kind, old.address, replace.want.kind)
+        self._audited(f"{old.kind}.replace", old.address, _fields(replace.want))
         return ("replaced",)
 
 
@@ -229,3 +244,14 @@ class _Tagged(Write):
     """A Write that remembers the plan change it carries out."""
 
     change: Create | Update | Delete | None = None
+
+
+def _fields(want: Want) -> dict[str, object]:
+    if isinstance(want, WantAccount):
+        fields: dict[str, object] = {"password": None}
+        if want.whitelist is not None:
+            fields["spoofing_whitelist"] = ",".join(want.whitelist)
+        if want.submission_disabled is not None:
+            fields["submission_disabled"] = want.submission_disabled
+        return fields
+    return {"to": ",".join(want.targets)}

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import metrics
+from ..audit import Actor, AuditLog
 from ..directory import Directory
 from ..errors import Conflict, DirectoryUnavailable, MailgateError
 from ..mail import MailDirectory
@@ -167,7 +168,8 @@ class SyncRunner:
         # API's requests in the same process use.
         self._own_directory = directory is None
         self.directory = directory or Directory(settings)
-        self.mail = MailDirectory(self.directory, settings.password_rounds)
+        self.audit = AuditLog(self.directory, settings.audit_retention_days)
+        self.mail = MailDirectory(self.directory, settings.password_rounds, self.audit)
         self.state = StateStore(self.directory)
         self.fetcher = fetcher or Fetcher(settings)
         self.lock_ttl = lock_ttl
@@ -393,7 +395,11 @@ class SyncRunner:
             log.warning("delete guard overridden (forced): %s", why)
         lock.check()
         with report.phase("apply"):
-            result = Applier(self.mail, lock, progress=progress).apply(plan)
+            applier = Applier(self.mail, lock, progress=progress)
+            result = applier.apply(plan)
+            # Recorded even when the run stopped part-way: what was done, was done.
+            self.audit.record_changes(applier.done_changes,
+                                      Actor(f"sync run {report.id} ({report.trigger})"))
         report.counts = {**plan.counts(), "domains_created": 0, "created": 0, "updated": 0,
                          "taken_over": 0, "replaced": 0, "deleted": 0, **result.done}
         report.errors = result.errors
