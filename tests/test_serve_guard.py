@@ -3,6 +3,7 @@ and keeps the managed slapd running."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -15,8 +16,12 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from gateway.app import create_app
+from gateway.services import current
+from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd, free_port, listening
 
+from tests.support.api import Client
 from tests.support.slapd import running_slapd
 from tests.support.wait import wait_until
 
@@ -112,3 +117,24 @@ def test_a_taken_https_port_is_refused_before_the_banner(tmp_path: Path) -> None
     assert "MAILGATE_LISTEN" in output
     assert "mailgate: API" not in output and "Traceback" not in output
     assert not listening(f"ldap://127.0.0.1:{serve.ldap_port}"), "no slapd left behind"
+
+
+def test_refused_credentials_are_one_log_line_503_and_not_ready(
+        slapd: ManagedSlapd, caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(Settings(ldap_url=slapd.url, ldap_base_dn=slapd.base_dn,
+                              ldap_password="not-the-password", admin_token="a" * 32,
+                              ldap_timeout=2.0))
+    client = Client(app, token="a" * 32)
+    caplog.set_level(logging.INFO)
+    try:
+        for path in ("/mail/account/", "/mail/alias/", "/readyz") * 4:
+            answer = client.get(path)
+            assert answer.status_code == 503, (path, answer.json)
+            assert answer.headers["Retry-After"]
+    finally:
+        current(app).directory.close()
+    lines = [r for r in caplog.records if r.name.startswith("gateway")]
+    refused = [r for r in lines if "refused the gateway's credentials" in r.getMessage()]
+    assert len(refused) == 1, [r.getMessage() for r in lines]
+    assert "MAILGATE_LDAP_PASSWORD" in refused[0].getMessage()
+    assert not any(r.exc_info for r in lines)

@@ -53,6 +53,9 @@ class _Stale(Exception):
     """A pooled connection was dead; retry on a new one."""
 
 
+REFUSED = "the directory refused the gateway's credentials"
+
+
 class Outage:
     """Whether the directory is down, for one pool; logs the transitions only."""
 
@@ -124,6 +127,8 @@ def _is_outage(exc: BaseException) -> str | None:
     """The reason, if ``exc`` says the server is down or not answering."""
     if isinstance(exc, DOWN):
         return str(exc.__class__.__name__)
+    if isinstance(exc, DirectoryUnavailable) and exc.message.startswith(REFUSED):
+        return exc.message
     if isinstance(exc, DirectoryUnavailable) and exc.message.startswith("LDAP server "
                                                                         "unreachable"):
         reason: str = exc.message.removeprefix("LDAP server unreachable").strip(" ()")
@@ -218,10 +223,13 @@ class Pool:
             conn = self.open(timeout)
             conn.simple_bind_s(self.bind_dn, self._password)
         except _pl.INVALID_CREDENTIALS:
+            # An outage like any other (logged once by Outage, 503, not ready),
+            # whose log line says what to check.
             metrics.get().ldap_errors.labels("credentials").inc()
-            log.error("LDAP bind as %s refused: check MAILGATE_LDAP_BIND_DN/PASSWORD",
-                      self.bind_dn)
-            raise DirectoryUnavailable("the directory refused the gateway's credentials") \
+            if conn is not None:
+                close(conn)
+            raise DirectoryUnavailable(f"{REFUSED} ({self.bind_dn}): check "
+                                       "MAILGATE_LDAP_BIND_DN and MAILGATE_LDAP_PASSWORD") \
                 from None
         except _pl.LDAPError as exc:
             if conn is not None:
