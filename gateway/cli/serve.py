@@ -1,31 +1,26 @@
-"""``mailgate serve``: the HTTPS API under gunicorn, and in embedded mode the managed slapd.
+"""``mailgate serve``: the HTTPS API under granian, and in embedded mode the managed slapd.
 
 Prints where everything is (API, Swagger UI, admin token, TLS, LDAP) once the
-directory answers, then hands over to gunicorn: TLS with the configured or a
-self-signed pair, threaded workers, the access log of :mod:`gateway.accesslog`,
-and the JSON sync scheduler in each worker (one run at a time per deployment
-through the LDAP lock, :mod:`gateway.sync.job`).
+directory answers, then hands over to :mod:`gateway.server`: TLS with the
+configured or a self-signed pair, worker processes with a few Python threads
+each, the access log of :mod:`gateway.accesslog`, and the JSON sync scheduler
+in each worker (one run at a time per deployment through the LDAP lock,
+:mod:`gateway.sync.job`).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import socket
 import sys
 import threading
-from pathlib import Path
 from typing import Any
-
-from gunicorn.app.base import BaseApplication
 
 from .. import metrics
 from ..access import admin_token, embedded_slapd, reachable
-from ..accesslog import AccessLogger
-from ..app import create_app
 from ..errors import SetupError
+from ..server import serve
 from ..settings import Settings
-from ..sync.job import start_scheduler
 from ..tls import ensure_self_signed
 
 
@@ -70,7 +65,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # Every worker counts in files here; a scrape adds them up.
         metrics.enable_multiprocess(settings.data_dir / "metrics")
         try:
-            _Gunicorn(resolved.replace(admin_token=token), cert, key).run()
+            serve(resolved.replace(admin_token=token), cert, key)
         finally:
             stop_supervising.set()
     return 0
@@ -89,40 +84,3 @@ def _check_free(listen: str) -> None:
             raise SetupError(f"MAILGATE_LISTEN: cannot listen on {listen}: {exc.strerror} "
                              "(another process holds the port? choose another with "
                              "MAILGATE_LISTEN=host:port)") from None
-
-
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, settings: Settings, cert: Path, key: Path) -> None:
-        self.settings = settings
-        self.cert, self.key = cert, key
-        super().__init__()
-
-    def load_config(self) -> None:
-        settings = self.settings
-        options = {
-            "bind": settings.listen, "workers": settings.workers,
-            "threads": settings.threads, "worker_class": "gthread",
-            "certfile": str(self.cert), "keyfile": str(self.key),
-            "accesslog": "-", "errorlog": "-", "loglevel": settings.log_level.lower(),
-            "timeout": 120, "graceful_timeout": 20, "keepalive": 30,
-            "proc_name": "mailgate", "preload_app": False,
-            "logger_class": AccessLogger,
-        }
-        # gunicorn 27 opens a control socket in $HOME by default; mailgate
-        # has no use for it, and two instances on one machine would share it.
-        if "control_socket_disable" in self.cfg.settings:
-            options["control_socket_disable"] = True
-        for name, value in options.items():
-            self.cfg.set(name, value)
-
-    def load(self) -> Any:
-        app = create_app(self.settings)
-        if self.settings.json_urls:
-            start_scheduler(app)
-        # A list page allocates some 100 000 short-lived containers: with
-        # the default thresholds the cyclic GC rescans the heap dozens of
-        # times per request. Freeze what start-up made and collect the
-        # young generation less often (B6 in docs/benchmarks.md).
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 20)
-        return app
