@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-compose bench bench-quick bench-tools lint typecheck check system-packages venv clean
+.PHONY: run test test-compose bench bench-quick bench-servers bench-tools lint typecheck check system-packages venv clean
 
 system-packages:
 	@bash deploy/install-system-packages.sh
@@ -43,6 +43,10 @@ bench-tools:
 
 bench: system-packages venv bench-tools
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The same app under gunicorn (as before) and granian (now), side by side (docs/servers.md).
+bench-servers: system-packages venv bench-tools
+	$(BIN)/python bench/servers.py $(BENCH_ARGS)
 
 bench-quick: system-packages venv bench-tools
 	$(BIN)/python bench/run.py --quick --out /tmp/mailgate-benchmarks-quick.md $(BENCH_ARGS)

@@ -211,19 +211,25 @@ def ldap_tool_args(server: ManagedSlapd, service: str = "gateway") -> list[str]:
 
 
 @contextmanager
-def gateway(server: ManagedSlapd, data: Path, workers: int | None = None, threads: int = 2,
+def gateway(server: ManagedSlapd, data: Path, workers: int | None = None,
+            threads: int | None = None,
             rounds: int = 100_000) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``mailgate serve`` (gunicorn, TLS) against ``server``; yields (url, process)."""
+    """``mailgate serve`` (granian, TLS) against ``server``; yields (url, process).
+
+    ``workers``, ``threads``: None for serve's defaults.
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
     env.update(MAILGATE_LDAP_URL=server.url, MAILGATE_LDAP_BASE_DN=BASE_DN,
                MAILGATE_LDAP_PASSWORD_FILE=str(server.password_file("gateway")),
                MAILGATE_ADMIN_TOKEN=ADMIN_TOKEN, MAILGATE_DATA_DIR=str(data),
                MAILGATE_LISTEN=f"127.0.0.1:{port}",
-               MAILGATE_THREADS=str(threads), MAILGATE_PASSWORD_ROUNDS=str(rounds),
+               MAILGATE_PASSWORD_ROUNDS=str(rounds),
                MAILGATE_LOG_LEVEL="WARNING", MAILGATE_AUTH_FAIL_LIMIT="100000")
     if workers is not None:
         env["MAILGATE_WORKERS"] = str(workers)
+    if threads is not None:
+        env["MAILGATE_THREADS"] = str(threads)
     data.mkdir(parents=True, exist_ok=True)
     log = (data / "gateway.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env,

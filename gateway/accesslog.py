@@ -10,7 +10,8 @@ client that sends its token as the user name (``curl -u TOKEN:``) would have
 had the token logged. No header but Referer and User-Agent is read, so no
 token, password or cookie reaches the log, and the value of every query
 parameter but ``domain``, ``page`` and ``page_size`` is masked (a client may
-put a token there; the API reads none from it). Client-supplied text is escaped (``"``, ``\\`` and control characters as ``\\xNN``), so a
+put a token there; the API reads none from it). Client-supplied text is
+escaped (``"``, ``\\`` and control characters as ``\\xNN``), so a
 request cannot forge a line.
 
 It is a WSGI middleware: the line costs a few microseconds, and the time

@@ -25,8 +25,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from .app import create_app
 from .accesslog import AccessLog
+from .app import create_app
 from .settings import Settings
 
 # How long a client may take to send a request's headers (ms): a stalled

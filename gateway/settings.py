@@ -19,9 +19,12 @@ from ldap.dn import is_dn
 from .proxies import Network, parse_networks
 
 PREFIX = "MAILGATE_"
-# gunicorn's rule of thumb: Python request handling is CPU-bound under the GIL,
-# so processes, not threads, use the cores (measured in docs/benchmarks.md, B5).
-DEFAULT_WORKERS = 2 * (os.cpu_count() or 1) + 1
+# granian (gateway.server) parses HTTP and TLS in Rust threads; the Python work is
+# CPU-bound under each process's GIL, so one process per core and one more to
+# cover the LDAP waits, with a few threads each: 3 x 4 on 2 cores served B5
+# best of the shapes tried (docs/servers.md).
+DEFAULT_WORKERS = (os.cpu_count() or 1) + 1
+DEFAULT_THREADS = 4
 JSON_TOTAL_FACTOR = 10
 SECRETS = ("LDAP_PASSWORD", "ADMIN_TOKEN", "JSON_AUTH_HEADER")
 
@@ -58,7 +61,7 @@ class Settings:
     # from the client's Host header.
     public_url: str | None = None
     workers: int = DEFAULT_WORKERS
-    threads: int = 2
+    threads: int = DEFAULT_THREADS
     auth_fail_limit: int = 10
     auth_fail_window: int = 60
     # Days of audit trail kept in the directory (gateway/audit.py).

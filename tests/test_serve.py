@@ -52,15 +52,19 @@ class Served:
         wait_until(listening, f"mailgate serve to listen on port {self.port}", timeout=30,
                    interval=0.1)
 
-    def stop(self) -> None:
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> int | None:
+        """Stop with ``how``; the exit status (None if it had to be killed)."""
+        status: int | None = None
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(how)
             try:
                 self.output, _ = self.proc.communicate(timeout=30)
+                status = self.proc.returncode
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.output, _ = self.proc.communicate(timeout=10)
         self.proc = None
+        return status
 
     def get(self, path: str, **kwargs: object) -> requests.Response:
         token = (self.data / "admin-token").read_text().strip()
@@ -107,6 +111,11 @@ def test_embedded_serve_end_to_end(served: Served) -> None:
     assert external == []
     for asset in re.findall(r'(?:src|href)="(/swaggerui/[^"]+)"', docs.text):
         assert served.get(asset).status_code == 200, asset
+    # The token as a Basic user name (a client's mistake) is refused, and not logged.
+    token = token_file.read_text().strip()
+    refused = requests.get(f"{served.url}/mail/account/", auth=(token, ""),
+                           verify=str(served.data / "tls" / "cert.pem"), timeout=30)
+    assert refused.status_code == 401
     spec = served.get("/swagger.json").json()
     for path in ("/mail/account/", "/mail/account/{account_id}/",
                  "/mail/account/{account_id}/set_password/",
@@ -123,17 +132,27 @@ def test_embedded_serve_end_to_end(served: Served) -> None:
          "-b", "ou=domains,dc=mail,dc=internal", "(mail=alice@example.com)", "mail"],
         capture_output=True, text=True, timeout=30, check=True)
     assert "mail: alice@example.com" in found.stdout
-    served.stop()
+    assert served.stop(signal.SIGTERM) == 0
     output = served.output
+    # The access log: one combined-format line per request, without the token.
+    access = re.compile(r'^127\.0\.0\.1 - - \[[^]]+\] "(\S+ \S+ HTTP/1\.1)" (\d{3}) (\d+|-) '
+                        r'"[^"]*" "[^"]*"$', re.MULTILINE)
+    requests_logged = {(m.group(1), m.group(2)) for m in access.finditer(output)}
+    assert ("GET /readyz HTTP/1.1", "200") in requests_logged
+    assert ("POST /mail/account/ HTTP/1.1", "201") in requests_logged
+    assert ("GET /mail/account/ HTTP/1.1", "401") in requests_logged
     assert f"https://127.0.0.1:{served.port}/docs/" in output
     assert str(token_file.resolve()) in output
     assert f"ldap://127.0.0.1:{served.ldap_port}" in output
     assert "cn=admin,dc=mail,dc=internal" in output and str(admin_pw.resolve()) in output
     assert token_file.read_text().strip() not in output
     assert not _port_open(served.ldap_port), "serve must stop the slapd it started"
-    # Data is kept between runs.
+    # Data is kept between runs; SIGINT (Ctrl-C) stops it cleanly too.
     served.start()
     assert served.get("/mail/account/alice@example.com/").status_code == 200
+    assert served.stop(signal.SIGINT) == 0
+    assert not _port_open(served.port) and not _port_open(served.ldap_port)
+    assert '"GET /mail/account/alice@example.com/ HTTP/1.1" 200 ' in served.output
 
 
 def test_directory_command_runs_only_slapd(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The ``mailgate`` console script: the top of the import graph.
 
-    mailgate serve                      the HTTPS API (gunicorn + TLS); in embedded
+    mailgate serve                      the HTTPS API (granian + TLS); in embedded
                                         mode also the managed slapd
     mailgate directory                  only the managed slapd, in the foreground
     mailgate backup|restore FILE        the managed directory to an archive and back

@@ -1,6 +1,6 @@
 """The JSON sync inside ``mailgate serve``: one APScheduler job per process.
 
-Every gunicorn worker starts a :class:`~apscheduler.schedulers.background.
+Every serving worker process starts a :class:`~apscheduler.schedulers.background.
 BackgroundScheduler` with one interval job. That alone would sync N times per
 interval (apscheduler #160); instead each tick first reads when any process
 last ran (LDAP) and then needs the cluster-wide LDAP lock, so the deployment
