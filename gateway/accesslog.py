@@ -34,6 +34,8 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 # Responses up to this size (with a Content-Length) are passed on as one list.
 BUFFER_MAX = 32 * 1024 * 1024
 LINE_MAX = 4096
+# Instead of the server's own name (granian writes none when the app sets one).
+SERVER_HEADER = ("Server", "mailgate")
 SHOWN_PARAMETERS = frozenset({"domain", "page", "page_size"})
 MASK = "***"
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f"\\]|[^\x00-\x7f]')
@@ -102,7 +104,8 @@ def format_line(environ: dict[str, Any], status: str, size: int | None, stamp: s
 
 
 class AccessLog:
-    """WSGI middleware writing one :func:`format_line` per request to ``stream``'s descriptor.
+    """WSGI middleware writing one :func:`format_line` per request to ``stream``'s descriptor
+    (and answering ``Server: mailgate``).
 
     The line is written when the response is complete (its iterable closed),
     with the body size from Content-Length or, without one, as counted.
@@ -132,7 +135,7 @@ class AccessLog:
         def recording_start_response(status: str, headers: list[tuple[str, str]],
                                      exc_info: Any = None) -> Any:
             seen[:] = [status, headers]
-            return start_response(status, headers, exc_info)
+            return start_response(status, [*headers, SERVER_HEADER], exc_info)
 
         try:
             body = self.app(environ, recording_start_response)

@@ -25,6 +25,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
+from . import logs
 from .accesslog import AccessLog
 from .app import create_app
 from .settings import Settings
@@ -40,6 +41,9 @@ def load_app(settings: Settings) -> Any:
     """The WSGI callable of one worker process (granian calls this in the worker)."""
     from .sync.job import start_scheduler
 
+    # granian set up logging for its own lines in this process: the gateway's
+    # go where and how MAILGATE_LOG_FORMAT says, as in the main process.
+    logs.configure(settings.log_level, settings.log_format)
     app = create_app(settings)
     if settings.json_urls:
         start_scheduler(app)
@@ -96,4 +100,5 @@ def serve(settings: Settings, cert: Path, key: Path, backpressure: int | None = 
         workers_kill_timeout=GRACEFUL_TIMEOUT,
     )
     logging.getLogger("granian").setLevel(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)  # Server() replaced it
     server.serve(target_loader=partial(load_app, settings), wrap_loader=False)

@@ -84,7 +84,7 @@ class ManagedSlapd:
         self.secrets_dir = self.data_dir / "secrets"
         self.log_path = self.root / "slapd.log"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._owner = os.getpid()  # forked children (gunicorn workers) never stop it
+        self._owner = os.getpid()  # forked children (server workers) never stop it
 
     # Names and secrets ---------------------------------------------------
 

@@ -43,7 +43,7 @@ def own_slapd(tmp_path: Path) -> Iterator[ManagedSlapd]:
 
 
 class Gateway:
-    """``mailgate serve`` (gunicorn, TLS) against ``own_slapd``: 1 worker, 2 threads,
+    """``mailgate serve`` (granian, TLS) against ``own_slapd``: 1 worker, 2 threads,
     so a request stuck on LDAP is a thread other requests wait for."""
 
     def __init__(self, slapd: ManagedSlapd, data: Path, workers: int = 1) -> None:

@@ -84,7 +84,7 @@ def test_a_managed_slapd_that_dies_is_started_again(tmp_path: Path, serves: list
                interval=0.1)
     wait_until(serve.ready, "readiness after the restart", timeout=30, interval=0.1)
     output = serve.finish()
-    assert "restarting it" in output and "running again" in output
+    assert "restarting it" in output and "running again" in output, output
     assert not listening(f"ldap://127.0.0.1:{serve.ldap_port}")
 
 

@@ -1,4 +1,4 @@
-"""Issue 10, items 9 and 10, against a real ``mailgate serve`` (gunicorn, TLS):
+"""Issue 10, items 9 and 10, against a real ``mailgate serve`` (granian, TLS):
 no token in any line the process writes, and the security headers."""
 
 from __future__ import annotations

@@ -38,12 +38,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     token, token_path = admin_token(settings)
     _check_free(settings.listen)
     stop_supervising = threading.Event()
+    supervisor: threading.Thread | None = None
     with reachable(settings) as (resolved, slapd):
         if slapd is not None:
             # A managed slapd that dies is started again. The supervisor
             # thread lives as long as this process: slapd's parent-death
             # signal follows the thread that started it.
-            slapd.supervise(stop_supervising)
+            supervisor = slapd.supervise(stop_supervising)
         shown = f"https://{'[' + host + ']' if ':' in host else host}:{port}"
         print(f"mailgate: API           {shown}/mail/account/  {shown}/mail/alias/")
         print(f"mailgate: Swagger UI    {shown}/docs/   (OpenAPI: {shown}/swagger.json)")
@@ -68,6 +69,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             serve(resolved.replace(admin_token=token), cert, key)
         finally:
             stop_supervising.set()
+            if supervisor is not None:
+                # A restart under way finishes before the slapd is stopped
+                # (granian stops in well under a second).
+                supervisor.join(timeout=60)
     return 0
 
 
