@@ -189,10 +189,10 @@ def test_after_a_restart_no_request_fails_on_a_dead_pooled_connection(tmp_path: 
             with contextlib.ExitStack() as stack:
                 for _ in range(4):
                     stack.enter_context(directory.pool.borrow())
-            assert directory.pool._idle.qsize() == 4
+            assert directory.pool.idle_count() == 4
             server.restart()
             for attempt in range(4):
                 directory.ping()   # each would have met a dead connection
-                assert directory.pool._idle.qsize() == 1, attempt
+                assert directory.pool.idle_count() == 1, attempt
         finally:
             directory.close()

@@ -334,6 +334,10 @@ class Pool:
                 raise unavailable(exc) from None
         raise DirectoryUnavailable("LDAP server unreachable")  # pragma: no cover
 
+    def idle_count(self) -> int:
+        """How many open connections wait in the pool."""
+        return len(self._idle)
+
     def close(self) -> None:
         while True:
             try:
