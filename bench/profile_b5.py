@@ -41,6 +41,15 @@ def summarise(collapsed: Path, top: int) -> str:
             inclusive[frame] += n
     lines = [f"{total} samples", "", "own time:"]
     lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    heaviest = own.most_common(1)[0][0] if own else ""
+    callers: collections.Counter[str] = collections.Counter()
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [_short(f) for f in stack.split(";")]
+        if frames and frames[-1] == heaviest:
+            callers[" < ".join(frames[-2:-6:-1][:4])] += int(count)
+    lines += ["", f"callers of {heaviest}:"]
+    lines += [f"  {100 * n / total:5.1f}%  {c}" for c, n in callers.most_common(5)]
     lines += ["", "inclusive:"]
     lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top * 2)]
     return "\n".join(lines)
@@ -78,11 +87,13 @@ def main() -> int:
             out = work / "profile.txt"
             record = [py_spy, "record", "--pid", str(workers[0]), "--duration",
                       str(args.seconds), "--format", "raw", "--output", str(out),
-                      "--nonblocking", "--rate", "200"]
+                      "--rate", "200"]
             if args.gil:
                 record.append("--gil")
             if args.native:
-                record.append("--native")
+                record.append("--native")  # needs the blocking (default) mode
+            else:
+                record.append("--nonblocking")
             result: dict[str, float] = {}
             load = threading.Thread(target=lambda: result.update(
                 _wrk(url, args.accounts, args.seconds, 8, floor=args.path == "healthz")))
