@@ -18,8 +18,9 @@ configuration:
   each on a new connection (5 s timeout): p50 and max latency, failures.
 
 ``gunicorn:WxT`` is what ``mailgate serve`` ran before (gthread workers,
-the gunicorn access logger it had); ``granian:WxT[bB]`` is gateway.server
-(W worker processes, T blocking threads each, backpressure B).
+the gunicorn access logger it had); ``granian:WxT[bB][-MODE]`` is
+gateway.server (W worker processes, T blocking threads each, backpressure B,
+granian's runtime mode st or mt).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def _gunicorn(settings: Any, cert: Path, key: Path) -> None:
     App().run()
 
 
-def serve_main(name: str, backpressure: int | None) -> None:
+def serve_main(name: str, backpressure: int | None, mode: str | None) -> None:
     from gateway.server import serve
     from gateway.settings import Settings
     from gateway.tls import ensure_self_signed
@@ -118,7 +119,8 @@ def serve_main(name: str, backpressure: int | None) -> None:
     if name == "gunicorn":
         _gunicorn(settings, cert, key)
     else:
-        serve(settings, cert, key, backpressure=backpressure)
+        options = {"runtime_mode": mode} if mode else {}
+        serve(settings, cert, key, backpressure=backpressure, **options)
 
 
 # --- the measuring side ---
@@ -134,6 +136,7 @@ def launched(config: str, server: Any,
              data: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Serve the gateway as ``config`` (e.g. granian:2x4b8); yield (URL, process)."""
     name, _, shape = config.partition(":")
+    shape, _, mode = shape.partition("-")
     shape, _, backpressure = shape.partition("b")
     workers, _, threads = shape.partition("x")
     port = _free_port()
@@ -149,6 +152,8 @@ def launched(config: str, server: Any,
     command = [sys.executable, __file__, "--serve", name]
     if backpressure:
         command += ["--backpressure", backpressure]
+    if mode:
+        command += ["--runtime-mode", mode]
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
@@ -281,6 +286,7 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--backpressure", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--runtime-mode", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="10 000 accounts")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
@@ -288,7 +294,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "servers.md")
     args = parser.parse_args()
     if args.serve:
-        serve_main(args.serve, args.backpressure)
+        serve_main(args.serve, args.backpressure, args.runtime_mode)
         return 0
     args.argv = sys.argv[1:]
     args.accounts = 10_000 if args.quick else 100_000

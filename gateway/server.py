@@ -73,12 +73,14 @@ def pkcs8_key(key: Path, directory: Path) -> Path:
     return converted
 
 
-def serve(settings: Settings, cert: Path, key: Path, backpressure: int | None = None) -> None:
+def serve(settings: Settings, cert: Path, key: Path, backpressure: int | None = None,
+          **options: Any) -> None:
     """Serve the API over HTTPS until SIGTERM or SIGINT.
 
     ``backpressure``: connections a worker takes in at once (granian counts
     connections, idle keep-alive ones too, not requests in flight); by default
-    granian's, the socket backlog (1024) over the workers.
+    granian's, the socket backlog (1024) over the workers. ``options``: more
+    arguments of ``granian.server.Server`` (bench/servers.py tries some).
     """
     from granian.constants import HTTPModes, Interfaces, SSLProtocols
     from granian.http import HTTP1Settings
@@ -98,6 +100,7 @@ def serve(settings: Settings, cert: Path, key: Path, backpressure: int | None = 
         log_level=LogLevels(level if level != "warning" else "warn"),
         log_access=False,  # AccessLog writes the lines (no secrets, gateway.accesslog)
         workers_kill_timeout=GRACEFUL_TIMEOUT,
+        **options,
     )
     logging.getLogger("granian").setLevel(settings.log_level)
     logs.configure(settings.log_level, settings.log_format)  # Server() replaced it
