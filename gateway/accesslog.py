@@ -1,13 +1,17 @@
-"""The access log of ``mailgate serve``: one line per request, Apache combined format.
+"""The access log of ``mailgate serve``: one line per request, in the log format of
+every other line (:mod:`gateway.logs`, ``MAILGATE_LOG_FORMAT``).
 
-    127.0.0.1 - - [24/Nov/2026:03:57:14 +0000] "GET /mail/alias/ HTTP/1.1" 200 262 "-" "curl/8"
+    2026-11-24T03:57:14.120Z INFO gateway.access [req 5b0c6d2e]: 127.0.0.1 \
+        "GET /mail/alias/ HTTP/1.1" 200 262 "-" "curl/8" 3.1ms     (one line)
 
-Fields: client address, ``-``, ``-``, time, request line (method, path and
-query, protocol), status, response body bytes (``-`` if unknown), Referer,
-User-Agent: the lines gunicorn wrote before (its default format), except that
-the user field is always ``-``: gunicorn put the Basic user name there, and a
-client that sends its token as the user name (``curl -u TOKEN:``) would have
-had the token logged. No header but Referer and User-Agent is read, so no
+The message holds the fields of Apache's combined format but the time (the
+line has one) and the user field (gunicorn put the Basic user name there, and
+a client that sends its token as the user name, ``curl -u TOKEN:``, would have
+had the token logged): client address, request line (method, path and query,
+protocol), status, response body bytes (``-`` if unknown), Referer,
+User-Agent, and the time the app took. In JSON each is a key of its own
+(``client``, ``request``, ``status``, ``bytes``, ``referer``, ``user_agent``,
+``duration_ms``), with the request id. No header but Referer and User-Agent is read, so no
 token, password or cookie reaches the log, and the value of every query
 parameter but ``domain``, ``page`` and ``page_size`` is masked (a client may
 put a token there; the API reads none from it). Client-supplied text is
@@ -21,12 +25,15 @@ string is formatted once a second.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 from urllib.parse import quote
+
+from . import logs
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -67,21 +74,6 @@ def escape(text: str) -> str:
     return _UNSAFE.sub(lambda m: "".join(f"\\x{b:02x}" for b in m.group().encode()), text)
 
 
-class _Clock:
-    """The time as ``[24/Nov/2026:03:57:14 +0000]``, formatted once a second."""
-
-    def __init__(self) -> None:
-        self._now: tuple[int, str] = (-1, "")
-
-    def __call__(self) -> str:
-        second = int(time.time())
-        cached, stamp = self._now
-        if second != cached:
-            stamp = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(second))
-            self._now = (second, stamp)
-        return stamp
-
-
 def request_line(environ: dict[str, Any]) -> str:
     """Method, path and query (its values masked but SHOWN_PARAMETERS') and protocol."""
     uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
@@ -96,11 +88,25 @@ def request_line(environ: dict[str, Any]) -> str:
     return f"{environ.get('REQUEST_METHOD', '-')} {uri} {environ.get('SERVER_PROTOCOL', '-')}"
 
 
-def format_line(environ: dict[str, Any], status: str, size: int | None, stamp: str) -> str:
-    return (f'{environ.get("REMOTE_ADDR") or "-"} - - {stamp} '
-            f'"{escape(request_line(environ))}" {status.split(" ", 1)[0]} '
+def format_line(environ: dict[str, Any], status: str, size: int | None, took: float,
+                kind: str = "text", now: float | None = None) -> str:
+    """One access line in ``kind``'s format (text or json), ending in a newline."""
+    now = time.time() if now is None else now
+    rid = environ.get("mailgate.request_id")
+    client = environ.get("REMOTE_ADDR") or "-"
+    code = status.split(" ", 1)[0]
+    if kind == "json":
+        return json.dumps({
+            "time": logs.timestamp(now), "level": "INFO", "logger": "gateway.access",
+            "message": f"{request_line(environ)} {code}", "request_id": rid,
+            "client": client, "request": request_line(environ),
+            "status": int(code) if code.isdigit() else code, "bytes": size,
+            "referer": environ.get("HTTP_REFERER"), "user_agent": environ.get("HTTP_USER_AGENT"),
+            "duration_ms": round(took * 1000, 1)}, ensure_ascii=True) + "\n"
+    return (f'{logs.timestamp(now)} INFO gateway.access{f" [req {rid}]" if rid else ""}: '
+            f'{client} "{escape(request_line(environ))}" {code} '
             f'{"-" if size is None else size} "{escape(environ.get("HTTP_REFERER", "-"))}" '
-            f'"{escape(environ.get("HTTP_USER_AGENT", "-"))}"\n')
+            f'"{escape(environ.get("HTTP_USER_AGENT", "-"))}" {took * 1000:.1f}ms\n')
 
 
 class AccessLog:
@@ -111,18 +117,19 @@ class AccessLog:
     with the body size from Content-Length or, without one, as counted.
     """
 
-    def __init__(self, app: WSGIApp, stream: IO[str]) -> None:
+    def __init__(self, app: WSGIApp, stream: IO[str], kind: str = "text") -> None:
         self.app = app
         stream.flush()
         self.fd = stream.fileno()
-        self.clock = _Clock()
+        self.kind = kind
 
     def write(self, environ: dict[str, Any], status: str, size: int | None) -> None:
         # One write(2) per line, past Python's buffers and locks: a line is
         # never split or held back, and lines of threads and worker processes
         # sharing the descriptor do not interleave (a pipe writes up to 4 KiB
         # at once; a longer line is cut to fit).
-        line = format_line(environ, status, size, self.clock()).encode("utf-8", "replace")
+        took = time.perf_counter() - environ.get("mailgate.started", time.perf_counter())
+        line = format_line(environ, status, size, took, self.kind).encode("utf-8", "replace")
         if len(line) > LINE_MAX:
             line = line[:LINE_MAX - 4] + b"...\n"
         with contextlib.suppress(OSError):  # a closed log must not fail the request
@@ -130,6 +137,7 @@ class AccessLog:
                 line = line[os.write(self.fd, line):]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
+        environ["mailgate.started"] = time.perf_counter()
         seen: list[Any] = []
 
         def recording_start_response(status: str, headers: list[tuple[str, str]],

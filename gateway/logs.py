@@ -40,9 +40,14 @@ def new_request_id(presented: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def _time(record: logging.LogRecord) -> str:
-    stamp = dt.datetime.fromtimestamp(record.created, dt.UTC)
+def timestamp(when: float) -> str:
+    """``2026-12-01T00:45:12.123Z``: the time of every log line (UTC, milliseconds)."""
+    stamp = dt.datetime.fromtimestamp(when, dt.UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def _time(record: logging.LogRecord) -> str:
+    return timestamp(record.created)
 
 
 class _RequestId(logging.Filter):
@@ -78,8 +83,17 @@ def formatter(kind: str) -> logging.Formatter:
     return JsonFormatter() if kind == "json" else TextFormatter()
 
 
+# The HTTP server's own loggers: they hand their lines to the root handler.
+SERVER_LOGGERS = ("_granian", "granian", "granian.access")
+
+
 def configure(level: str, kind: str = "text") -> None:
     """Every logger of the process to standard error in ``kind``'s format."""
+    for name in SERVER_LOGGERS:
+        server = logging.getLogger(name)
+        for old in list(server.handlers):
+            server.removeHandler(old)
+        server.propagate = True
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(kind))
     handler.addFilter(_RequestId())

@@ -53,7 +53,7 @@ def load_app(settings: Settings) -> Any:
     # less often (B6 in docs/benchmarks.md).
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    return AccessLog(app.wsgi_app, sys.stdout)
+    return AccessLog(app.wsgi_app, sys.stdout, settings.log_format)
 
 
 def pkcs8_key(key: Path, directory: Path) -> Path:
@@ -99,6 +99,9 @@ def serve(settings: Settings, cert: Path, key: Path, backpressure: int | None = 
         ssl_protocol_min=SSLProtocols.tls12,
         log_level=LogLevels(level if level != "warning" else "warn"),
         log_access=False,  # AccessLog writes the lines (no secrets, gateway.accesslog)
+        # granian's own lines go to the root handler, in the gateway's format.
+        log_dictconfig={"version": 1, "disable_existing_loggers": False, "loggers": {
+            name: {"handlers": [], "propagate": True} for name in logs.SERVER_LOGGERS}},
         workers_kill_timeout=GRACEFUL_TIMEOUT,
         **options,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -21,8 +22,9 @@ from tests.support.wait import wait_until
 
 
 class Served:
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, **env: str) -> None:
         self.data = data
+        self.env = env
         self.port, self.ldap_port = free_port(), free_port()
         self.proc: subprocess.Popen[str] | None = None
         self.output = ""
@@ -41,6 +43,7 @@ class Served:
                     "MAILGATE_DATA_DIR", "MAILGATE_LISTEN", "MAILGATE_EMBEDDED_LDAP_URL",
                     "MAILGATE_PASSWORD_ROUNDS", "MAILGATE_WORKERS"):
                 del env[name]
+        env.update(self.env)
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         proc = self.proc
@@ -68,8 +71,10 @@ class Served:
 
     def get(self, path: str, **kwargs: object) -> requests.Response:
         token = (self.data / "admin-token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}",
+                   **kwargs.pop("headers", {})}  # type: ignore[dict-item]
         return requests.request(kwargs.pop("method", "GET"), self.url + path,  # type: ignore[arg-type]
-                                headers={"Authorization": f"Bearer {token}"},
+                                headers=headers,
                                 verify=str(self.data / "tls" / "cert.pem"), timeout=30,
                                 **kwargs)  # type: ignore[arg-type]
 
@@ -134,9 +139,9 @@ def test_embedded_serve_end_to_end(served: Served) -> None:
     assert "mail: alice@example.com" in found.stdout
     assert served.stop(signal.SIGTERM) == 0
     output = served.output
-    # The access log: one combined-format line per request, without the token.
-    access = re.compile(r'^127\.0\.0\.1 - - \[[^]]+\] "(\S+ \S+ HTTP/1\.1)" (\d{3}) (\d+|-) '
-                        r'"[^"]*" "[^"]*"$', re.MULTILINE)
+    # The access log: one line per request in the log format, without the token.
+    access = re.compile(r'INFO gateway\.access \[req [^]]+\]: 127\.0\.0\.1 "(\S+ \S+ HTTP/1\.1)" '
+                        r'(\d{3}) (\d+|-) "[^"]*" "[^"]*" [\d.]+ms$', re.MULTILINE)
     requests_logged = {(m.group(1), m.group(2)) for m in access.finditer(output)}
     assert ("GET /readyz HTTP/1.1", "200") in requests_logged
     assert ("POST /mail/account/ HTTP/1.1", "201") in requests_logged
@@ -182,3 +187,23 @@ def test_directory_command_runs_only_slapd(tmp_path: Path) -> None:
     assert proc.returncode == 0, output
     assert f"ldap://127.0.0.1:{port}" in output
     assert not _port_open(port)
+
+
+def test_json_logs_one_object_a_line_with_the_request_id(tmp_path: Path) -> None:
+    served = Served(tmp_path / "var", MAILGATE_LOG_FORMAT="json")
+    try:
+        served.start()
+        wait_until(lambda: served.get("/readyz").status_code == 200, "readiness", 30)
+        created = served.get("/mail/account/", method="POST", headers={"X-Request-ID": "j-1"},
+                             json={"name": "jay", "domain": "example.com", "password": "pw"})
+        assert created.status_code == 201 and created.headers["X-Request-ID"] == "j-1"
+    finally:
+        served.stop(signal.SIGTERM)
+    lines = [line for line in served.output.splitlines()
+             if line.strip() and not line.startswith("mailgate: ")]   # the start banner
+    parsed = [json.loads(line) for line in lines]   # every log line is one JSON object
+    loggers = {p["logger"] for p in parsed}
+    assert {"gateway.access", "gateway.mail", "_granian"} <= loggers, loggers
+    mine = [p for p in parsed if p.get("request_id") == "j-1"]
+    assert {p["logger"] for p in mine} == {"gateway.mail", "gateway.access"}
+    assert all({"time", "level", "message"} <= set(p) for p in parsed)
