@@ -9,8 +9,12 @@ Pure: no I/O. The whole document set is checked before anything is written.
   that appears twice in one document is *skipped as a whole*, in every
   document: it is treated as absent (untouched), because applying half of it
   would delete the other half.
+* A key of an entry that mailgate does not know (the original's producers
+  add some) is ignored: the entry is applied from the keys it knows, and
+  each unknown key is reported once per run (:class:`.records.UnknownKey`:
+  how many entries carried it, the first of them).
 * An entry with a problem (bad name, password not a crypt hash, bad
-  recipient, bad whitelist, unknown field, ...) is skipped. Its address is
+  recipient, bad whitelist, a field given twice, ...) is skipped. Its address is
   *protected*: whatever LDAP holds for it stays as it is (not updated, not
   deleted).
 * An address listed more than once (in one document or across documents, as
@@ -52,12 +56,21 @@ from .jsonstream import (
     parse_error,
     read_value,
 )
-from .records import Desired, DocumentError, Skip, Want, WantAccount, WantAlias
+from .records import (
+    Desired,
+    DocumentError,
+    Skip,
+    UnknownKey,
+    Want,
+    WantAccount,
+    WantAlias,
+)
 
 ACCOUNT_FIELDS = frozenset({"name", "password", "spoofing_whitelist", "submission_disabled"})
 ALIAS_FIELDS = frozenset({"name", "to"})
 DOMAIN_FIELDS = frozenset({"account", "alias"})
 _SHOWN = 200  # longest raw name or domain quoted in a report
+MAX_UNKNOWN_KEYS = 50   # distinct unknown entry keys reported one by one per run
 _new = tuple.__new__   # builds a Want from its stored fields, skipping __new__ (hot path)
 
 
@@ -115,6 +128,8 @@ class _Builder:
         self.skipped: list[Skip] = []          # invalid entries naming no address
         self.bad_domains: dict[str, Skip] = {}
         self.domains: set[str] = set()
+        self.unknown_keys: dict[tuple[str, str], UnknownKey] = {}   # (kind, key) ->
+        self.unknown_more = 0                  # entries' keys beyond MAX_UNKNOWN_KEYS
         self._domains: dict[str, str | _Refused] = {}
         self._recipients: dict[str, list[str] | _Refused] = {}
 
@@ -154,6 +169,21 @@ class _Builder:
                                                reason))
         else:
             self.skipped.append(Skip(domain, raw, reason, self.source))
+
+    def unknown(self, kind: str, item: Mapping[str, Any], known: frozenset[str],
+                domain: str) -> None:
+        """Count the keys of ``item`` that mailgate does not know (they are ignored)."""
+        name = item.get("name")
+        for key in sorted(set(item) - known):
+            found = self.unknown_keys.get((kind, key))
+            if found is not None:
+                found.count += 1
+            elif len(self.unknown_keys) < MAX_UNKNOWN_KEYS:
+                self.unknown_keys[(kind, key)] = UnknownKey(
+                    kind, _shown(key), 1, domain, "" if name is None else _shown(name),
+                    self.source)
+            else:
+                self.unknown_more += 1
 
     def _listed_before(self, address: str) -> bool:
         return any(address in entries for _source, entries in self.docs[:-1])
@@ -209,6 +239,10 @@ def _finish(builder: _Builder) -> Desired:
     desired.domains = builder.domains - bad.keys()
     desired.skipped.extend(bad.values())
     desired.skipped.extend(builder.key_skips)
+    desired.unknown_keys = list(builder.unknown_keys.values())
+    if builder.unknown_more:
+        desired.unknown_keys.append(UnknownKey("account or alias", "(more keys)",
+                                               builder.unknown_more, "", ""))
     desired.skipped.extend(s for s in builder.skipped if s.domain not in bad)
     entries = builder.docs[0][1] if builder.docs else {}
     for _source, more in builder.docs[1:]:
@@ -365,15 +399,16 @@ def _common(item: Mapping[str, Any], duplicates: frozenset[str], allowed: frozen
         return _shown(raw), "", f"name: {exc}"
     if len(local) + 1 + len(domain) > MAX_ADDRESS:
         return _shown(raw), "", f"name: the address is longer than {MAX_ADDRESS} octets"
+    duplicates = duplicates & allowed   # an unknown key given twice is still only ignored
     if duplicates:
         return raw, local, f"field {sorted(duplicates)[0]!r} given twice"
-    if not allowed.issuperset(item):
-        return raw, local, f"unknown field {_shown(min(set(item) - allowed))!r}"
     return raw, local, ""
 
 
 def _account(builder: _Builder, item: Mapping[str, Any], duplicates: frozenset[str],
              domain: str) -> None:
+    if not ACCOUNT_FIELDS.issuperset(item):
+        builder.unknown("account", item, ACCOUNT_FIELDS, domain)
     raw, local, reason = _common(item, duplicates, ACCOUNT_FIELDS, domain)
     if not reason:
         reason, want = _account_fields(item, local, domain)
@@ -411,6 +446,8 @@ def _account_fields(item: Mapping[str, Any], local: str, domain: str) \
 
 def _alias(builder: _Builder, item: Mapping[str, Any], duplicates: frozenset[str],
            domain: str) -> None:
+    if not ALIAS_FIELDS.issuperset(item):
+        builder.unknown("alias", item, ALIAS_FIELDS, domain)
     raw, local, reason = _common(item, duplicates, ALIAS_FIELDS, domain)
     if not reason:
         address = f"{local}@{domain}"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, overload
 
 from ..entries import ORIGIN_SYNC, Existing
-from .records import Desired, Skip, Want, WantAccount
+from .records import Desired, Skip, UnknownKey, Want, WantAccount
 
 # Changes are tuples too: a big first import plans a million creates.
 
@@ -104,6 +104,7 @@ class Plan:
     replaces: list[Replace] = field(default_factory=list)
     deletes: list[Delete] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
+    unknown_keys: list[UnknownKey] = field(default_factory=list)   # ignored, reported
     unchanged: int = 0
     managed: int = 0      # sync-owned entries in the listed domains before the run
 
@@ -127,7 +128,7 @@ class Plan:
 def make_plan(desired: Desired, existing: Iterable[Existing],
               existing_domains: Iterable[str]) -> Plan:
     """The changes that bring the listed domains to ``desired``."""
-    plan = Plan(skipped=list(desired.skipped))
+    plan = Plan(skipped=list(desired.skipped), unknown_keys=list(desired.unknown_keys))
     plan.domains = sorted(desired.domains - set(existing_domains))
     listed, wanted, protected = desired.domains, desired.entries, desired.protected
 

@@ -83,6 +83,26 @@ _new = tuple.__new__   # builds a Want from its stored fields, skipping __new__ 
 
 
 @dataclass
+class UnknownKey:
+    """A key of account or alias entries that mailgate does not know.
+
+    The entries carrying it are applied from the keys mailgate knows; the key
+    is reported once per run with how many entries carried it and the first.
+    """
+
+    kind: str          # "account" or "alias"
+    key: str
+    count: int
+    domain: str        # the first entry that carried it
+    name: str
+    source: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        return {"key": self.key, "kind": self.kind, "count": self.count,
+                "example": {"domain": self.domain, "name": self.name, "source": self.source}}
+
+
+@dataclass
 class Desired:
     """What the documents ask for, after validation."""
 
@@ -90,3 +110,4 @@ class Desired:
     entries: dict[str, Want] = field(default_factory=dict)    # address -> wanted entry
     protected: set[str] = field(default_factory=set)          # addresses left as they are
     skipped: list[Skip] = field(default_factory=list)
+    unknown_keys: list[UnknownKey] = field(default_factory=list)  # ignored entry keys

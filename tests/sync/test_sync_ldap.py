@@ -196,7 +196,10 @@ def test_invalid_entries_are_skipped_reported_and_left_alone(
 
     report = runner.run()
 
-    assert report.result == "applied"
+    # Skipped entries make the run partial; the log's end-of-run line says how many.
+    assert report.result == "partial", report.reason
+    assert report.reason == "5 entries skipped"
+    assert report.as_json()["skipped_total"] == 5
     reasons = {(s.domain, s.name): s.reason for s in report.skipped}
     assert "crypt" in reasons[("example.com", "bob")]
     assert "plain-text-password" not in str(report.as_json())
@@ -293,3 +296,52 @@ def test_many_listed_domains_read_everything_once_and_ignore_the_rest(
     assert report.counts["domains_created"] == 2 and report.counts["managed"] == 0
     assert mail.get_account("keep@other.example").origin == "sync"   # not listed: untouched
     assert runner.run(full=True).counts["unchanged"] == 3
+
+
+def test_unknown_keys_are_applied_around_and_reported_in_status_and_log(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory,
+        caplog: pytest.LogCaptureFixture) -> None:
+    document = spec_document()
+    for account in document["example.com"]["account"]:  # type: ignore[index]
+        account["mailbox_quota"] = 1024
+    document["example.com"]["alias"][0]["comment"] = "x"  # type: ignore[index]
+    runner = make_runner(docs.serve("/mail.json", document))
+
+    with caplog.at_level(logging.INFO, logger="gateway.sync"):
+        report = runner.run()
+
+    assert report.result == "applied", report.reason
+    assert report.counts["created"] == 3 and report.skipped == []
+    assert mail.get_account("alice@example.com").password == SEED_HASH
+    (run,) = runner.status()["runs"]
+    assert run["unknown_keys"] == [
+        {"key": "mailbox_quota", "kind": "account", "count": 2,
+         "example": {"domain": "example.com", "name": "alice", "source": docs.url("/mail.json")}},
+        {"key": "comment", "kind": "alias", "count": 1,
+         "example": {"domain": "example.com", "name": "office",
+                     "source": docs.url("/mail.json")}}]
+    lines = [r.getMessage() for r in caplog.records if "unknown" in r.getMessage()]
+    assert len(lines) == 2 and "'mailbox_quota' in 2 entries" in lines[0]
+
+
+def test_a_run_that_skipped_is_partial_every_time_until_fixed(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory,
+        caplog: pytest.LogCaptureFixture) -> None:
+    document = spec_document()
+    document["example.com"]["account"].append(  # type: ignore[index]
+        {"name": "eve", "password": "plain text"})
+    runner = make_runner(docs.serve("/mail.json", document))
+    with caplog.at_level(logging.INFO, logger="gateway.sync"):
+        first = runner.run()
+    assert first.result == "partial" and first.reason == "1 entry skipped"
+    assert first.exit_code != 0
+    assert mail.get_account("alice@example.com").origin == "sync"   # the rest is applied
+    end = [r for r in caplog.records if r.getMessage().startswith("sync partial")]
+    assert end and "skipped 1" in end[0].getMessage() and end[0].levelno == logging.WARNING
+    # The same document again: planned again (not "unchanged"), partial again.
+    again = runner.run()
+    assert again.result == "partial" and again.counts["unchanged"] == 3
+    del document["example.com"]["account"][-1]  # type: ignore[index]
+    docs.serve("/mail.json", document)
+    assert runner.run().result == "applied"
+    assert runner.run().result == "unchanged"
