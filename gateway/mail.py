@@ -64,6 +64,7 @@ MAX_PAGE_SIZE = 10_000
 # entries, so a page starting past it is beyond the last page, known without
 # asking LDAP.
 MAX_VLV_OFFSET = 2**31 - 1
+LAST_PAGE = -1   # ``page=last`` of the lists
 _CREATE_ATTEMPTS = 4
 
 ItemT = TypeVar("ItemT", Account, Alias)
@@ -190,29 +191,37 @@ class MailDirectory:
             self.dir.delete_if_leaf(parent)
 
     def _page(self, object_class: str, attrs: Iterable[str], domains: Iterable[str] | None,
-              page: int, page_size: int) -> tuple[int, list[Entry]]:
-        if page < 1:
+              page: int, page_size: int) -> tuple[int, list[Entry], int]:
+        """(total, the entries of the page, its number: LAST_PAGE resolved)."""
+        if page != LAST_PAGE and page < 1:
             raise Invalid("invalid page", {"page": "must be 1 or more"})
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise Invalid("invalid page size", {"page_size": f"must be 1 to {MAX_PAGE_SIZE}"})
-        offset = (page - 1) * page_size + 1
-        if offset > MAX_VLV_OFFSET:
+        if page != LAST_PAGE and (page - 1) * page_size + 1 > MAX_VLV_OFFSET:
             raise NotFound("Invalid page.", {"page": "beyond the last page"})
         flt = eq("objectClass", object_class)
         base = self.base
         if domains is not None:
             names = sorted(set(domains))
             if not names:
-                return 0, []
+                return 0, [], 1
             if len(names) == 1:
                 base = self.domain_dn(names[0])
             else:
                 flt = all_of(flt, any_of(*(ends_with(A_MAIL, "@" + d) for d in names)))
-        result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL, offset, page_size,
+        if page == LAST_PAGE:
+            # The first page says how many there are; the last one then
+            # continues slapd's sorted snapshot of that same search.
+            result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL, 1, page_size)
+            page = max(1, -(-result.total // page_size))
+            if page == 1:
+                return result.total, result.entries, 1
+        result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL,
+                                      (page - 1) * page_size + 1, page_size,
                                       continuation=page > 1)
         if page > 1 and (page - 1) * page_size >= result.total:
             raise NotFound("Invalid page.", {"page": "beyond the last page"})
-        return result.total, result.entries
+        return result.total, result.entries, page
 
     # -- accounts -----------------------------------------------------------
 
@@ -243,7 +252,8 @@ class MailDirectory:
 
     def list_accounts(self, domains: Iterable[str] | None, page: int = 1,
                       page_size: int = 100) -> Page[Account]:
-        total, entries = self._page(OC_ACCOUNT, ACCOUNT_LIST_ATTRS, domains, page, page_size)
+        total, entries, page = self._page(OC_ACCOUNT, ACCOUNT_LIST_ATTRS, domains,
+                                          page, page_size)
         return Page(total, page, page_size, [decode_account(e) for e in entries])
 
     def set_password(self, entry_id: str, password: object) -> Account:
@@ -266,7 +276,8 @@ class MailDirectory:
 
     def set_spoofing_whitelist(self, entry_id: str, value: object) -> Account:
         fields = _Fields()
-        whitelist = fields.take("spoofing_whitelist", parse_whitelist, value)
+        # No value (or null) clears the list, as the original service did.
+        whitelist = fields.take("spoofing_whitelist", parse_whitelist, value, "")
         fields.done()
         entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["1.1"])
         self.dir.modify(entry.dn, {A_SENDER: whitelist})
@@ -302,7 +313,8 @@ class MailDirectory:
 
     def list_aliases(self, domains: Iterable[str] | None, page: int = 1,
                      page_size: int = 100) -> Page[Alias]:
-        total, entries = self._page(OC_ALIAS, ALIAS_LIST_ATTRS, domains, page, page_size)
+        total, entries, page = self._page(OC_ALIAS, ALIAS_LIST_ATTRS, domains,
+                                          page, page_size)
         return Page(total, page, page_size, [decode_alias(e) for e in entries])
 
     def set_alias_targets(self, entry_id: str, to: object) -> Alias:

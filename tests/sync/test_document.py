@@ -137,7 +137,7 @@ def test_unknown_keys_are_ignored_and_reported_once_per_key() -> None:
     result = desired({"example.com": {
         "account": [{"name": "a", "password": CHEAP_HASH, "submision_disabled": True,
                      "quota": 5},
-                    {"name": "b", "password": CHEAP_HASH, "quota": 7, "quota": 8},
+                    {"name": "b", "password": CHEAP_HASH, "quota": 8},
                     {"name": "c", "password": "plain", "quota": 1}],
         "alias": [{"name": "o", "to": "a@example.com", "quota": 1}]}})
     # The entries are applied from the keys mailgate knows.
