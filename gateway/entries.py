@@ -47,6 +47,7 @@ A_MAIL = "mail"
 A_PASSWORD = "userPassword"  # noqa: S105 (an attribute name)
 A_SENDER = "mailgateSenderAllowed"
 A_DISABLED = "mailgateSubmissionDisabled"
+A_SUBADDRESS = "mailgateSubaddress"
 A_TARGET = "mailgateAliasTarget"
 A_ORIGIN = "mailgateOrigin"
 A_STATE = "mailgateState"
@@ -57,13 +58,14 @@ A_TOKEN_DOMAIN = "mailgateTokenDomain"  # noqa: S105 (an attribute name)
 A_TOKEN_READ_ONLY = "mailgateTokenReadOnly"  # noqa: S105 (an attribute name)
 A_DESCRIPTION = "description"
 
-ACCOUNT_ATTRS = (A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_ORIGIN)
+ACCOUNT_ATTRS = (A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_SUBADDRESS, A_ORIGIN)
 ALIAS_ATTRS = (A_MAIL, A_TARGET, A_ORIGIN)
 # Lists show no origin: reading less is what makes 10 000-entry pages fast.
 ACCOUNT_LIST_ATTRS = ACCOUNT_ATTRS[:-1]
 ALIAS_LIST_ATTRS = ALIAS_ATTRS[:-1]
 # What the sync compares, for accounts and aliases alike.
-SYNC_ATTRS = ("objectClass", A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_TARGET, A_ORIGIN)
+SYNC_ATTRS = ("objectClass", A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_SUBADDRESS, A_TARGET,
+              A_ORIGIN)
 
 ORIGIN_API = "api"
 ORIGIN_SYNC = "sync"
@@ -135,6 +137,7 @@ class Account(NamedTuple):
     password: str
     spoofing_whitelist: str
     submission_disabled: bool
+    subaddress_extension: bool = False
     origin: str | None = None
     dn: str = ""
 
@@ -149,13 +152,15 @@ class Alias(NamedTuple):
 
 
 def account_attrs(address: str, crypt_hash: str, whitelist: Iterable[str],
-                  submission_disabled: bool | None, origin: str) -> dict[str, list[str]]:
+                  submission_disabled: bool | None, origin: str,
+                  subaddress_extension: bool | None = False) -> dict[str, list[str]]:
     """The attributes of a new account entry (object class :data:`OC_ACCOUNT`)."""
     return {
         A_MAIL: [address],
         A_PASSWORD: [passwords.to_ldap(crypt_hash)],
         A_SENDER: list(whitelist),
         A_DISABLED: encode_bool(submission_disabled),
+        A_SUBADDRESS: encode_bool(subaddress_extension),
         A_ORIGIN: [origin],
     }
 
@@ -169,7 +174,8 @@ def field_changes(changes: Mapping[str, object]) -> dict[str, list[str]]:
     """LDAP replacements for changed fields, by their API/JSON names.
 
     ``password`` is a crypt hash; ``spoofing_whitelist`` and ``to`` are
-    lists; ``submission_disabled`` a boolean; ``origin`` a string.
+    lists; ``submission_disabled`` and ``subaddress_extension`` booleans;
+    ``origin`` a string.
     """
     attrs: dict[str, list[str]] = {}
     for name, value in changes.items():
@@ -179,6 +185,8 @@ def field_changes(changes: Mapping[str, object]) -> dict[str, list[str]]:
             attrs[A_SENDER] = [str(v) for v in value]  # type: ignore[attr-defined]
         elif name == "submission_disabled":
             attrs[A_DISABLED] = encode_bool(bool(value))
+        elif name == "subaddress_extension":
+            attrs[A_SUBADDRESS] = encode_bool(bool(value))
         elif name == "to":
             attrs[A_TARGET] = [str(v) for v in value]  # type: ignore[attr-defined]
         elif name == "origin":
@@ -218,10 +226,12 @@ def decode_account(entry: Entry) -> Account:
     whitelist = ",".join(map(_text, values)) if values else ""
     values = attrs.get(A_DISABLED)
     disabled = values[0].upper() == _TRUE if values else False
+    values = attrs.get(A_SUBADDRESS)
+    subaddress = values[0].upper() == _TRUE if values else False
     values = attrs.get(A_ORIGIN)
     origin = (values[0].decode("utf-8", "replace") or None) if values else None
-    return _new(Account, (address, name, domain, password, whitelist, disabled, origin,
-                          entry.dn))
+    return _new(Account, (address, name, domain, password, whitelist, disabled, subaddress,
+                          origin, entry.dn))
 
 
 def decode_alias(entry: Entry) -> Alias:
@@ -254,6 +264,7 @@ class Existing(NamedTuple):
     whitelist: tuple[str, ...] = ()
     submission_disabled: bool = False
     targets: tuple[str, ...] = ()
+    subaddress_extension: bool = False
 
     @property
     def domain(self) -> str:
@@ -310,8 +321,10 @@ def decode_existing(entry: Entry) -> Existing | None:
         whitelist = tuple(map(_text, values)) if values else ()
         values = attrs.get(A_DISABLED)
         disabled = values is not None and values[0].upper() == _TRUE
+        values = attrs.get(A_SUBADDRESS)
+        subaddress = values is not None and values[0].upper() == _TRUE
         return _new(Existing, (entry.dn, address, kind, origin, password, whitelist, disabled,
-                               ()))
+                               (), subaddress))
     values = attrs.get(A_TARGET)
     return _new(Existing, (entry.dn, address, kind, origin, "", (), False,
-                           tuple(map(_text, values)) if values else ()))
+                           tuple(map(_text, values)) if values else (), False))

@@ -18,6 +18,7 @@ from typing import Generic, TypeVar, cast
 
 from . import passwords
 from .addresses import (
+    CATCH_ALL,
     Address,
     normalize_domain,
     normalize_local,
@@ -34,6 +35,7 @@ from .entries import (
     A_ORIGIN,
     A_PASSWORD,
     A_SENDER,
+    A_SUBADDRESS,
     A_TARGET,
     ACCOUNT_ATTRS,
     ACCOUNT_LIST_ATTRS,
@@ -227,9 +229,11 @@ class MailDirectory:
 
     def create_account(self, name: object, domain: object, password: object,
                        submission_disabled: bool = False, spoofing_whitelist: object = "",
-                       origin: str = ORIGIN_API) -> Account:
+                       origin: str = ORIGIN_API, subaddress_extension: bool = False) -> Account:
         fields = _Fields()
         local = fields.take("name", normalize_local, name)
+        if local == CATCH_ALL:
+            fields.errors["name"] = "'*' is reserved for the catch-all alias"
         dom = fields.take("domain", normalize_domain, domain)
         plain = fields.take("password", passwords.check_plain, password)
         whitelist = fields.take("spoofing_whitelist", parse_whitelist, spoofing_whitelist, "")
@@ -239,13 +243,14 @@ class MailDirectory:
             raise Invalid("invalid address", {"name": "the address is longer than 254 octets"})
         crypt_hash = passwords.hash_password(plain, self.password_rounds)
         dn = self._create(address, OC_ACCOUNT, account_attrs(
-            str(address), crypt_hash, whitelist, submission_disabled, origin))
+            str(address), crypt_hash, whitelist, submission_disabled, origin,
+            subaddress_extension))
         log.info("account created: %s (origin %s)", address, origin)
         self._changed("account.create", str(address), {
             "password": None, "spoofing_whitelist": ",".join(whitelist),
             "submission_disabled": submission_disabled})
         return Account(str(address), local, dom, crypt_hash, ",".join(whitelist),
-                       submission_disabled, origin, dn)
+                       submission_disabled, subaddress_extension, origin, dn)
 
     def get_account(self, entry_id: str) -> Account:
         return decode_account(self._find(self.parse_id(entry_id), OC_ACCOUNT, ACCOUNT_ATTRS))
@@ -272,6 +277,13 @@ class MailDirectory:
         self.dir.modify(entry.dn, {A_DISABLED: encode_bool(disabled)})
         log.info("submission %s: %s", "disabled" if disabled else "enabled", entry_id.lower())
         self._changed("account.set_submission", entry_id, {"submission_disabled": disabled})
+        return self.get_account(entry_id)
+
+    def set_subaddress_extension(self, entry_id: str, enabled: bool) -> Account:
+        entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["1.1"])
+        self.dir.modify(entry.dn, {A_SUBADDRESS: encode_bool(enabled)})
+        log.info("sub-addressing %s: %s", "enabled" if enabled else "disabled",
+                 entry_id.lower())
         return self.get_account(entry_id)
 
     def set_spoofing_whitelist(self, entry_id: str, value: object) -> Account:

@@ -12,7 +12,8 @@ from gateway.directory import Directory
 from tests.support.api import Client
 from tests.support.constants import BASE_DN
 
-ACCOUNT_KEYS = {"id", "name", "domain", "password", "spoofing_whitelist", "submission_disabled"}
+ACCOUNT_KEYS = {"id", "name", "domain", "password", "spoofing_whitelist", "submission_disabled",
+                "subaddress_extension"}
 
 
 def create(client: Client, **fields: Any) -> Any:
@@ -271,3 +272,36 @@ def test_later_pages_continue_the_snapshot_of_page_one(client: Client) -> None:
     assert create(client, name="zed").status_code == 201
     tail = client.get("/mail/account/?page_size=2&page=2").json
     assert [a["name"] for a in tail["results"]] == ["carol"]
+
+
+def test_subaddress_extension_read_written_at_create_and_toggled(client: Client) -> None:
+    assert create(client).json["subaddress_extension"] is False
+    made = create(client, name="bob", subaddress_extension=True)
+    assert made.status_code == 201 and made.json["subaddress_extension"] is True
+    form = client.post("/mail/account/", data={"name": "carol", "domain": "example.com",
+                                                "password": "pw", "subaddress_extension": "on"})
+    assert form.status_code == 201 and form.json["subaddress_extension"] is True
+    bad = create(client, name="dave", subaddress_extension="maybe")
+    assert bad.status_code == 400 and "subaddress_extension" in bad.json["errors"]
+    assert client.get("/mail/account/dave@example.com/").status_code == 404
+    url = "/mail/account/Alice@Example.com/"
+    done = client.post(url + "enable_subaddress/")
+    assert done.status_code == 200 and done.json["subaddress_extension"] is True
+    assert done.json["id"] == "alice@example.com"
+    assert client.get(url).json["subaddress_extension"] is True
+    listed = client.get("/mail/account/").json["results"]
+    assert [a["subaddress_extension"] for a in listed] == [True, True, True]
+    assert client.post(url + "disable_subaddress/").json["subaddress_extension"] is False
+    assert client.post(url + "disable_subaddress/").status_code == 200   # idempotent
+    assert client.post("/mail/account/nobody@example.com/enable_subaddress/").status_code == 404
+    unknown = client.post(url + "enable_subaddress/", json={"on": True})
+    assert unknown.status_code == 400 and unknown.json["errors"] == {"on": "unknown field"}
+
+
+def test_an_account_named_star_is_refused(client: Client) -> None:
+    refused = create(client, name="*")
+    assert refused.status_code == 400
+    assert refused.json["errors"] == {"name": "'*' is reserved for the catch-all alias"}
+    assert client.get("/mail/account/*@example.com/").status_code == 404
+    # Other local parts with a "*" are ordinary names.
+    assert create(client, name="a*b").status_code == 201

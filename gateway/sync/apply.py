@@ -71,7 +71,8 @@ def entry_attrs(want: Want) -> tuple[str, dict[str, list[str]]]:
     """Object class and attributes of a new entry for ``want``."""
     if isinstance(want, WantAccount):
         return OC_ACCOUNT, account_attrs(want.address, want.password, want.whitelist or (),
-                                         want.submission_disabled, ORIGIN_SYNC)
+                                         want.submission_disabled, ORIGIN_SYNC,
+                                         want.subaddress_extension)
     return OC_ALIAS, alias_attrs(want.address, want.targets, ORIGIN_SYNC)
 
 

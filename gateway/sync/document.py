@@ -41,6 +41,7 @@ import ijson
 
 from .. import passwords
 from ..addresses import (
+    CATCH_ALL,
     MAX_ADDRESS,
     normalize_domain,
     normalize_local,
@@ -66,7 +67,8 @@ from .records import (
     WantAlias,
 )
 
-ACCOUNT_FIELDS = frozenset({"name", "password", "spoofing_whitelist", "submission_disabled"})
+ACCOUNT_FIELDS = frozenset({"name", "password", "spoofing_whitelist", "submission_disabled",
+                            "subaddress_extension"})
 ALIAS_FIELDS = frozenset({"name", "to"})
 DOMAIN_FIELDS = frozenset({"account", "alias"})
 _SHOWN = 200  # longest raw name or domain quoted in a report
@@ -435,13 +437,22 @@ def _account_fields(item: Mapping[str, Any], local: str, domain: str) \
             whitelist = tuple(parse_whitelist(value))
         except ValueError as exc:
             return f"spoofing_whitelist: {exc}", None
+    if local == CATCH_ALL:
+        return "name: '*' is reserved for the catch-all alias", None
     disabled: bool | None = None
     if "submission_disabled" in item:
         value = item["submission_disabled"]
         if not isinstance(value, bool):
             return "submission_disabled: must be true or false", None
         disabled = value
-    return "", _new(WantAccount, (f"{local}@{domain}", password, whitelist, disabled))
+    subaddress: bool | None = None
+    if "subaddress_extension" in item:
+        value = item["subaddress_extension"]
+        if not isinstance(value, bool):
+            return "subaddress_extension: must be true or false", None
+        subaddress = value
+    return "", _new(WantAccount, (f"{local}@{domain}", password, whitelist, disabled,
+                                  subaddress))
 
 
 def _alias(builder: _Builder, item: Mapping[str, Any], duplicates: frozenset[str],

@@ -199,6 +199,9 @@ def _differences(current: Existing, want: Want) -> dict[str, object]:
         if (want.submission_disabled is not None
                 and current.submission_disabled != want.submission_disabled):
             changes["submission_disabled"] = want.submission_disabled
+        if (want.subaddress_extension is not None
+                and current.subaddress_extension != want.subaddress_extension):
+            changes["subaddress_extension"] = want.subaddress_extension
     elif not _same(current.targets, want.targets):
         changes["to"] = want.targets
     if not current.managed:

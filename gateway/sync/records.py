@@ -37,6 +37,7 @@ class _AccountFields(NamedTuple):
     password: str                        # crypt hash, no {CRYPT} tag
     whitelist: tuple[str, ...] | None    # None: the document does not say
     submission_disabled: bool | None     # None: the document does not say
+    subaddress_extension: bool | None = None   # None: the document does not say
 
 
 class _AddressParts:
@@ -60,8 +61,10 @@ class WantAccount(_AccountFields, _AddressParts):
 
     def __new__(cls, address: str, name: str, domain: str, password: str,
                 whitelist: tuple[str, ...] | None,
-                submission_disabled: bool | None) -> WantAccount:
-        return tuple.__new__(cls, (address, password, whitelist, submission_disabled))
+                submission_disabled: bool | None,
+                subaddress_extension: bool | None = None) -> WantAccount:
+        return tuple.__new__(cls, (address, password, whitelist, submission_disabled,
+                                   subaddress_extension))
 
 
 class _AliasFields(NamedTuple):

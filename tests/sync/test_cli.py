@@ -98,7 +98,8 @@ def test_export_round_trip(env: pytest.MonkeyPatch, docs: DocServer, mail: MailD
     first = json.loads(exported.read_text())
     assert first["example.com"]["account"][0] == {
         "name": "alice", "password": mail.get_account("alice@example.com").password,
-        "spoofing_whitelist": "office@example.com,example.org", "submission_disabled": True}
+        "spoofing_whitelist": "office@example.com,example.org", "submission_disabled": True,
+        "subaddress_extension": False}
     assert first["empty.example"] == {"account": [], "alias": []}
     assert "xn--bcher-kva.example" in first
 

@@ -345,3 +345,31 @@ def test_a_run_that_skipped_is_partial_every_time_until_fixed(
     docs.serve("/mail.json", document)
     assert runner.run().result == "applied"
     assert runner.run().result == "unchanged"
+
+
+def test_subaddress_extension_is_synced_and_kept_when_not_stated(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory,
+        slapd: ManagedSlapd) -> None:
+    document = spec_document()
+    accounts = document["example.com"]["account"]  # type: ignore[index]
+    accounts[0]["subaddress_extension"] = True
+    accounts[1]["subaddress_extension"] = False
+    accounts.append({"name": "*", "password": CHEAP_HASH})
+    runner = make_runner(docs.serve("/mail.json", document))
+    report = runner.run()
+    assert report.result == "partial"      # the account named "*" is refused
+    (skip,) = report.skipped
+    assert skip.name == "*" and "catch-all" in skip.reason
+    assert mail.get_account("alice@example.com").subaddress_extension
+    assert attrs(slapd, "alice@example.com")["mailgateSubaddress"] == ["TRUE"]
+    assert not mail.get_account("bob@example.com").subaddress_extension
+    assert "mailgateSubaddress" not in attrs(slapd, "bob@example.com")
+    # Not stated: an API toggle survives; stated: the document wins.
+    mail.set_subaddress_extension("bob@example.com", True)
+    del accounts[1]["subaddress_extension"]
+    accounts[0]["subaddress_extension"] = False
+    del accounts[-1]
+    docs.serve("/mail.json", document)
+    assert runner.run().result == "applied"
+    assert mail.get_account("bob@example.com").subaddress_extension
+    assert not mail.get_account("alice@example.com").subaddress_extension
