@@ -4,8 +4,13 @@ Pure domain code: no Flask here. The API and the JSON sync both call it.
 
 How entries look in LDAP is :mod:`gateway.entries`' business. Accounts and
 aliases share one RDN namespace per domain, so the directory itself refuses a
-second entry for an address: "an address is never both an account and an
-alias" holds under any concurrency, with no lock.
+second entry for an address under any concurrency, with no lock. An address
+may be both an account and an alias (SPEC.md section 7): still one entry, a
+mailgateAccount with the auxiliary class mailgateForwarding. Adding or
+removing one role of an address is one atomic modify of that entry, guarded
+by an assertion on its object classes (and, where the structural class
+changes between mailgateAccount and mailgateAlias, sent with the Relax Rules
+control), so two concurrent requests cannot both add the same role.
 """
 
 from __future__ import annotations
@@ -27,7 +32,18 @@ from .addresses import (
     parse_whitelist,
 )
 from .audit import AuditLog
-from .directory import Directory, Entry, all_of, any_of, ends_with, eq, parent_dn
+from .directory import (
+    Directory,
+    Entry,
+    Filter,
+    all_of,
+    any_of,
+    ends_with,
+    eq,
+    not_,
+    parent_dn,
+    present,
+)
 from .entries import (
     A_DC,
     A_DISABLED,
@@ -39,11 +55,16 @@ from .entries import (
     A_TARGET,
     ACCOUNT_ATTRS,
     ACCOUNT_LIST_ATTRS,
+    ACCOUNT_ROLE,
     ALIAS_ATTRS,
     ALIAS_LIST_ATTRS,
+    ALIAS_ROLE,
+    KIND_ACCOUNT,
+    KIND_ALIAS,
     OC_ACCOUNT,
     OC_ALIAS,
     OC_DOMAIN,
+    OC_FORWARDING,
     ORIGIN_API,
     Account,
     Alias,
@@ -53,6 +74,7 @@ from .entries import (
     decode_account,
     decode_alias,
     encode_bool,
+    role_changes,
 )
 from .errors import Conflict, Invalid, NotFound
 
@@ -149,8 +171,9 @@ class MailDirectory:
     # -- shared entry mechanics ------------------------------------------------
 
     def _find(self, address: Address, object_class: str, attrs: Iterable[str]) -> Entry:
-        """The entry of ``object_class`` for ``address``, wherever it sits; NotFound."""
-        found = self.dir.find(self.base, all_of(eq("objectClass", object_class),
+        """The entry with the role ``object_class`` (OC_ACCOUNT: an account; OC_ALIAS:
+        an alias or an account's forwarding) for ``address``; NotFound."""
+        found = self.dir.find(self.base, all_of(_role(object_class),
                                                 eq(A_MAIL, str(address))), list(attrs), limit=2)
         if not found:
             kind = "account" if object_class == OC_ACCOUNT else "alias"
@@ -178,14 +201,55 @@ class MailDirectory:
             self.dir.add(self.domain_dn(domain), OC_DOMAIN,
                          {A_DC: [domain], A_ORIGIN: [ORIGIN_API]})
 
+    def _add_role(self, address: Address, role: str, changes: dict[str, list[str]]) -> str:
+        """Give the existing entry of ``address`` the other role; Conflict if it has it.
+
+        ``role`` is OC_ACCOUNT (an alias gets a mailbox) or OC_ALIAS (an
+        account gets a forwarding); ``changes`` are the role's attributes.
+        """
+        dn = self.entry_dn(address)
+        entry = self.dir.read(dn, present("objectClass"), ["objectClass"])
+        if entry is not None:
+            classes = [c for c in entry.all("objectClass")
+                       if c.lower() not in (OC_ALIAS.lower(), OC_FORWARDING.lower())]
+            if role == OC_ACCOUNT:
+                # The structural class changes: an alias becomes an account with
+                # a forwarding, atomically, only while it is a plain alias.
+                classes = [c for c in classes if c.lower() != OC_ACCOUNT.lower()]
+                changes = {**changes, "objectClass": [*classes, OC_ACCOUNT, OC_FORWARDING]}
+                guard = all_of(eq("objectClass", OC_ALIAS), not_(ACCOUNT_ROLE))
+            else:
+                changes = {**changes, "objectClass": [*classes, OC_FORWARDING]}
+                guard = all_of(ACCOUNT_ROLE, not_(eq("objectClass", OC_FORWARDING)))
+            if self.dir.modify_if(dn, changes, guard, relax=role == OC_ACCOUNT):
+                return dn
+        kind = "an account" if role == OC_ACCOUNT else "an alias"
+        raise Conflict(f"{address} already is {kind}", {"name": "address already in use"})
+
+    def _remove_role(self, entry: Entry, role: str) -> bool:
+        """Take ``role`` away from an entry that has both; False if it has one only."""
+        classes = entry.all("objectClass")
+        lowered = {c.lower() for c in classes}
+        if OC_FORWARDING.lower() not in lowered or OC_ACCOUNT.lower() not in lowered:
+            return False
+        drop = {OC_FORWARDING.lower()}
+        if role == OC_ACCOUNT:
+            drop.add(OC_ACCOUNT.lower())
+        kept = [c for c in classes if c.lower() not in drop]
+        changes = role_changes(KIND_ALIAS if role == OC_ACCOUNT else KIND_ACCOUNT)
+        changes["objectClass"] = kept + ([OC_ALIAS] if role == OC_ACCOUNT else [])
+        both = all_of(ACCOUNT_ROLE, eq("objectClass", OC_FORWARDING))
+        if not self.dir.modify_if(entry.dn, changes, both, relax=role == OC_ACCOUNT):
+            raise Conflict(f"{entry.first(A_MAIL)} changed meanwhile; try again")
+        return True
+
     def _kind_of(self, address: Address) -> str:
         found = self.dir.find(self.base, eq(A_MAIL, str(address)), ["objectClass"], limit=1)
         if found and OC_ALIAS.lower() in (c.lower() for c in found[0].all("objectClass")):
             return "an alias"
         return "an account" if found else "an entry"
 
-    def _remove(self, dn: str) -> None:
-        self.dir.delete(dn)
+    def _remove_parent(self, dn: str) -> None:
         # Drop the domain entry when its last address goes, but only if mailgate
         # made it: a domain entry made by hand stays.
         parent = parent_dn(dn)
@@ -201,7 +265,7 @@ class MailDirectory:
             raise Invalid("invalid page size", {"page_size": f"must be 1 to {MAX_PAGE_SIZE}"})
         if page != LAST_PAGE and (page - 1) * page_size + 1 > MAX_VLV_OFFSET:
             raise NotFound("Invalid page.", {"page": "beyond the last page"})
-        flt = eq("objectClass", object_class)
+        flt = _role(object_class)
         base = self.base
         if domains is not None:
             names = sorted(set(domains))
@@ -242,9 +306,14 @@ class MailDirectory:
         if len(str(address)) > 254:
             raise Invalid("invalid address", {"name": "the address is longer than 254 octets"})
         crypt_hash = passwords.hash_password(plain, self.password_rounds)
-        dn = self._create(address, OC_ACCOUNT, account_attrs(
-            str(address), crypt_hash, whitelist, submission_disabled, origin,
-            subaddress_extension))
+        attrs = account_attrs(str(address), crypt_hash, whitelist, submission_disabled, origin,
+                              subaddress_extension)
+        try:
+            dn = self._create(address, OC_ACCOUNT, attrs)
+        except Conflict:
+            # An alias of that address gets the mailbox (it keeps forwarding).
+            del attrs[A_MAIL]
+            dn = self._add_role(address, OC_ACCOUNT, attrs)
         log.info("account created: %s (origin %s)", address, origin)
         self._changed("account.create", str(address), {
             "password": None, "spoofing_whitelist": ",".join(whitelist),
@@ -299,8 +368,14 @@ class MailDirectory:
         return self.get_account(entry_id)
 
     def delete_account(self, entry_id: str) -> None:
-        entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["1.1"])
-        self._remove(entry.dn)
+        entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["objectClass", A_MAIL])
+        if self._remove_role(entry, OC_ACCOUNT):
+            log.info("account deleted: %s (its alias stays)", entry_id.lower())
+            self._changed("account.delete", entry_id)
+            return
+        if not self.dir.delete_if(entry.dn, not_(eq("objectClass", OC_FORWARDING))):
+            raise Conflict(f"{entry_id.lower()} changed meanwhile; try again")
+        self._remove_parent(entry.dn)
         log.info("account deleted: %s", entry_id.lower())
         self._changed("account.delete", entry_id)
 
@@ -315,7 +390,11 @@ class MailDirectory:
         fields.done()
         address = Address(local, dom)
         _check_not_self(address, targets)
-        dn = self._create(address, OC_ALIAS, alias_attrs(str(address), targets, origin))
+        try:
+            dn = self._create(address, OC_ALIAS, alias_attrs(str(address), targets, origin))
+        except Conflict:
+            # An account of that address also forwards from now on.
+            dn = self._add_role(address, OC_ALIAS, {A_TARGET: targets, A_ORIGIN: [origin]})
         log.info("alias created: %s (origin %s)", address, origin)
         self._changed("alias.create", str(address), {"to": ",".join(targets)})
         return Alias(str(address), local, dom, ",".join(targets), origin, dn)
@@ -342,10 +421,20 @@ class MailDirectory:
         return self.get_alias(entry_id)
 
     def delete_alias(self, entry_id: str) -> None:
-        entry = self._find(self.parse_id(entry_id), OC_ALIAS, ["1.1"])
-        self._remove(entry.dn)
+        entry = self._find(self.parse_id(entry_id), OC_ALIAS, ["objectClass", A_MAIL])
+        if self._remove_role(entry, OC_ALIAS):
+            log.info("alias deleted: %s (its account stays)", entry_id.lower())
+            self._changed("alias.delete", entry_id)
+            return
+        if not self.dir.delete_if(entry.dn, not_(ACCOUNT_ROLE)):
+            raise Conflict(f"{entry_id.lower()} changed meanwhile; try again")
+        self._remove_parent(entry.dn)
         log.info("alias deleted: %s", entry_id.lower())
         self._changed("alias.delete", entry_id)
+
+
+def _role(object_class: str) -> Filter:
+    return ALIAS_ROLE if object_class == OC_ALIAS else eq("objectClass", object_class)
 
 
 def _check_not_self(address: Address, targets: list[str]) -> None:

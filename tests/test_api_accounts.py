@@ -120,6 +120,12 @@ def test_duplicate_address_is_409(client: Client) -> None:
     again = create(client, name="ALICE")
     assert again.status_code == 409
     assert "alice@example.com" in again.json["message"]
+    # An alias of the same address is no duplicate (SPEC.md section 7); a second one is.
+    assert client.post("/mail/alias/", json={"name": "alice", "domain": "example.com",
+                                             "to": "bob@example.com"}).status_code == 201
+    assert client.post("/mail/alias/", json={"name": "alice", "domain": "example.com",
+                                             "to": "bob@example.com"}).status_code == 409
+    assert create(client, name="ALICE").status_code == 409
 
 
 def test_get_is_case_insensitive_and_unknown_is_404(client: Client) -> None:
