@@ -17,9 +17,11 @@ Pure: no I/O. The whole document set is checked before anything is written.
   recipient, bad whitelist, a field given twice, ...) is skipped. Its address is
   *protected*: whatever LDAP holds for it stays as it is (not updated, not
   deleted).
-* An address listed more than once (in one document or across documents, as
-  account or alias) is skipped everywhere and protected, since no one can say
-  which occurrence is right.
+* An address one document lists once as an account and once as an alias is
+  both (:class:`.records.WantBoth`: one entry, mailbox and forwarding).
+* Any other address listed more than once (twice as an account, twice as an
+  alias, or in several documents) is skipped everywhere and protected, since
+  no one can say which occurrence is right.
 
 Normalisation follows the REST API (:mod:`gateway.addresses`): lower-case
 dot-atom local parts, IDNA A-label domains, normalised recipient and
@@ -65,6 +67,7 @@ from .records import (
     Want,
     WantAccount,
     WantAlias,
+    WantBoth,
 )
 
 ACCOUNT_FIELDS = frozenset({"name", "password", "spoofing_whitelist", "submission_disabled",
@@ -153,10 +156,16 @@ class _Builder:
     def add(self, want: Want, raw: str, local: str) -> None:
         """A valid entry (hot path: one dict operation when the address is new)."""
         address = want.address
-        if self.entries.setdefault(address, want) is want and not (
-                len(self.docs) > 1 and self._listed_before(address)):
+        first = self.entries.setdefault(address, want)
+        if first is want and not (len(self.docs) > 1 and self._listed_before(address)):
             if raw != local:
                 self.raw_names[address] = raw
+            return
+        if (first is not want and first is not None and address not in self.problems
+                and {first.kind, want.kind} == {"account", "alias"}):
+            # One document lists the address as an account and as an alias: both.
+            account, alias = (first, want) if first.kind == "account" else (want, first)
+            self.entries[address] = _new(WantBoth, (address, account, alias))
             return
         self._problem(address, _Occurrence(want, want.domain, raw, self.source))
 
@@ -199,7 +208,9 @@ class _Builder:
                 first = entries.get(address)
                 if first is not None and first is not occurrence.want:
                     raw = self.raw_names.get(address, first.name)
-                    found.append(_Occurrence(first, first.domain, raw, source))
+                    parts = (first.account, first.alias) if isinstance(first, WantBoth) \
+                        else (first,)
+                    found.extend(_Occurrence(p, first.domain, raw, source) for p in parts)
                     break
         found.append(occurrence)
 
@@ -264,7 +275,8 @@ def _finish(builder: _Builder) -> Desired:
             desired.skipped.append(Skip(occ.domain, occ.name, occ.reason, occ.source))
             continue
         kinds = sorted({o.want.kind for o in found if o.want is not None})
-        how = "as account and as alias" if len(kinds) > 1 else "more than once"
+        how = "more than once" if len(kinds) == 1 else \
+            "as account and as alias, not once each in one document"
         reason = f"the address is listed {how} ({len(found)} times); every one skipped"
         for occ in found:
             desired.skipped.append(Skip(occ.domain, occ.name, reason, occ.source))

@@ -33,8 +33,9 @@ def export_document(directory: Directory, domains: Collection[str] | None = None
     for entry in sorted(current.entries, key=lambda e: e.address):
         name, _, domain = entry.address.rpartition("@")
         lists = document.setdefault(domain, {"account": [], "alias": []})
-        if entry.kind == "alias":
+        if entry.kind != "account":   # an alias, or an account that also forwards
             lists["alias"].append({"name": name, "to": ",".join(entry.targets)})
+        if entry.kind == "alias":
             continue
         item: dict[str, Any] = {"name": name}
         try:

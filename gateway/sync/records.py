@@ -81,7 +81,21 @@ class WantAlias(_AliasFields, _AddressParts):
         return tuple.__new__(cls, (address, targets))
 
 
-Want = WantAccount | WantAlias
+class _BothFields(NamedTuple):
+    address: str
+    account: WantAccount
+    alias: WantAlias
+
+
+class WantBoth(_BothFields, _AddressParts):
+    """An address one document lists as an account and as an alias (SPEC.md
+    section 7): one entry, the mailbox and the forwarding."""
+
+    __slots__ = ()
+    kind = "both"
+
+
+Want = WantAccount | WantAlias | WantBoth
 _new = tuple.__new__   # builds a Want from its stored fields, skipping __new__ (hot path)
 
 

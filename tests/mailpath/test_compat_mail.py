@@ -91,3 +91,28 @@ def test_catch_all_gets_only_what_nothing_else_takes(
     # Gone: unknown again.
     api(live_gateway, "DELETE", "/mail/alias/*@compat.example/")
     assert_refused(mail_stack.send25(OUTSIDE, ["nobody@compat.example"]), "rcpt", 550)
+
+
+def test_an_address_that_is_account_and_alias_gets_both_deliveries(
+        mail_stack: MailStack, live_gateway: LiveGateway) -> None:
+    create_account(live_gateway, ANNA, "anna pw")
+    create_account(live_gateway, BEN, "ben pw")
+    api(live_gateway, "POST", "/mail/alias/",
+        json={"name": "anna", "domain": "compat.example", "to": BEN})
+    both = subject()
+    assert mail_stack.send25(OUTSIDE, [ANNA], subject=both).sent
+    mail_stack.wait_for_mail(ANNA, "anna pw", both)      # the mailbox ...
+    mail_stack.wait_for_mail(BEN, "ben pw", both)        # ... and the forwarding
+    assert mail_stack.imap_login(ANNA, "anna pw")
+    # The account goes, the forwarding stays: only ben receives, anna cannot log in.
+    api(live_gateway, "DELETE", f"/mail/account/{ANNA}/")
+    after = subject()
+    assert mail_stack.send25(OUTSIDE, [ANNA], subject=after).sent
+    mail_stack.wait_for_mail(BEN, "ben pw", after)
+    assert not mail_stack.imap_login(ANNA, "anna pw")
+    # And back: a new account of the alias's address gets mail beside the forwarding.
+    create_account(live_gateway, ANNA, "new pw")
+    again = subject()
+    assert mail_stack.send25(OUTSIDE, [ANNA], subject=again).sent
+    mail_stack.wait_for_mail(ANNA, "new pw", again)
+    mail_stack.wait_for_mail(BEN, "ben pw", again)

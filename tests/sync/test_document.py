@@ -10,7 +10,7 @@ from passlib.hash import sha256_crypt
 
 from gateway.sync.document import build_desired
 from gateway.sync.jsonstream import parse_document
-from gateway.sync.records import DocumentError, WantAccount, WantAlias
+from gateway.sync.records import DocumentError, WantAccount, WantAlias, WantBoth
 
 from tests.support.sync import BOB_HASH, CHEAP_HASH, SEED_HASH, spec_document
 
@@ -96,10 +96,19 @@ def test_duplicates_across_documents_are_all_skipped() -> None:
     assert all("more than once" in s.reason for s in bob_skips)
 
 
-def test_an_address_both_account_and_alias_is_skipped() -> None:
+def test_an_address_both_account_and_alias_in_one_document_is_both() -> None:
     result = desired({"example.com": {"account": [{"name": "info", "password": CHEAP_HASH}],
-                                      "alias": [{"name": "info", "to": "a@example.org"}]}})
+                                      "alias": [{"name": "Info", "to": "a@example.org"}]}})
+    both = result.entries["info@example.com"]
+    assert isinstance(both, WantBoth) and both.kind == "both"
+    assert both.account.password == CHEAP_HASH and both.alias.targets == ("a@example.org",)
+    assert result.skipped == [] and result.protected == set()
+    # A second alias (or account) of it: every occurrence is skipped, the address protected.
+    result = desired({"example.com": {"account": [{"name": "info", "password": CHEAP_HASH}],
+                                      "alias": [{"name": "info", "to": "a@example.org"},
+                                                {"name": "info", "to": "b@example.org"}]}})
     assert result.entries == {} and result.protected == {"info@example.com"}
+    assert len(result.skipped) == 3
     assert all("account and as alias" in s.reason for s in result.skipped)
 
 
@@ -235,7 +244,7 @@ def test_raw_documents_give_what_parsed_ones_give(chunk: int) -> None:
     assert chunks == []                                  # each chunk let go once parsed
     assert comparable(streamed) == comparable(parsed)
     assert comparable(build_desired([("doc", TRICKY)])) == comparable(parsed)
-    assert set(parsed.entries) == {"o@example.com"}
+    assert set(parsed.entries) == {"alice@example.com", "o@example.com"}
     assert parsed.domains == {"example.com"}
 
 

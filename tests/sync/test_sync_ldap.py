@@ -198,17 +198,18 @@ def test_invalid_entries_are_skipped_reported_and_left_alone(
 
     # Skipped entries make the run partial; the log's end-of-run line says how many.
     assert report.result == "partial", report.reason
-    assert report.reason == "5 entries skipped"
-    assert report.as_json()["skipped_total"] == 5
+    assert report.reason == "3 entries skipped"
+    assert report.as_json()["skipped_total"] == 3
     reasons = {(s.domain, s.name): s.reason for s in report.skipped}
     assert "crypt" in reasons[("example.com", "bob")]
     assert "plain-text-password" not in str(report.as_json())
     assert ("example.com", "bad name") in reasons
     assert "spoofing_whitelist" in reasons[("example.com", "dave")]
-    assert "account and as alias" in reasons[("example.com", "alice")]
-    # Left as they were: bob keeps his hash, alice (listed twice) is not deleted.
+    # Left as it was: bob keeps his hash. alice, listed as account and as alias,
+    # is both now (SPEC.md section 7).
     assert mail.get_account("bob@example.com").password == BOB_HASH
     assert mail.get_account("alice@example.com").password == SEED_HASH
+    assert mail.get_alias("alice@example.com").to == "bob@example.com"
     with pytest.raises(Exception, match="no account"):
         mail.get_account("dave@example.com")
 
@@ -373,3 +374,71 @@ def test_subaddress_extension_is_synced_and_kept_when_not_stated(
     assert runner.run().result == "applied"
     assert mail.get_account("bob@example.com").subaddress_extension
     assert not mail.get_account("alice@example.com").subaddress_extension
+
+
+def test_an_address_listed_as_account_and_alias_is_both_and_its_roles_follow_the_document(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory,
+        slapd: ManagedSlapd) -> None:
+    account = {"name": "info", "password": CHEAP_HASH, "subaddress_extension": True}
+    alias = {"name": "info", "to": "alice@example.com"}
+
+    def serve(*entries: dict[str, object]) -> None:
+        document = spec_document()
+        lists = document["example.com"]
+        for item in entries:
+            lists["alias" if "to" in item else "account"].append(item)  # type: ignore[index]
+        docs.serve("/mail.json", document)
+
+    serve(account, alias)
+    runner = make_runner("/mail.json", sync_max_delete_fraction=1.0)
+    report = runner.run()
+    assert report.result == "applied" and report.counts["created"] == 4, report.as_json()
+    found = attrs(slapd, "info@example.com")
+    assert len(found["dn"]) == 1
+    assert sorted(found["objectClass"]) == ["mailgateAccount", "mailgateForwarding"]
+    assert mail.get_account("info@example.com").subaddress_extension
+    assert mail.get_alias("info@example.com").to == "alice@example.com"
+    assert runner.run(full=True).counts["unchanged"] == 4
+    # Only the account now: the forwarding goes (one modify, the entry stays).
+    serve(account)
+    assert runner.run().counts["updated"] == 1
+    assert attrs(slapd, "info@example.com")["objectClass"] == ["mailgateAccount"]
+    # Only an alias (a kind change of a sync-owned entry: replaced).
+    serve(alias)
+    assert runner.run().counts["replaced"] == 1
+    assert attrs(slapd, "info@example.com")["objectClass"] == ["mailgateAlias"]
+    # Both again: the alias gets its mailbox in place (structural class changes).
+    serve(account, alias)
+    assert runner.run().counts["updated"] == 1
+    found = attrs(slapd, "info@example.com")
+    assert sorted(found["objectClass"]) == ["mailgateAccount", "mailgateForwarding"]
+    assert mail.get_account("info@example.com").password == CHEAP_HASH
+    # Only the alias again: the mailbox goes, the forwarding stays.
+    serve(alias)
+    assert runner.run().counts["updated"] == 1
+    found = attrs(slapd, "info@example.com")
+    assert found["objectClass"] == ["mailgateAlias"] and "userPassword" not in found
+    assert "mailgateSubaddress" not in found
+    assert mail.get_alias("info@example.com").to == "alice@example.com"
+
+
+def test_roles_made_through_the_api(make_runner: MakeRunner, docs: DocServer,
+                                    mail: MailDirectory, slapd: ManagedSlapd) -> None:
+    mail.create_account("sales", "example.com", "pw")
+    mail.create_account("team", "example.com", "pw")
+    mail.create_alias("team", "example.com", "alice@example.com")
+    document = spec_document()
+    lists = document["example.com"]
+    lists["account"].append({"name": "sales", "password": CHEAP_HASH})  # type: ignore[index]
+    lists["alias"].append({"name": "sales", "to": "bob@example.com"})  # type: ignore[index]
+    lists["account"].append({"name": "team", "password": CHEAP_HASH})  # type: ignore[index]
+    runner = make_runner(docs.serve("/mail.json", document))
+    report = runner.run()
+    # A role is added to an API entry (taken over); one is never taken away from it.
+    assert report.result == "partial" and report.counts["taken_over"] == 1
+    assert sorted(attrs(slapd, "sales@example.com")["objectClass"]) == [
+        "mailgateAccount", "mailgateForwarding"]
+    assert mail.get_alias("sales@example.com").origin == "sync"
+    (skip,) = report.skipped
+    assert skip.name == "team" and "account and an alias made through the API" in skip.reason
+    assert mail.get_alias("team@example.com").to == "alice@example.com"
