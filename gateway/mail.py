@@ -88,7 +88,7 @@ MAX_PAGE_SIZE = 10_000
 # entries, so a page starting past it is beyond the last page, known without
 # asking LDAP.
 MAX_VLV_OFFSET = 2**31 - 1
-LAST_PAGE = -1   # ``page=last`` of the lists
+LAST_PAGE = "last"   # ``page=last`` of the lists: the page number it stands for
 _CREATE_ATTEMPTS = 4
 
 ItemT = TypeVar("ItemT", Account, Alias)
@@ -257,13 +257,15 @@ class MailDirectory:
             self.dir.delete_if_leaf(parent)
 
     def _page(self, object_class: str, attrs: Iterable[str], domains: Iterable[str] | None,
-              page: int, page_size: int) -> tuple[int, list[Entry], int]:
+              page: int | str, page_size: int) -> tuple[int, list[Entry], int]:
         """(total, the entries of the page, its number: LAST_PAGE resolved)."""
-        if page != LAST_PAGE and page < 1:
-            raise Invalid("invalid page", {"page": "must be 1 or more"})
+        last = page == LAST_PAGE
+        if not last and (not isinstance(page, int) or page < 1):
+            raise Invalid("invalid page", {"page": "must be 1 or more, or last"})
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise Invalid("invalid page size", {"page_size": f"must be 1 to {MAX_PAGE_SIZE}"})
-        if page != LAST_PAGE and (page - 1) * page_size + 1 > MAX_VLV_OFFSET:
+        number = page if isinstance(page, int) else 1
+        if (number - 1) * page_size + 1 > MAX_VLV_OFFSET:
             raise NotFound("Invalid page.", {"page": "beyond the last page"})
         flt = _role(object_class)
         base = self.base
@@ -275,19 +277,19 @@ class MailDirectory:
                 base = self.domain_dn(names[0])
             else:
                 flt = all_of(flt, any_of(*(ends_with(A_MAIL, "@" + d) for d in names)))
-        if page == LAST_PAGE:
+        if last:
             # The first page says how many there are; the last one then
             # continues slapd's sorted snapshot of that same search.
             result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL, 1, page_size)
-            page = max(1, -(-result.total // page_size))
-            if page == 1:
+            number = max(1, -(-result.total // page_size))
+            if number == 1:
                 return result.total, result.entries, 1
         result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL,
-                                      (page - 1) * page_size + 1, page_size,
-                                      continuation=page > 1)
-        if page > 1 and (page - 1) * page_size >= result.total:
+                                      (number - 1) * page_size + 1, page_size,
+                                      continuation=number > 1)
+        if number > 1 and (number - 1) * page_size >= result.total:
             raise NotFound("Invalid page.", {"page": "beyond the last page"})
-        return result.total, result.entries, page
+        return result.total, result.entries, number
 
     # -- accounts -----------------------------------------------------------
 
@@ -324,7 +326,7 @@ class MailDirectory:
     def get_account(self, entry_id: str) -> Account:
         return decode_account(self._find(self.parse_id(entry_id), OC_ACCOUNT, ACCOUNT_ATTRS))
 
-    def list_accounts(self, domains: Iterable[str] | None, page: int = 1,
+    def list_accounts(self, domains: Iterable[str] | None, page: int | str = 1,
                       page_size: int = 100) -> Page[Account]:
         total, entries, page = self._page(OC_ACCOUNT, ACCOUNT_LIST_ATTRS, domains,
                                           page, page_size)
@@ -353,6 +355,7 @@ class MailDirectory:
         self.dir.modify(entry.dn, {A_SUBADDRESS: encode_bool(enabled)})
         log.info("sub-addressing %s: %s", "enabled" if enabled else "disabled",
                  entry_id.lower())
+        self._changed("account.set_subaddress", entry_id, {"subaddress_extension": enabled})
         return self.get_account(entry_id)
 
     def set_spoofing_whitelist(self, entry_id: str, value: object) -> Account:
@@ -402,7 +405,7 @@ class MailDirectory:
     def get_alias(self, entry_id: str) -> Alias:
         return decode_alias(self._find(self.parse_id(entry_id), OC_ALIAS, ALIAS_ATTRS))
 
-    def list_aliases(self, domains: Iterable[str] | None, page: int = 1,
+    def list_aliases(self, domains: Iterable[str] | None, page: int | str = 1,
                      page_size: int = 100) -> Page[Alias]:
         total, entries, page = self._page(OC_ALIAS, ALIAS_LIST_ATTRS, domains,
                                           page, page_size)

@@ -99,7 +99,7 @@ def _int_arg(name: str, default: int) -> int:
     return int(raw)
 
 
-def list_args() -> tuple[str | None, int, int]:
+def list_args() -> tuple[str | None, int | str, int]:
     """``domain``, ``page`` and ``page_size`` from the query string.
 
     As the original service: ``page=last`` is the last page (LAST_PAGE), and

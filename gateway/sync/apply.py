@@ -256,11 +256,15 @@ class _Tagged(Write):
 
 
 def _fields(want: Want) -> dict[str, object]:
+    if isinstance(want, WantBoth):
+        return {**_fields(want.account), **_fields(want.alias)}
     if isinstance(want, WantAccount):
         fields: dict[str, object] = {"password": None}
         if want.whitelist is not None:
             fields["spoofing_whitelist"] = ",".join(want.whitelist)
         if want.submission_disabled is not None:
             fields["submission_disabled"] = want.submission_disabled
+        if want.subaddress_extension is not None:
+            fields["subaddress_extension"] = want.subaddress_extension
         return fields
     return {"to": ",".join(want.targets)}

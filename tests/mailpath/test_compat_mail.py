@@ -12,7 +12,7 @@ import pytest
 
 from .mailstack import MailStack
 from .test_mail_path import api, assert_refused, create_account, subject
-from conftest import LiveGateway
+from tests.support.api import LiveGateway
 
 pytestmark = pytest.mark.timeout(120)
 

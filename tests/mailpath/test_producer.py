@@ -24,7 +24,8 @@ from gateway.sync.runner import SyncRunner
 
 from .mailstack import MailStack
 from .test_mail_path import assert_refused, subject
-from conftest import LiveGateway
+from tests.support import httpsserver
+from tests.support.api import LiveGateway
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -75,8 +76,6 @@ def producer_document() -> dict[str, object]:
 
 @pytest.fixture
 def producer_sync(settings: Settings, tmp_path: Path) -> Iterator[SyncRunner]:
-    from sync import httpsserver  # tests/sync: the HTTPS document server
-
     docs, server = httpsserver.start(tmp_path)
     url = docs.serve("/export/mail.json?token=kumquat-s3cret", producer_document())
     runner = SyncRunner(settings.replace(json_urls=(url,), json_ca_file=docs.ca_file))
