@@ -16,15 +16,28 @@ from gateway.mail import MailDirectory
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd, free_port
 
-# The last commit whose ldif/ predates sub-addressing and mailgateForwarding.
-PREVIOUS = "1a87f38"
 REPO = Path(__file__).resolve().parent.parent
 BASE = "dc=mail,dc=old"
 
 
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                          check=False)
+
+
+def previous_commit() -> str:
+    """The last commit whose ldif/ predates sub-addressing and mailgateForwarding:
+    the parent of the one that added mailgateSubaddress (found by content, so it
+    survives rebases)."""
+    done = _git("log", "--format=%H", "--reverse", "-S", "mailgateSubaddress", "--",
+                "ldif/schema/mailgate.ldif")
+    if done.returncode != 0 or not done.stdout.strip():
+        pytest.skip(f"no git history here ({done.stderr.strip()})")
+    return done.stdout.split()[0] + "^"
+
+
 def previous_ldif(name: str) -> str:
-    done = subprocess.run(["git", "-C", str(REPO), "show", f"{PREVIOUS}:ldif/{name}"],
-                          capture_output=True, text=True, check=False)
+    done = _git("show", f"{previous_commit()}:ldif/{name}")
     if done.returncode != 0:
         pytest.skip(f"no git history here ({done.stderr.strip()})")
     return done.stdout
