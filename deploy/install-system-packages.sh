@@ -6,8 +6,9 @@
 set -euo pipefail
 # gcc, libldap2-dev, libsasl2-dev, libmilter-dev: pip builds python-ldap and
 # pymilter against them. systemd: systemd-analyze verify of deploy/systemd (tests).
+# postfix-pcre: the sub-address table (deploy/postfix/subaddress.pcre.in).
 packages=(slapd ldap-utils gcc libc6-dev libldap2-dev libsasl2-dev postfix postfix-ldap
-          dovecot-core dovecot-imapd dovecot-lmtpd dovecot-ldap libmilter-dev
+          postfix-pcre dovecot-core dovecot-imapd dovecot-lmtpd dovecot-ldap libmilter-dev
           systemd)
 missing=()
 for p in "${packages[@]}"; do

@@ -23,6 +23,7 @@ _DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
 _LDH_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 MAX_LOCAL = 64
 MAX_DOMAIN = 253
+CATCH_ALL = "*"   # the local part of a domain's catch-all alias (SPEC.md section 7)
 MAX_ADDRESS = 254
 MAX_LIST_ITEMS = 1000
 WILDCARD = "*"

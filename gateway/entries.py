@@ -7,6 +7,7 @@ The one module that knows how mailgate's data looks in LDAP
       ou=domains                        DIT of the mail servers' lookups
         dc=<domain>                     mailgateDomain
           mail=<local@domain>           mailgateAccount | mailgateAlias
+                                        | mailgateAccount + mailgateForwarding (both)
       ou=gateway                        the gateway's own state
         cn=<name>                       mailgateStateObject (sync lock, state, runs)
         ou=tokens
@@ -31,13 +32,16 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import passwords
-from .directory import Entry, rdn
+from .directory import Entry, Filter, any_of, eq, rdn
 
 # -- object classes and attributes --------------------------------------------
 
 OC_DOMAIN = "mailgateDomain"
 OC_ACCOUNT = "mailgateAccount"
 OC_ALIAS = "mailgateAlias"
+# The alias part of an address that also is an account (SPEC.md section 7): an
+# auxiliary class on the account's entry, so one address stays one entry.
+OC_FORWARDING = "mailgateForwarding"
 OC_STATE = "mailgateStateObject"
 OC_TOKEN = "mailgateToken"  # noqa: S105 (an object class name)
 
@@ -47,6 +51,7 @@ A_MAIL = "mail"
 A_PASSWORD = "userPassword"  # noqa: S105 (an attribute name)
 A_SENDER = "mailgateSenderAllowed"
 A_DISABLED = "mailgateSubmissionDisabled"
+A_SUBADDRESS = "mailgateSubaddress"
 A_TARGET = "mailgateAliasTarget"
 A_ORIGIN = "mailgateOrigin"
 A_STATE = "mailgateState"
@@ -57,13 +62,20 @@ A_TOKEN_DOMAIN = "mailgateTokenDomain"  # noqa: S105 (an attribute name)
 A_TOKEN_READ_ONLY = "mailgateTokenReadOnly"  # noqa: S105 (an attribute name)
 A_DESCRIPTION = "description"
 
-ACCOUNT_ATTRS = (A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_ORIGIN)
+ACCOUNT_ATTRS = (A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_SUBADDRESS, A_ORIGIN)
 ALIAS_ATTRS = (A_MAIL, A_TARGET, A_ORIGIN)
 # Lists show no origin: reading less is what makes 10 000-entry pages fast.
 ACCOUNT_LIST_ATTRS = ACCOUNT_ATTRS[:-1]
 ALIAS_LIST_ATTRS = ALIAS_ATTRS[:-1]
 # What the sync compares, for accounts and aliases alike.
-SYNC_ATTRS = ("objectClass", A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_TARGET, A_ORIGIN)
+SYNC_ATTRS = ("objectClass", A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_SUBADDRESS, A_TARGET,
+              A_ORIGIN)
+
+# The two roles an address may have; "both" is an account with a forwarding.
+KIND_ACCOUNT, KIND_ALIAS, KIND_BOTH = "account", "alias", "both"
+# Entries with an alias part: an alias, or an account with a forwarding.
+ALIAS_ROLE = any_of(eq("objectClass", OC_ALIAS), eq("objectClass", OC_FORWARDING))
+ACCOUNT_ROLE: Filter = eq("objectClass", OC_ACCOUNT)
 
 ORIGIN_API = "api"
 ORIGIN_SYNC = "sync"
@@ -135,6 +147,7 @@ class Account(NamedTuple):
     password: str
     spoofing_whitelist: str
     submission_disabled: bool
+    subaddress_extension: bool = False
     origin: str | None = None
     dn: str = ""
 
@@ -149,13 +162,15 @@ class Alias(NamedTuple):
 
 
 def account_attrs(address: str, crypt_hash: str, whitelist: Iterable[str],
-                  submission_disabled: bool | None, origin: str) -> dict[str, list[str]]:
+                  submission_disabled: bool | None, origin: str,
+                  subaddress_extension: bool | None = False) -> dict[str, list[str]]:
     """The attributes of a new account entry (object class :data:`OC_ACCOUNT`)."""
     return {
         A_MAIL: [address],
         A_PASSWORD: [passwords.to_ldap(crypt_hash)],
         A_SENDER: list(whitelist),
         A_DISABLED: encode_bool(submission_disabled),
+        A_SUBADDRESS: encode_bool(subaddress_extension),
         A_ORIGIN: [origin],
     }
 
@@ -165,11 +180,34 @@ def alias_attrs(address: str, targets: Iterable[str], origin: str) -> dict[str, 
     return {A_MAIL: [address], A_TARGET: list(targets), A_ORIGIN: [origin]}
 
 
+def role_classes(kind: str) -> list[str]:
+    """The object classes of an entry of ``kind`` (account, alias, both)."""
+    if kind == KIND_ACCOUNT:
+        return [OC_ACCOUNT]
+    if kind == KIND_ALIAS:
+        return [OC_ALIAS]
+    return [OC_ACCOUNT, OC_FORWARDING]
+
+
+def role_changes(kind: str) -> dict[str, list[str]]:
+    """LDAP replacements that make an entry ``kind``; the values of a role it
+    loses are removed. A change between mailgateAccount and mailgateAlias
+    changes the structural class: send it with the Relax Rules control."""
+    attrs: dict[str, list[str]] = {"objectClass": role_classes(kind)}
+    if kind == KIND_ALIAS:
+        for name in (A_PASSWORD, A_SENDER, A_DISABLED, A_SUBADDRESS):
+            attrs[name] = []
+    elif kind == KIND_ACCOUNT:
+        attrs[A_TARGET] = []
+    return attrs
+
+
 def field_changes(changes: Mapping[str, object]) -> dict[str, list[str]]:
     """LDAP replacements for changed fields, by their API/JSON names.
 
     ``password`` is a crypt hash; ``spoofing_whitelist`` and ``to`` are
-    lists; ``submission_disabled`` a boolean; ``origin`` a string.
+    lists; ``submission_disabled`` and ``subaddress_extension`` booleans;
+    ``origin`` a string; ``kind`` the new role set (:func:`role_changes`).
     """
     attrs: dict[str, list[str]] = {}
     for name, value in changes.items():
@@ -179,12 +217,17 @@ def field_changes(changes: Mapping[str, object]) -> dict[str, list[str]]:
             attrs[A_SENDER] = [str(v) for v in value]  # type: ignore[attr-defined]
         elif name == "submission_disabled":
             attrs[A_DISABLED] = encode_bool(bool(value))
+        elif name == "subaddress_extension":
+            attrs[A_SUBADDRESS] = encode_bool(bool(value))
         elif name == "to":
             attrs[A_TARGET] = [str(v) for v in value]  # type: ignore[attr-defined]
         elif name == "origin":
             attrs[A_ORIGIN] = [str(value)]
-        else:
+        elif name != "kind":
             raise ValueError(f"no attribute for the field {name!r}")
+    if "kind" in changes:
+        for attr, values in role_changes(str(changes["kind"])).items():
+            attrs.setdefault(attr, values)
     return attrs
 
 
@@ -218,10 +261,12 @@ def decode_account(entry: Entry) -> Account:
     whitelist = ",".join(map(_text, values)) if values else ""
     values = attrs.get(A_DISABLED)
     disabled = values[0].upper() == _TRUE if values else False
+    values = attrs.get(A_SUBADDRESS)
+    subaddress = values[0].upper() == _TRUE if values else False
     values = attrs.get(A_ORIGIN)
     origin = (values[0].decode("utf-8", "replace") or None) if values else None
-    return _new(Account, (address, name, domain, password, whitelist, disabled, origin,
-                          entry.dn))
+    return _new(Account, (address, name, domain, password, whitelist, disabled, subaddress,
+                          origin, entry.dn))
 
 
 def decode_alias(entry: Entry) -> Alias:
@@ -248,12 +293,13 @@ class Existing(NamedTuple):
 
     dn: str
     address: str
-    kind: str                            # "account" or "alias"
+    kind: str                            # "account", "alias" or "both"
     origin: str | None
     password: str = ""                   # crypt hash, {CRYPT} tag removed
     whitelist: tuple[str, ...] = ()
     submission_disabled: bool = False
     targets: tuple[str, ...] = ()
+    subaddress_extension: bool = False
 
     @property
     def domain(self) -> str:
@@ -266,24 +312,25 @@ class Existing(NamedTuple):
 
 _ACCOUNT = OC_ACCOUNT.encode()
 _ALIAS = OC_ALIAS.encode()
+_FORWARDING = OC_FORWARDING.encode()
 # One str per origin value, not one per entry.
 _ORIGINS = {b"sync": ORIGIN_SYNC, b"api": ORIGIN_API}
 
 
 def _kind(classes: list[bytes]) -> str | None:
     if _ACCOUNT in classes:
-        return "account"
+        return KIND_BOTH if _FORWARDING in classes else KIND_ACCOUNT
     if _ALIAS in classes:
-        return "alias"
+        return KIND_ALIAS
     # Object class names are case-insensitive; entries made by hand may differ.
     lowered = {c.lower() for c in classes}
     if _ACCOUNT.lower() in lowered:
-        return "account"
-    return "alias" if _ALIAS.lower() in lowered else None
+        return KIND_BOTH if _FORWARDING.lower() in lowered else KIND_ACCOUNT
+    return KIND_ALIAS if _ALIAS.lower() in lowered else None
 
 
 def kind_of(entry: Entry) -> str | None:
-    """``account``, ``alias`` or None, from the entry's object classes."""
+    """``account``, ``alias``, ``both`` or None, from the entry's object classes."""
     return _kind(entry.attrs.get("objectClass") or [])
 
 
@@ -303,15 +350,21 @@ def decode_existing(entry: Entry) -> Existing | None:
     values = attrs.get(A_ORIGIN)
     origin = (_ORIGINS.get(values[0]) or values[0].decode("utf-8", "replace")) if values \
         else None
-    if kind == "account":
+    if kind != KIND_ALIAS:
         values = attrs.get(A_PASSWORD)
         password = passwords.from_ldap(values[0].decode("utf-8", "replace")) if values else ""
         values = attrs.get(A_SENDER)
         whitelist = tuple(map(_text, values)) if values else ()
         values = attrs.get(A_DISABLED)
         disabled = values is not None and values[0].upper() == _TRUE
+        values = attrs.get(A_SUBADDRESS)
+        subaddress = values is not None and values[0].upper() == _TRUE
+        targets: tuple[str, ...] = ()
+        if kind == KIND_BOTH:
+            values = attrs.get(A_TARGET)
+            targets = tuple(map(_text, values)) if values else ()
         return _new(Existing, (entry.dn, address, kind, origin, password, whitelist, disabled,
-                               ()))
+                               targets, subaddress))
     values = attrs.get(A_TARGET)
     return _new(Existing, (entry.dn, address, kind, origin, "", (), False,
-                           tuple(map(_text, values)) if values else ()))
+                           tuple(map(_text, values)) if values else (), False))

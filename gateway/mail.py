@@ -4,8 +4,13 @@ Pure domain code: no Flask here. The API and the JSON sync both call it.
 
 How entries look in LDAP is :mod:`gateway.entries`' business. Accounts and
 aliases share one RDN namespace per domain, so the directory itself refuses a
-second entry for an address: "an address is never both an account and an
-alias" holds under any concurrency, with no lock.
+second entry for an address under any concurrency, with no lock. An address
+may be both an account and an alias (SPEC.md section 7): still one entry, a
+mailgateAccount with the auxiliary class mailgateForwarding. Adding or
+removing one role of an address is one atomic modify of that entry, guarded
+by an assertion on its object classes (and, where the structural class
+changes between mailgateAccount and mailgateAlias, sent with the Relax Rules
+control), so two concurrent requests cannot both add the same role.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Generic, TypeVar, cast
 
 from . import passwords
 from .addresses import (
+    CATCH_ALL,
     Address,
     normalize_domain,
     normalize_local,
@@ -26,7 +32,18 @@ from .addresses import (
     parse_whitelist,
 )
 from .audit import AuditLog
-from .directory import Directory, Entry, all_of, any_of, ends_with, eq, parent_dn
+from .directory import (
+    Directory,
+    Entry,
+    Filter,
+    all_of,
+    any_of,
+    ends_with,
+    eq,
+    not_,
+    parent_dn,
+    present,
+)
 from .entries import (
     A_DC,
     A_DISABLED,
@@ -34,14 +51,20 @@ from .entries import (
     A_ORIGIN,
     A_PASSWORD,
     A_SENDER,
+    A_SUBADDRESS,
     A_TARGET,
     ACCOUNT_ATTRS,
     ACCOUNT_LIST_ATTRS,
+    ACCOUNT_ROLE,
     ALIAS_ATTRS,
     ALIAS_LIST_ATTRS,
+    ALIAS_ROLE,
+    KIND_ACCOUNT,
+    KIND_ALIAS,
     OC_ACCOUNT,
     OC_ALIAS,
     OC_DOMAIN,
+    OC_FORWARDING,
     ORIGIN_API,
     Account,
     Alias,
@@ -51,6 +74,7 @@ from .entries import (
     decode_account,
     decode_alias,
     encode_bool,
+    role_changes,
 )
 from .errors import Conflict, Invalid, NotFound
 
@@ -64,6 +88,7 @@ MAX_PAGE_SIZE = 10_000
 # entries, so a page starting past it is beyond the last page, known without
 # asking LDAP.
 MAX_VLV_OFFSET = 2**31 - 1
+LAST_PAGE = "last"   # ``page=last`` of the lists: the page number it stands for
 _CREATE_ATTEMPTS = 4
 
 ItemT = TypeVar("ItemT", Account, Alias)
@@ -146,8 +171,9 @@ class MailDirectory:
     # -- shared entry mechanics ------------------------------------------------
 
     def _find(self, address: Address, object_class: str, attrs: Iterable[str]) -> Entry:
-        """The entry of ``object_class`` for ``address``, wherever it sits; NotFound."""
-        found = self.dir.find(self.base, all_of(eq("objectClass", object_class),
+        """The entry with the role ``object_class`` (OC_ACCOUNT: an account; OC_ALIAS:
+        an alias or an account's forwarding) for ``address``; NotFound."""
+        found = self.dir.find(self.base, all_of(_role(object_class),
                                                 eq(A_MAIL, str(address))), list(attrs), limit=2)
         if not found:
             kind = "account" if object_class == OC_ACCOUNT else "alias"
@@ -175,14 +201,55 @@ class MailDirectory:
             self.dir.add(self.domain_dn(domain), OC_DOMAIN,
                          {A_DC: [domain], A_ORIGIN: [ORIGIN_API]})
 
+    def _add_role(self, address: Address, role: str, changes: dict[str, list[str]]) -> str:
+        """Give the existing entry of ``address`` the other role; Conflict if it has it.
+
+        ``role`` is OC_ACCOUNT (an alias gets a mailbox) or OC_ALIAS (an
+        account gets a forwarding); ``changes`` are the role's attributes.
+        """
+        dn = self.entry_dn(address)
+        entry = self.dir.read(dn, present("objectClass"), ["objectClass"])
+        if entry is not None:
+            classes = [c for c in entry.all("objectClass")
+                       if c.lower() not in (OC_ALIAS.lower(), OC_FORWARDING.lower())]
+            if role == OC_ACCOUNT:
+                # The structural class changes: an alias becomes an account with
+                # a forwarding, atomically, only while it is a plain alias.
+                classes = [c for c in classes if c.lower() != OC_ACCOUNT.lower()]
+                changes = {**changes, "objectClass": [*classes, OC_ACCOUNT, OC_FORWARDING]}
+                guard = all_of(eq("objectClass", OC_ALIAS), not_(ACCOUNT_ROLE))
+            else:
+                changes = {**changes, "objectClass": [*classes, OC_FORWARDING]}
+                guard = all_of(ACCOUNT_ROLE, not_(eq("objectClass", OC_FORWARDING)))
+            if self.dir.modify_if(dn, changes, guard, relax=role == OC_ACCOUNT):
+                return dn
+        kind = "an account" if role == OC_ACCOUNT else "an alias"
+        raise Conflict(f"{address} already is {kind}", {"name": "address already in use"})
+
+    def _remove_role(self, entry: Entry, role: str) -> bool:
+        """Take ``role`` away from an entry that has both; False if it has one only."""
+        classes = entry.all("objectClass")
+        lowered = {c.lower() for c in classes}
+        if OC_FORWARDING.lower() not in lowered or OC_ACCOUNT.lower() not in lowered:
+            return False
+        drop = {OC_FORWARDING.lower()}
+        if role == OC_ACCOUNT:
+            drop.add(OC_ACCOUNT.lower())
+        kept = [c for c in classes if c.lower() not in drop]
+        changes = role_changes(KIND_ALIAS if role == OC_ACCOUNT else KIND_ACCOUNT)
+        changes["objectClass"] = kept + ([OC_ALIAS] if role == OC_ACCOUNT else [])
+        both = all_of(ACCOUNT_ROLE, eq("objectClass", OC_FORWARDING))
+        if not self.dir.modify_if(entry.dn, changes, both, relax=role == OC_ACCOUNT):
+            raise Conflict(f"{entry.first(A_MAIL)} changed meanwhile; try again")
+        return True
+
     def _kind_of(self, address: Address) -> str:
         found = self.dir.find(self.base, eq(A_MAIL, str(address)), ["objectClass"], limit=1)
         if found and OC_ALIAS.lower() in (c.lower() for c in found[0].all("objectClass")):
             return "an alias"
         return "an account" if found else "an entry"
 
-    def _remove(self, dn: str) -> None:
-        self.dir.delete(dn)
+    def _remove_parent(self, dn: str) -> None:
         # Drop the domain entry when its last address goes, but only if mailgate
         # made it: a domain entry made by hand stays.
         parent = parent_dn(dn)
@@ -190,37 +257,49 @@ class MailDirectory:
             self.dir.delete_if_leaf(parent)
 
     def _page(self, object_class: str, attrs: Iterable[str], domains: Iterable[str] | None,
-              page: int, page_size: int) -> tuple[int, list[Entry]]:
-        if page < 1:
-            raise Invalid("invalid page", {"page": "must be 1 or more"})
+              page: int | str, page_size: int) -> tuple[int, list[Entry], int]:
+        """(total, the entries of the page, its number: LAST_PAGE resolved)."""
+        last = page == LAST_PAGE
+        if not last and (not isinstance(page, int) or page < 1):
+            raise Invalid("invalid page", {"page": "must be 1 or more, or last"})
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise Invalid("invalid page size", {"page_size": f"must be 1 to {MAX_PAGE_SIZE}"})
-        offset = (page - 1) * page_size + 1
-        if offset > MAX_VLV_OFFSET:
+        number = page if isinstance(page, int) else 1
+        if (number - 1) * page_size + 1 > MAX_VLV_OFFSET:
             raise NotFound("Invalid page.", {"page": "beyond the last page"})
-        flt = eq("objectClass", object_class)
+        flt = _role(object_class)
         base = self.base
         if domains is not None:
             names = sorted(set(domains))
             if not names:
-                return 0, []
+                return 0, [], 1
             if len(names) == 1:
                 base = self.domain_dn(names[0])
             else:
                 flt = all_of(flt, any_of(*(ends_with(A_MAIL, "@" + d) for d in names)))
-        result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL, offset, page_size,
-                                      continuation=page > 1)
-        if page > 1 and (page - 1) * page_size >= result.total:
+        if last:
+            # The first page says how many there are; the last one then
+            # continues slapd's sorted snapshot of that same search.
+            result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL, 1, page_size)
+            number = max(1, -(-result.total // page_size))
+            if number == 1:
+                return result.total, result.entries, 1
+        result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL,
+                                      (number - 1) * page_size + 1, page_size,
+                                      continuation=number > 1)
+        if number > 1 and (number - 1) * page_size >= result.total:
             raise NotFound("Invalid page.", {"page": "beyond the last page"})
-        return result.total, result.entries
+        return result.total, result.entries, number
 
     # -- accounts -----------------------------------------------------------
 
     def create_account(self, name: object, domain: object, password: object,
                        submission_disabled: bool = False, spoofing_whitelist: object = "",
-                       origin: str = ORIGIN_API) -> Account:
+                       origin: str = ORIGIN_API, subaddress_extension: bool = False) -> Account:
         fields = _Fields()
         local = fields.take("name", normalize_local, name)
+        if local == CATCH_ALL:
+            fields.errors["name"] = "'*' is reserved for the catch-all alias"
         dom = fields.take("domain", normalize_domain, domain)
         plain = fields.take("password", passwords.check_plain, password)
         whitelist = fields.take("spoofing_whitelist", parse_whitelist, spoofing_whitelist, "")
@@ -229,21 +308,28 @@ class MailDirectory:
         if len(str(address)) > 254:
             raise Invalid("invalid address", {"name": "the address is longer than 254 octets"})
         crypt_hash = passwords.hash_password(plain, self.password_rounds)
-        dn = self._create(address, OC_ACCOUNT, account_attrs(
-            str(address), crypt_hash, whitelist, submission_disabled, origin))
+        attrs = account_attrs(str(address), crypt_hash, whitelist, submission_disabled, origin,
+                              subaddress_extension)
+        try:
+            dn = self._create(address, OC_ACCOUNT, attrs)
+        except Conflict:
+            # An alias of that address gets the mailbox (it keeps forwarding).
+            del attrs[A_MAIL]
+            dn = self._add_role(address, OC_ACCOUNT, attrs)
         log.info("account created: %s (origin %s)", address, origin)
         self._changed("account.create", str(address), {
             "password": None, "spoofing_whitelist": ",".join(whitelist),
             "submission_disabled": submission_disabled})
         return Account(str(address), local, dom, crypt_hash, ",".join(whitelist),
-                       submission_disabled, origin, dn)
+                       submission_disabled, subaddress_extension, origin, dn)
 
     def get_account(self, entry_id: str) -> Account:
         return decode_account(self._find(self.parse_id(entry_id), OC_ACCOUNT, ACCOUNT_ATTRS))
 
-    def list_accounts(self, domains: Iterable[str] | None, page: int = 1,
+    def list_accounts(self, domains: Iterable[str] | None, page: int | str = 1,
                       page_size: int = 100) -> Page[Account]:
-        total, entries = self._page(OC_ACCOUNT, ACCOUNT_LIST_ATTRS, domains, page, page_size)
+        total, entries, page = self._page(OC_ACCOUNT, ACCOUNT_LIST_ATTRS, domains,
+                                          page, page_size)
         return Page(total, page, page_size, [decode_account(e) for e in entries])
 
     def set_password(self, entry_id: str, password: object) -> Account:
@@ -264,9 +350,18 @@ class MailDirectory:
         self._changed("account.set_submission", entry_id, {"submission_disabled": disabled})
         return self.get_account(entry_id)
 
+    def set_subaddress_extension(self, entry_id: str, enabled: bool) -> Account:
+        entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["1.1"])
+        self.dir.modify(entry.dn, {A_SUBADDRESS: encode_bool(enabled)})
+        log.info("sub-addressing %s: %s", "enabled" if enabled else "disabled",
+                 entry_id.lower())
+        self._changed("account.set_subaddress", entry_id, {"subaddress_extension": enabled})
+        return self.get_account(entry_id)
+
     def set_spoofing_whitelist(self, entry_id: str, value: object) -> Account:
         fields = _Fields()
-        whitelist = fields.take("spoofing_whitelist", parse_whitelist, value)
+        # No value (or null) clears the list, as the original service did.
+        whitelist = fields.take("spoofing_whitelist", parse_whitelist, value, "")
         fields.done()
         entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["1.1"])
         self.dir.modify(entry.dn, {A_SENDER: whitelist})
@@ -276,8 +371,14 @@ class MailDirectory:
         return self.get_account(entry_id)
 
     def delete_account(self, entry_id: str) -> None:
-        entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["1.1"])
-        self._remove(entry.dn)
+        entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["objectClass", A_MAIL])
+        if self._remove_role(entry, OC_ACCOUNT):
+            log.info("account deleted: %s (its alias stays)", entry_id.lower())
+            self._changed("account.delete", entry_id)
+            return
+        if not self.dir.delete_if(entry.dn, not_(eq("objectClass", OC_FORWARDING))):
+            raise Conflict(f"{entry_id.lower()} changed meanwhile; try again")
+        self._remove_parent(entry.dn)
         log.info("account deleted: %s", entry_id.lower())
         self._changed("account.delete", entry_id)
 
@@ -292,7 +393,11 @@ class MailDirectory:
         fields.done()
         address = Address(local, dom)
         _check_not_self(address, targets)
-        dn = self._create(address, OC_ALIAS, alias_attrs(str(address), targets, origin))
+        try:
+            dn = self._create(address, OC_ALIAS, alias_attrs(str(address), targets, origin))
+        except Conflict:
+            # An account of that address also forwards from now on.
+            dn = self._add_role(address, OC_ALIAS, {A_TARGET: targets, A_ORIGIN: [origin]})
         log.info("alias created: %s (origin %s)", address, origin)
         self._changed("alias.create", str(address), {"to": ",".join(targets)})
         return Alias(str(address), local, dom, ",".join(targets), origin, dn)
@@ -300,9 +405,10 @@ class MailDirectory:
     def get_alias(self, entry_id: str) -> Alias:
         return decode_alias(self._find(self.parse_id(entry_id), OC_ALIAS, ALIAS_ATTRS))
 
-    def list_aliases(self, domains: Iterable[str] | None, page: int = 1,
+    def list_aliases(self, domains: Iterable[str] | None, page: int | str = 1,
                      page_size: int = 100) -> Page[Alias]:
-        total, entries = self._page(OC_ALIAS, ALIAS_LIST_ATTRS, domains, page, page_size)
+        total, entries, page = self._page(OC_ALIAS, ALIAS_LIST_ATTRS, domains,
+                                          page, page_size)
         return Page(total, page, page_size, [decode_alias(e) for e in entries])
 
     def set_alias_targets(self, entry_id: str, to: object) -> Alias:
@@ -318,10 +424,20 @@ class MailDirectory:
         return self.get_alias(entry_id)
 
     def delete_alias(self, entry_id: str) -> None:
-        entry = self._find(self.parse_id(entry_id), OC_ALIAS, ["1.1"])
-        self._remove(entry.dn)
+        entry = self._find(self.parse_id(entry_id), OC_ALIAS, ["objectClass", A_MAIL])
+        if self._remove_role(entry, OC_ALIAS):
+            log.info("alias deleted: %s (its account stays)", entry_id.lower())
+            self._changed("alias.delete", entry_id)
+            return
+        if not self.dir.delete_if(entry.dn, not_(ACCOUNT_ROLE)):
+            raise Conflict(f"{entry_id.lower()} changed meanwhile; try again")
+        self._remove_parent(entry.dn)
         log.info("alias deleted: %s", entry_id.lower())
         self._changed("alias.delete", entry_id)
+
+
+def _role(object_class: str) -> Filter:
+    return ALIAS_ROLE if object_class == OC_ALIAS else eq("objectClass", object_class)
 
 
 def _check_not_self(address: Address, targets: list[str]) -> None:

@@ -41,8 +41,10 @@ __all__ = [
     "write_files",
 ]
 
-POSTFIX_MAPS = ("ldap-domains.cf", "ldap-mailboxes.cf", "ldap-aliases.cf",
-                "ldap-sender-login.cf", "ldap-submission-disabled.cf")
+POSTFIX_MAPS = ("ldap-domains.cf", "ldap-mailboxes.cf", "ldap-aliases.cf", "ldap-accounts.cf",
+                "ldap-subaddress.cf", "ldap-catchall.cf", "ldap-sender-login.cf",
+                "ldap-submission-disabled.cf")
+POSTFIX_TABLES = ("subaddress.pcre",)   # no password: world-readable
 DOVECOT_ARGS = ("dovecot-ldap-passdb.conf.ext", "dovecot-ldap-userdb.conf.ext")
 DEFAULT_MILTER = "inet:127.0.0.1:10031"
 # Postfix 3.7's default, used when postconf cannot tell us the local one.
@@ -118,7 +120,8 @@ def postfix_files(ldap: LdapAccess, *, map_dir: str, lmtp: str = "lmtp:unix:priv
                   sasl_path: str = "private/auth", milter: str | None = DEFAULT_MILTER,
                   submission_listen: str = "submission", submission_tls: str = "encrypt",
                   chroot: bool = False, proxy_read_maps: str | None = None) -> list[Rendered]:
-    """The five ldap_table maps plus the main.cf and master.cf fragments."""
+    """The ldap_table maps, the sub-address pcre table, the main.cf and master.cf
+    fragments."""
     if submission_tls not in ("encrypt", "may", "none"):
         raise RenderError("submission TLS must be encrypt, may or none")
     tls_lines = ""
@@ -142,6 +145,8 @@ def postfix_files(ldap: LdapAccess, *, map_dir: str, lmtp: str = "lmtp:unix:priv
     }
     files = [Rendered(name, render_template(_template("postfix", name), values), 0o640,
                       "postfix") for name in POSTFIX_MAPS]
+    for name in POSTFIX_TABLES:
+        files.append(Rendered(name, render_template(_template("postfix", name), values), 0o644))
     for name in ("main.cf", "master.cf"):
         files.append(Rendered(f"{name}.fragment",
                               render_template(_template("postfix", name), values), 0o644))

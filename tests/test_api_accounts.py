@@ -12,7 +12,8 @@ from gateway.directory import Directory
 from tests.support.api import Client
 from tests.support.constants import BASE_DN
 
-ACCOUNT_KEYS = {"id", "name", "domain", "password", "spoofing_whitelist", "submission_disabled"}
+ACCOUNT_KEYS = {"id", "name", "domain", "password", "spoofing_whitelist", "submission_disabled",
+                "subaddress_extension"}
 
 
 def create(client: Client, **fields: Any) -> Any:
@@ -119,6 +120,12 @@ def test_duplicate_address_is_409(client: Client) -> None:
     again = create(client, name="ALICE")
     assert again.status_code == 409
     assert "alice@example.com" in again.json["message"]
+    # An alias of the same address is no duplicate (SPEC.md section 7); a second one is.
+    assert client.post("/mail/alias/", json={"name": "alice", "domain": "example.com",
+                                             "to": "bob@example.com"}).status_code == 201
+    assert client.post("/mail/alias/", json={"name": "alice", "domain": "example.com",
+                                             "to": "bob@example.com"}).status_code == 409
+    assert create(client, name="ALICE").status_code == 409
 
 
 def test_get_is_case_insensitive_and_unknown_is_404(client: Client) -> None:
@@ -170,8 +177,14 @@ def test_set_spoofing_whitelist(client: Client) -> None:
     assert client.post(url, json={"spoofing_whitelist": ""}).json["spoofing_whitelist"] == ""
     bad = client.post(url, json={"spoofing_whitelist": "x@@y"})
     assert bad.status_code == 400 and "spoofing_whitelist" in bad.json["errors"]
-    assert client.post(url, json={}).status_code == 400
+    assert client.post(url, json={"spoofing_whitelist": None}).status_code == 200
+    # No field at all clears the list too (as the original service did), in any body form.
+    for empty in ({"json": {}}, {"data": {}}, {}):
+        client.post(url, json={"spoofing_whitelist": "*"})
+        cleared = client.post(url, **empty)
+        assert cleared.status_code == 200 and cleared.json["spoofing_whitelist"] == "", empty
     assert client.get("/mail/account/alice@example.com/").json["spoofing_whitelist"] == ""
+    assert client.post(url, json={"spoofing_whitelist": 5}).status_code == 400
 
 
 def test_set_password_validation(client: Client) -> None:
@@ -210,11 +223,28 @@ def test_list_envelope_order_filter_and_pages(client: Client) -> None:
     assert third["next"] is None
     assert client.get("/mail/account/?page_size=2&page=4").status_code == 404
     assert client.get("/mail/account/?page_size=10000").json["count"] == 5
-    for bad in ("page=0", "page=-1", "page=x", "page_size=0", "page_size=10001",
+    for bad in ("page=0", "page=-1", "page=x", "page=Last", "page_size=0",
                 "page_size=1e3", "domain=not_a_domain"):
         response = client.get(f"/mail/account/?{bad}")
         assert response.status_code == 400, bad
         assert response.json["errors"], bad
+
+
+def test_page_last_and_page_size_above_the_maximum(client: Client) -> None:
+    for name in ("a", "b", "c", "d", "e"):
+        assert create(client, name=name).status_code == 201
+    last = client.get("/mail/account/?page_size=2&page=last").json
+    assert [a["name"] for a in last["results"]] == ["e"] and last["count"] == 5
+    assert last["next"] is None and "page=2" in last["previous"]
+    exact = client.get("/mail/account/?page_size=5&page=last").json
+    assert len(exact["results"]) == 5 and exact["previous"] is None
+    assert client.get("/mail/alias/?page=last").json == {
+        "count": 0, "next": None, "previous": None, "results": []}
+    assert client.get("/mail/account/?domain=nothing.example&page=last").json["count"] == 0
+    # Clamped to 10000, not refused (the original's client asks for what it likes).
+    big = client.get("/mail/account/?page_size=20000")
+    assert big.status_code == 200 and big.json["count"] == 5 and big.json["next"] is None
+    assert client.get("/mail/account/?page_size=999999999").status_code == 200
 
 
 def test_empty_list(client: Client) -> None:
@@ -248,3 +278,36 @@ def test_later_pages_continue_the_snapshot_of_page_one(client: Client) -> None:
     assert create(client, name="zed").status_code == 201
     tail = client.get("/mail/account/?page_size=2&page=2").json
     assert [a["name"] for a in tail["results"]] == ["carol"]
+
+
+def test_subaddress_extension_read_written_at_create_and_toggled(client: Client) -> None:
+    assert create(client).json["subaddress_extension"] is False
+    made = create(client, name="bob", subaddress_extension=True)
+    assert made.status_code == 201 and made.json["subaddress_extension"] is True
+    form = client.post("/mail/account/", data={"name": "carol", "domain": "example.com",
+                                                "password": "pw", "subaddress_extension": "on"})
+    assert form.status_code == 201 and form.json["subaddress_extension"] is True
+    bad = create(client, name="dave", subaddress_extension="maybe")
+    assert bad.status_code == 400 and "subaddress_extension" in bad.json["errors"]
+    assert client.get("/mail/account/dave@example.com/").status_code == 404
+    url = "/mail/account/Alice@Example.com/"
+    done = client.post(url + "enable_subaddress/")
+    assert done.status_code == 200 and done.json["subaddress_extension"] is True
+    assert done.json["id"] == "alice@example.com"
+    assert client.get(url).json["subaddress_extension"] is True
+    listed = client.get("/mail/account/").json["results"]
+    assert [a["subaddress_extension"] for a in listed] == [True, True, True]
+    assert client.post(url + "disable_subaddress/").json["subaddress_extension"] is False
+    assert client.post(url + "disable_subaddress/").status_code == 200   # idempotent
+    assert client.post("/mail/account/nobody@example.com/enable_subaddress/").status_code == 404
+    unknown = client.post(url + "enable_subaddress/", json={"on": True})
+    assert unknown.status_code == 400 and unknown.json["errors"] == {"on": "unknown field"}
+
+
+def test_an_account_named_star_is_refused(client: Client) -> None:
+    refused = create(client, name="*")
+    assert refused.status_code == 400
+    assert refused.json["errors"] == {"name": "'*' is reserved for the catch-all alias"}
+    assert client.get("/mail/account/*@example.com/").status_code == 404
+    # Other local parts with a "*" are ordinary names.
+    assert create(client, name="a*b").status_code == 201

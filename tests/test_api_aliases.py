@@ -73,13 +73,81 @@ def test_put_validation_changes_nothing(client: Client) -> None:
     assert client.get("/mail/alias/x@example.com/").json["to"] == "a@example.com"
 
 
-def test_account_address_cannot_become_an_alias(client: Client) -> None:
+def entry(slapd: ManagedSlapd, address: str) -> dict[str, list[str]]:
+    out = ldap_tool(slapd, "ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-b",
+                    f"ou=domains,{BASE_DN}", f"(mail={address})", "*",
+                    "structuralObjectClass").stdout
+    found: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        name, sep, value = line.partition(": ")
+        if sep:
+            found.setdefault(name, []).append(value)
+    return found
+
+
+def test_an_address_may_be_an_account_and_an_alias_in_one_entry(
+        client: Client, slapd: ManagedSlapd) -> None:
     assert client.post("/mail/account/", json={"name": "a", "domain": "example.com",
                                                "password": "x"}).status_code == 201
-    clash = client.post("/mail/alias/", json={"name": "A", "domain": "EXAMPLE.com",
-                                              "to": "b@example.com"})
-    assert clash.status_code == 409
-    assert "account" in clash.json["message"]
+    made = client.post("/mail/alias/", json={"name": "A", "domain": "EXAMPLE.com",
+                                             "to": "b@example.com"})
+    assert made.status_code == 201, made.json
+    assert made.json == {"id": "a@example.com", "name": "a", "domain": "example.com",
+                         "to": "b@example.com"}
+    found = entry(slapd, "a@example.com")
+    assert len(found["dn"]) == 1
+    assert sorted(found["objectClass"]) == ["mailgateAccount", "mailgateForwarding"]
+    # A second alias or account of the address: 409.
+    again = client.post("/mail/alias/", json={"name": "a", "domain": "example.com",
+                                              "to": "c@example.com"})
+    assert again.status_code == 409 and "alias" in again.json["message"]
+    assert client.post("/mail/account/", json={"name": "a", "domain": "example.com",
+                                               "password": "y"}).status_code == 409
+    # Each in its own list; alias routes act on the forwarding only.
+    assert [a["id"] for a in client.get("/mail/account/").json["results"]] == ["a@example.com"]
+    assert [a["id"] for a in client.get("/mail/alias/").json["results"]] == ["a@example.com"]
+    assert client.get("/mail/alias/?domain=example.com&page=last").json["count"] == 1
+    put = client.put("/mail/alias/a@example.com/", json={"to": "c@example.com,d@example.com"})
+    assert put.status_code == 200 and put.json["to"] == "c@example.com,d@example.com"
+    assert client.get("/mail/account/a@example.com/").json["password"]
+    assert client.delete("/mail/alias/a@example.com/").status_code == 204
+    assert client.get("/mail/alias/a@example.com/").status_code == 404
+    assert client.get("/mail/account/a@example.com/").status_code == 200
+    assert entry(slapd, "a@example.com")["objectClass"] == ["mailgateAccount"]
+    assert "mailgateAliasTarget" not in entry(slapd, "a@example.com")
+    # Deleting the account keeps the forwarding: the entry becomes a plain alias.
+    assert client.post("/mail/alias/", json={"name": "a", "domain": "example.com",
+                                             "to": "b@example.com"}).status_code == 201
+    assert client.delete("/mail/account/a@example.com/").status_code == 204
+    assert client.get("/mail/account/a@example.com/").status_code == 404
+    assert client.get("/mail/alias/a@example.com/").json["to"] == "b@example.com"
+    found = entry(slapd, "a@example.com")
+    assert found["objectClass"] == ["mailgateAlias"]
+    assert found["structuralObjectClass"] == ["mailgateAlias"]
+    assert "userPassword" not in found
+    # ... and an account made for an alias's address gets the mailbox beside it.
+    made = client.post("/mail/account/", json={"name": "a", "domain": "example.com",
+                                               "password": "z", "subaddress_extension": True})
+    assert made.status_code == 201 and made.json["subaddress_extension"] is True
+    assert client.get("/mail/alias/a@example.com/").json["to"] == "b@example.com"
+    found = entry(slapd, "a@example.com")
+    assert sorted(found["objectClass"]) == ["mailgateAccount", "mailgateForwarding"]
+    assert found["structuralObjectClass"] == ["mailgateAccount"]
+    assert found["mailgateOrigin"] == ["api"]
+    # Both gone: the entry (and the domain entry the API made) is gone.
+    assert client.delete("/mail/account/a@example.com/").status_code == 204
+    assert client.delete("/mail/alias/a@example.com/").status_code == 204
+    assert entry(slapd, "a@example.com") == {}
+
+
+def test_the_catch_all_alias(client: Client) -> None:
+    made = client.post("/mail/alias/", json={"name": "*", "domain": "example.com",
+                                             "to": "b@example.org"})
+    assert made.status_code == 201 and made.json["id"] == "*@example.com"
+    assert client.get("/mail/alias/*@example.com/").json["to"] == "b@example.org"
+    assert client.post("/mail/account/", json={"name": "*", "domain": "example.com",
+                                               "password": "x"}).status_code == 400
+    assert client.delete("/mail/alias/*@Example.com/").status_code == 204
 
 
 def test_alias_list_pages_and_domain_filter(client: Client) -> None:

@@ -15,7 +15,7 @@ from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
 from gateway.tokens import TokenStore
 
-from tests.support.api import Client
+from tests.support.api import Client, LiveGateway
 from tests.support.constants import ADMIN_TOKEN, BASE_DN
 from tests.support.slapd import ldap_tool
 
@@ -202,3 +202,32 @@ def test_the_failure_count_is_one_per_deployment(settings: Settings, slapd: Mana
     finally:
         for app in apps:
             current(app).directory.close()
+
+
+def test_the_original_clients_basic_auth_admin_and_token_with_curl(
+        live_gateway: LiveGateway) -> None:
+    """The original sat behind nginx Basic auth; its clients send user ``admin``
+    and the token as password (``curl -u admin:TOKEN``), form bodies, and ask for
+    pages of 10000. The same commands work against mailgate with its token."""
+
+    def curl(*args: str) -> tuple[int, object]:
+        done = subprocess.run(
+            ["curl", "-sS", "--cacert", str(live_gateway.ca), "-u",
+             f"admin:{live_gateway.admin_token}", "-o", "-", "-w", "\n%{http_code}", *args],
+            capture_output=True, text=True, timeout=30, check=True)
+        body, _, code = done.stdout.rpartition("\n")
+        return int(code), json.loads(body) if body else None
+
+    url = live_gateway.url
+    code, made = curl(f"{url}/mail/account/", "-d", "name=alice", "-d", "domain=example.com",
+                      "-d", "password=secret")
+    assert code == 201 and made["id"] == "alice@example.com"  # type: ignore[index]
+    code, page = curl(f"{url}/mail/account/?domain=example.com&page_size=10000")
+    assert code == 200 and page["count"] == 1  # type: ignore[index]
+    code, done = curl("-X", "POST", f"{url}/mail/account/alice@example.com/enable_subaddress/")
+    assert code == 200 and done["subaddress_extension"] is True  # type: ignore[index]
+    wrong = subprocess.run(["curl", "-sS", "--cacert", str(live_gateway.ca), "-u",
+                            "admin:not-the-token", "-o", "/dev/null", "-w", "%{http_code}",
+                            f"{url}/mail/account/"], capture_output=True, text=True,
+                           timeout=30, check=True)
+    assert wrong.stdout == "401"

@@ -32,9 +32,10 @@ def test_postfix_files_are_complete_and_private(tmp_path: Path,
                        "--map-dir", "/etc/postfix/mailgate"])
     assert status == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["ldap-aliases.cf", "ldap-domains.cf", "ldap-mailboxes.cf",
-                     "ldap-sender-login.cf", "ldap-submission-disabled.cf",
-                     "main.cf.fragment", "master.cf.fragment"]
+    assert names == ["ldap-accounts.cf", "ldap-aliases.cf", "ldap-catchall.cf",
+                     "ldap-domains.cf", "ldap-mailboxes.cf", "ldap-sender-login.cf",
+                     "ldap-subaddress.cf", "ldap-submission-disabled.cf",
+                     "main.cf.fragment", "master.cf.fragment", "subaddress.pcre"]
     for path in out.iterdir():
         text = path.read_text()
         assert "{{" not in text and "}}" not in text, path.name

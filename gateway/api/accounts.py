@@ -23,8 +23,8 @@ ERRORS = {**COMMON_ERRORS,
 class AccountList(Resource):
     method_decorators = (auth.authenticated,)
 
-    @ns.doc(params={"domain": "only this domain", "page": "from 1",
-                    "page_size": "default 100, at most 10000"})
+    @ns.doc(params={"domain": "only this domain", "page": "from 1, or last",
+                    "page_size": "default 100; above 10000 means 10000"})
     @ns.response(200, "A page of accounts ordered by id", models["account_page"])
     @ns.response(404, "Page beyond the last")
     def get(self) -> Any:
@@ -37,15 +37,17 @@ class AccountList(Resource):
     @ns.response(409, "The address exists (as an account or an alias)")
     def post(self) -> Any:
         body = read_body({"name", "domain", "password", "submission_disabled",
-                          "spoofing_whitelist"})
+                          "spoofing_whitelist", "subaddress_extension"})
         disabled = as_bool("submission_disabled", body.get("submission_disabled"), False)
+        subaddress = as_bool("subaddress_extension", body.get("subaddress_extension"), False)
         mail = auth.mail()
         # Authorise on the normalised domain (IDN, case) before anything else.
         domain = body.get("domain")
         auth.require_write_to(domain)
         auth.require_whitelist_in_scope(body.get("spoofing_whitelist"))
         account = mail.create_account(body.get("name"), domain, body.get("password"),
-                                      disabled, body.get("spoofing_whitelist"))
+                                      disabled, body.get("spoofing_whitelist"),
+                                      subaddress_extension=subaddress)
         return account_json(account), 201
 
 
@@ -105,6 +107,17 @@ def _disable(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
 @_action("enable_submission", "Allow sending through submission again.", set())
 def _enable(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
     return mail.set_submission_disabled(account_id, False)
+
+
+@_action("enable_subaddress", "Deliver mail to name+anything@domain to this account.", set())
+def _enable_subaddress(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
+    return mail.set_subaddress_extension(account_id, True)
+
+
+@_action("disable_subaddress", "name+anything@domain is unknown again (unless it exists "
+         "as an account or alias of its own).", set())
+def _disable_subaddress(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
+    return mail.set_subaddress_extension(account_id, False)
 
 
 @_action("set_spoofing_whitelist", "Addresses and domains the account may send as, or *.",

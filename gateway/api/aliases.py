@@ -20,8 +20,8 @@ models = register(ns)
 class AliasList(Resource):
     method_decorators = (auth.authenticated,)
 
-    @ns.doc(params={"domain": "only this domain", "page": "from 1",
-                    "page_size": "default 100, at most 10000"})
+    @ns.doc(params={"domain": "only this domain", "page": "from 1, or last",
+                    "page_size": "default 100; above 10000 means 10000"})
     @ns.response(200, "A page of aliases ordered by id", models["alias_page"])
     @ns.response(404, "Page beyond the last")
     def get(self) -> Any:

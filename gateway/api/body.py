@@ -14,6 +14,7 @@ from flask import request
 
 from ..addresses import normalize_domain
 from ..errors import Invalid, UnsupportedMediaType
+from ..mail import LAST_PAGE, MAX_PAGE_SIZE
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _TRUE = ("true", "1", "yes", "on")
@@ -98,12 +99,17 @@ def _int_arg(name: str, default: int) -> int:
     return int(raw)
 
 
-def list_args() -> tuple[str | None, int, int]:
-    """``domain``, ``page`` and ``page_size`` from the query string."""
+def list_args() -> tuple[str | None, int | str, int]:
+    """``domain``, ``page`` and ``page_size`` from the query string.
+
+    As the original service: ``page=last`` is the last page (LAST_PAGE), and
+    a ``page_size`` above the maximum is the maximum.
+    """
     domain = request.args.get("domain") or None
     if domain is not None:
         try:
             domain = normalize_domain(domain)
         except ValueError as exc:
             raise Invalid("invalid query parameter", {"domain": str(exc)}) from None
-    return domain, _int_arg("page", 1), _int_arg("page_size", 100)
+    page = LAST_PAGE if request.args.get("page") == "last" else _int_arg("page", 1)
+    return domain, page, min(_int_arg("page_size", 100), MAX_PAGE_SIZE)

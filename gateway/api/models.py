@@ -64,6 +64,8 @@ def register(ns: Namespace) -> dict[str, Any]:
             description="comma-separated addresses and domains, or *", default="",
             example="office@example.com,skylime.net"),
         "submission_disabled": fields.Boolean(default=False),
+        "subaddress_extension": fields.Boolean(
+            default=False, description="mail to name+anything@domain goes to this account"),
     })
     alias = ns.inherit("Alias", address, {
         "to": fields.String(required=True, description="comma-separated recipients",
@@ -88,7 +90,8 @@ def register(ns: Namespace) -> dict[str, Any]:
 def account_json(account: Account) -> dict[str, Any]:
     return {"id": account.id, "name": account.name, "domain": account.domain,
             "password": account.password, "spoofing_whitelist": account.spoofing_whitelist,
-            "submission_disabled": account.submission_disabled}
+            "submission_disabled": account.submission_disabled,
+            "subaddress_extension": account.subaddress_extension}
 
 
 def alias_json(alias: Alias) -> dict[str, Any]:

@@ -27,6 +27,12 @@ _skip = ns.model("SyncSkip", {
     "domain": fields.String(), "name": fields.String(), "reason": fields.String(),
     "source": fields.String(description="the source URL, credentials masked"),
 })
+_unknown = ns.model("SyncUnknownKey", {
+    "key": fields.String(example="subaddress_extension"),
+    "kind": fields.String(enum=["account", "alias"]),
+    "count": fields.Integer(description="how many entries carried it"),
+    "example": fields.Raw(description="the first entry that carried it: domain, name, source"),
+})
 _run = ns.model("SyncRun", {
     "id": fields.String(example="20260101T120000Z-a1b2c3"),
     "trigger": fields.String(enum=["schedule", "cli", "api"]),
@@ -39,7 +45,10 @@ _run = ns.model("SyncRun", {
                                   "deleted": 0, "skipped": 1, "unchanged": 40,
                                   "managed": 43}),
     "sources": fields.Raw(), "skipped": fields.List(fields.Nested(_skip)),
-    "skipped_total": fields.Integer(), "errors": fields.List(fields.String()),
+    "skipped_total": fields.Integer(),
+    "unknown_keys": fields.List(fields.Nested(_unknown),
+                                description="entry keys ignored (the entries were applied)"),
+    "errors": fields.List(fields.String()),
     "errors_total": fields.Integer(),
 })
 _status = ns.model("SyncStatus", {

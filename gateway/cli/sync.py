@@ -6,9 +6,11 @@
                                               writes nothing, takes no lock
     mailgate export [--domain D] [-o FILE]    the directory as Basic JSON
 
-Exit status of ``sync``: 0 applied, unchanged or planned; 1 failed or partly
-failed; 2 configuration error; 3 refused by the delete guard; 4 another sync
-is running. Progress of long phases goes to stderr.
+Exit status of ``sync``: 0 applied, unchanged or planned; 1 failed, or
+partial (some entries were skipped as invalid or conflicting, or some
+changes failed: the rest was applied); 2 configuration error; 3 refused by
+the delete guard; 4 another sync is running. Progress of long phases goes
+to stderr; skipped entries and ignored unknown keys are printed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..directory import Directory
 from ..settings import Settings
 from ..sync.export import export_document
 from ..sync.plan import Plan
-from ..sync.records import WantAlias
+from ..sync.records import UnknownKey, WantAlias
 from ..sync.runner import RunReport, SyncRunner
 
 
@@ -36,7 +38,8 @@ def add_commands(subparsers: Any) -> None:
         "sync", help="run the Basic JSON sync once, or print its plan",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Exit status: 0 applied/unchanged/planned, 1 failed, 2 configuration error, "
+        epilog="Exit status: 0 applied/unchanged/planned, 1 failed or partial (entries "
+               "skipped or changes failed), 2 configuration error, "
                "3 refused by the delete guard, 4 another sync is running.")
     mode = sync.add_mutually_exclusive_group(required=True)
     mode.add_argument("--once", action="store_true", help="run one sync now")
@@ -101,6 +104,8 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
                                     progress=Progress())
                 for skip in report.skipped:
                     print(f"skipped {skip.domain} {skip.name!r}: {skip.reason}")
+                for unknown in report.unknown_keys:
+                    print(_unknown_line(unknown))
                 for error in report.errors:
                     print(f"error: {error}", file=sys.stderr)
         finally:
@@ -120,6 +125,11 @@ def summary(report: RunReport) -> str:
     if report.reason:
         text += f" ({report.reason})"
     return text
+
+
+def _unknown_line(unknown: UnknownKey) -> str:
+    return (f"ignored unknown {unknown.kind} key {unknown.key!r} in {unknown.count} entries "
+            f"(first: {unknown.domain} {unknown.name!r})")
 
 
 def print_plan(plan: Plan, out: TextIO) -> None:
@@ -145,6 +155,8 @@ def print_plan(plan: Plan, out: TextIO) -> None:
         print(f"delete {delete.existing.kind} {delete.existing.address}", file=out)
     for skip in plan.skipped:
         print(f"skip {skip.domain} {skip.name!r}: {skip.reason}", file=out)
+    for unknown in plan.unknown_keys:
+        print(_unknown_line(unknown), file=out)
     c = plan.counts()
     print(f"plan: {len(plan.domains)} domains to create, {c['created']} creates, "
           f"{c['updated']} updates ({c['taken_over']} takeovers), {c['replaced']} replaces, "

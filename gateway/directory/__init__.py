@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import ldap as _pl
-from ldap.controls import SimplePagedResultsControl
+from ldap.controls import RequestControl, SimplePagedResultsControl
 
 from .. import metrics
 from ..errors import AssertionFailed, DirectoryUnavailable, MailgateError, NotFound
@@ -40,6 +40,7 @@ from .filters import (
     assertion,
     ends_with,
     eq,
+    not_,
     parent_dn,
     present,
     rdn,
@@ -49,8 +50,13 @@ from .views import ListViews, entries
 
 __all__ = [
     "AssertionFailed", "Attrs", "Changes", "Directory", "Entry", "Filter", "SortedPage",
-    "Write", "all_of", "any_of", "ends_with", "eq", "parent_dn", "present", "rdn",
+    "Write", "all_of", "any_of", "ends_with", "eq", "not_", "parent_dn", "present", "rdn",
 ]
+
+# OpenLDAP's Relax Rules control (draft-zeilenga-ldap-relax): a modify may
+# change the structural object class. slapd accepts it from the gateway's
+# identity with its ordinary write access.
+RELAX_OID = "1.3.6.1.4.1.4203.666.5.12"
 
 
 def _values(values: Sequence[str | bytes]) -> list[bytes]:
@@ -59,12 +65,15 @@ def _values(values: Sequence[str | bytes]) -> list[bytes]:
 
 def _send(conn: Any, write: Write) -> int:
     """Send one write without waiting for its answer; the message id."""
-    controls = None
+    controls: list[Any] | None = None
     if write.assertion is not None:
         controls = [assertion(write.assertion)]
+    if write.relax:
+        controls = [*(controls or []), RequestControl(RELAX_OID, True)]
     if write.op == "add":
-        modlist = [("objectClass", [write.object_class.encode("ascii")])]
-        modlist += [(k, _values(v)) for k, v in write.attrs.items() if v]
+        classes = [write.object_class, *write.attrs.get("objectClass", ())]
+        modlist = [("objectClass", _values(classes))]
+        modlist += [(k, _values(v)) for k, v in write.attrs.items() if v and k != "objectClass"]
         return int(conn.add_ext(write.dn, modlist, serverctrls=controls))
     if write.op == "modify":
         mods = [(_pl.MOD_REPLACE, k, _values(v) or None) for k, v in write.attrs.items()]
@@ -248,14 +257,15 @@ class Directory:
         if error is not None and not isinstance(error, NotFound):
             raise error
 
-    def modify_if(self, dn: str, changes: Changes, assertion: Filter) -> bool:
+    def modify_if(self, dn: str, changes: Changes, assertion: Filter,
+                  relax: bool = False) -> bool:
         """Like :meth:`modify`, but only while the entry matches ``assertion``.
 
         The test and the change are one atomic operation on the server (the
         LDAP assertion control, RFC 4528). False if the entry no longer
         matches; NotFound if it is gone.
         """
-        error = self._write(Write("modify", dn, changes, assertion=assertion))
+        error = self._write(Write("modify", dn, changes, assertion=assertion, relax=relax))
         if isinstance(error, AssertionFailed):
             return False
         if error is not None:

@@ -38,6 +38,10 @@ def any_of(*parts: Filter) -> Filter:
     return parts[0] if len(parts) == 1 else Filter("(|" + "".join(parts) + ")")
 
 
+def not_(part: Filter) -> Filter:
+    return Filter(f"(!{part})")
+
+
 def rdn(attr: str, value: str) -> str:
     """One RDN ``attr=value`` with the value escaped."""
     return f"{attr}={escape_dn_chars(value)}"

@@ -40,6 +40,10 @@ class Write:
     list deletes it); ``add_values`` / ``delete_values``: the values are added
     to or removed from each attribute; ``delete``: ``attrs`` is unused. ``assertion`` (modify,
     delete): change the entry only while it matches (RFC 4528), atomically.
+    ``relax`` (modify): send OpenLDAP's Relax Rules control, which lets a
+    modify change the entry's structural object class (an account becoming
+    an alias and back, in one atomic operation). An ``objectClass`` key in
+    an add's ``attrs`` adds auxiliary classes to ``object_class``.
     """
 
     op: str
@@ -47,3 +51,4 @@ class Write:
     attrs: Mapping[str, Sequence[str | bytes]] = field(default_factory=dict)
     object_class: str = ""
     assertion: Filter | None = None
+    relax: bool = False

@@ -32,8 +32,10 @@ from ..audit import shown
 from ..directory import Write, eq
 from ..entries import (
     A_ORIGIN,
+    A_TARGET,
     OC_ACCOUNT,
     OC_ALIAS,
+    OC_FORWARDING,
     ORIGIN_SYNC,
     account_attrs,
     alias_attrs,
@@ -50,7 +52,7 @@ from ..errors import (
 from ..mail import MailDirectory
 from .lock import LdapLock
 from .plan import Create, Delete, Plan, Replace, Update
-from .records import Want, WantAccount
+from .records import Want, WantAccount, WantBoth
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +71,15 @@ class ApplyResult:
 
 def entry_attrs(want: Want) -> tuple[str, dict[str, list[str]]]:
     """Object class and attributes of a new entry for ``want``."""
+    if isinstance(want, WantBoth):
+        _oc, attrs = entry_attrs(want.account)
+        attrs["objectClass"] = [OC_FORWARDING]
+        attrs[A_TARGET] = list(want.alias.targets)
+        return OC_ACCOUNT, attrs
     if isinstance(want, WantAccount):
         return OC_ACCOUNT, account_attrs(want.address, want.password, want.whitelist or (),
-                                         want.submission_disabled, ORIGIN_SYNC)
+                                         want.submission_disabled, ORIGIN_SYNC,
+                                         want.subaddress_extension)
     return OC_ALIAS, alias_attrs(want.address, want.targets, ORIGIN_SYNC)
 
 
@@ -152,8 +160,9 @@ class Applier:
             yield _Tagged("add", dn, attrs, object_class, change=create)
         for update in plan.updates:
             self._check()
+            # A role change may change the structural class: Relax Rules control.
             yield _Tagged("modify", update.existing.dn, field_changes(update.changes),
-                          change=update)
+                          relax="kind" in update.changes, change=update)
         for delete in plan.deletes:
             self._check()
             yield _Tagged("delete", delete.existing.dn, assertion=eq(A_ORIGIN, ORIGIN_SYNC),
@@ -247,11 +256,15 @@ class _Tagged(Write):
 
 
 def _fields(want: Want) -> dict[str, object]:
+    if isinstance(want, WantBoth):
+        return {**_fields(want.account), **_fields(want.alias)}
     if isinstance(want, WantAccount):
         fields: dict[str, object] = {"password": None}
         if want.whitelist is not None:
             fields["spoofing_whitelist"] = ",".join(want.whitelist)
         if want.submission_disabled is not None:
             fields["submission_disabled"] = want.submission_disabled
+        if want.subaddress_extension is not None:
+            fields["subaddress_extension"] = want.subaddress_extension
         return fields
     return {"to": ",".join(want.targets)}

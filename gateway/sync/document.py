@@ -9,13 +9,19 @@ Pure: no I/O. The whole document set is checked before anything is written.
   that appears twice in one document is *skipped as a whole*, in every
   document: it is treated as absent (untouched), because applying half of it
   would delete the other half.
+* A key of an entry that mailgate does not know (the original's producers
+  add some) is ignored: the entry is applied from the keys it knows, and
+  each unknown key is reported once per run (:class:`.records.UnknownKey`:
+  how many entries carried it, the first of them).
 * An entry with a problem (bad name, password not a crypt hash, bad
-  recipient, bad whitelist, unknown field, ...) is skipped. Its address is
+  recipient, bad whitelist, a field given twice, ...) is skipped. Its address is
   *protected*: whatever LDAP holds for it stays as it is (not updated, not
   deleted).
-* An address listed more than once (in one document or across documents, as
-  account or alias) is skipped everywhere and protected, since no one can say
-  which occurrence is right.
+* An address one document lists once as an account and once as an alias is
+  both (:class:`.records.WantBoth`: one entry, mailbox and forwarding).
+* Any other address listed more than once (twice as an account, twice as an
+  alias, or in several documents) is skipped everywhere and protected, since
+  no one can say which occurrence is right.
 
 Normalisation follows the REST API (:mod:`gateway.addresses`): lower-case
 dot-atom local parts, IDNA A-label domains, normalised recipient and
@@ -37,6 +43,7 @@ import ijson
 
 from .. import passwords
 from ..addresses import (
+    CATCH_ALL,
     MAX_ADDRESS,
     normalize_domain,
     normalize_local,
@@ -52,12 +59,23 @@ from .jsonstream import (
     parse_error,
     read_value,
 )
-from .records import Desired, DocumentError, Skip, Want, WantAccount, WantAlias
+from .records import (
+    Desired,
+    DocumentError,
+    Skip,
+    UnknownKey,
+    Want,
+    WantAccount,
+    WantAlias,
+    WantBoth,
+)
 
-ACCOUNT_FIELDS = frozenset({"name", "password", "spoofing_whitelist", "submission_disabled"})
+ACCOUNT_FIELDS = frozenset({"name", "password", "spoofing_whitelist", "submission_disabled",
+                            "subaddress_extension"})
 ALIAS_FIELDS = frozenset({"name", "to"})
 DOMAIN_FIELDS = frozenset({"account", "alias"})
 _SHOWN = 200  # longest raw name or domain quoted in a report
+MAX_UNKNOWN_KEYS = 50   # distinct unknown entry keys reported one by one per run
 _new = tuple.__new__   # builds a Want from its stored fields, skipping __new__ (hot path)
 
 
@@ -115,6 +133,8 @@ class _Builder:
         self.skipped: list[Skip] = []          # invalid entries naming no address
         self.bad_domains: dict[str, Skip] = {}
         self.domains: set[str] = set()
+        self.unknown_keys: dict[tuple[str, str], UnknownKey] = {}   # (kind, key) ->
+        self.unknown_more = 0                  # entries' keys beyond MAX_UNKNOWN_KEYS
         self._domains: dict[str, str | _Refused] = {}
         self._recipients: dict[str, list[str] | _Refused] = {}
 
@@ -136,10 +156,16 @@ class _Builder:
     def add(self, want: Want, raw: str, local: str) -> None:
         """A valid entry (hot path: one dict operation when the address is new)."""
         address = want.address
-        if self.entries.setdefault(address, want) is want and not (
-                len(self.docs) > 1 and self._listed_before(address)):
+        first = self.entries.setdefault(address, want)
+        if first is want and not (len(self.docs) > 1 and self._listed_before(address)):
             if raw != local:
                 self.raw_names[address] = raw
+            return
+        if (first is not want and first is not None and address not in self.problems
+                and {first.kind, want.kind} == {"account", "alias"}):
+            # One document lists the address as an account and as an alias: both.
+            account, alias = (first, want) if first.kind == "account" else (want, first)
+            self.entries[address] = _new(WantBoth, (address, account, alias))
             return
         self._problem(address, _Occurrence(want, want.domain, raw, self.source))
 
@@ -155,6 +181,21 @@ class _Builder:
         else:
             self.skipped.append(Skip(domain, raw, reason, self.source))
 
+    def unknown(self, kind: str, item: Mapping[str, Any], known: frozenset[str],
+                domain: str) -> None:
+        """Count the keys of ``item`` that mailgate does not know (they are ignored)."""
+        name = item.get("name")
+        for key in sorted(set(item) - known):
+            found = self.unknown_keys.get((kind, key))
+            if found is not None:
+                found.count += 1
+            elif len(self.unknown_keys) < MAX_UNKNOWN_KEYS:
+                self.unknown_keys[(kind, key)] = UnknownKey(
+                    kind, _shown(key), 1, domain, "" if name is None else _shown(name),
+                    self.source)
+            else:
+                self.unknown_more += 1
+
     def _listed_before(self, address: str) -> bool:
         return any(address in entries for _source, entries in self.docs[:-1])
 
@@ -167,7 +208,9 @@ class _Builder:
                 first = entries.get(address)
                 if first is not None and first is not occurrence.want:
                     raw = self.raw_names.get(address, first.name)
-                    found.append(_Occurrence(first, first.domain, raw, source))
+                    parts = (first.account, first.alias) if isinstance(first, WantBoth) \
+                        else (first,)
+                    found.extend(_Occurrence(p, first.domain, raw, source) for p in parts)
                     break
         found.append(occurrence)
 
@@ -209,6 +252,10 @@ def _finish(builder: _Builder) -> Desired:
     desired.domains = builder.domains - bad.keys()
     desired.skipped.extend(bad.values())
     desired.skipped.extend(builder.key_skips)
+    desired.unknown_keys = list(builder.unknown_keys.values())
+    if builder.unknown_more:
+        desired.unknown_keys.append(UnknownKey("account or alias", "(more keys)",
+                                               builder.unknown_more, "", ""))
     desired.skipped.extend(s for s in builder.skipped if s.domain not in bad)
     entries = builder.docs[0][1] if builder.docs else {}
     for _source, more in builder.docs[1:]:
@@ -228,7 +275,8 @@ def _finish(builder: _Builder) -> Desired:
             desired.skipped.append(Skip(occ.domain, occ.name, occ.reason, occ.source))
             continue
         kinds = sorted({o.want.kind for o in found if o.want is not None})
-        how = "as account and as alias" if len(kinds) > 1 else "more than once"
+        how = "more than once" if len(kinds) == 1 else \
+            "as account and as alias, not once each in one document"
         reason = f"the address is listed {how} ({len(found)} times); every one skipped"
         for occ in found:
             desired.skipped.append(Skip(occ.domain, occ.name, reason, occ.source))
@@ -365,15 +413,16 @@ def _common(item: Mapping[str, Any], duplicates: frozenset[str], allowed: frozen
         return _shown(raw), "", f"name: {exc}"
     if len(local) + 1 + len(domain) > MAX_ADDRESS:
         return _shown(raw), "", f"name: the address is longer than {MAX_ADDRESS} octets"
+    duplicates = duplicates & allowed   # an unknown key given twice is still only ignored
     if duplicates:
         return raw, local, f"field {sorted(duplicates)[0]!r} given twice"
-    if not allowed.issuperset(item):
-        return raw, local, f"unknown field {_shown(min(set(item) - allowed))!r}"
     return raw, local, ""
 
 
 def _account(builder: _Builder, item: Mapping[str, Any], duplicates: frozenset[str],
              domain: str) -> None:
+    if not ACCOUNT_FIELDS.issuperset(item):
+        builder.unknown("account", item, ACCOUNT_FIELDS, domain)
     raw, local, reason = _common(item, duplicates, ACCOUNT_FIELDS, domain)
     if not reason:
         reason, want = _account_fields(item, local, domain)
@@ -400,17 +449,28 @@ def _account_fields(item: Mapping[str, Any], local: str, domain: str) \
             whitelist = tuple(parse_whitelist(value))
         except ValueError as exc:
             return f"spoofing_whitelist: {exc}", None
+    if local == CATCH_ALL:
+        return "name: '*' is reserved for the catch-all alias", None
     disabled: bool | None = None
     if "submission_disabled" in item:
         value = item["submission_disabled"]
         if not isinstance(value, bool):
             return "submission_disabled: must be true or false", None
         disabled = value
-    return "", _new(WantAccount, (f"{local}@{domain}", password, whitelist, disabled))
+    subaddress: bool | None = None
+    if "subaddress_extension" in item:
+        value = item["subaddress_extension"]
+        if not isinstance(value, bool):
+            return "subaddress_extension: must be true or false", None
+        subaddress = value
+    return "", _new(WantAccount, (f"{local}@{domain}", password, whitelist, disabled,
+                                  subaddress))
 
 
 def _alias(builder: _Builder, item: Mapping[str, Any], duplicates: frozenset[str],
            domain: str) -> None:
+    if not ALIAS_FIELDS.issuperset(item):
+        builder.unknown("alias", item, ALIAS_FIELDS, domain)
     raw, local, reason = _common(item, duplicates, ALIAS_FIELDS, domain)
     if not reason:
         address = f"{local}@{domain}"

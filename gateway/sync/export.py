@@ -2,7 +2,8 @@
 
 The output is what a sync needs to reproduce the directory: every domain
 (A-label keys) with all its accounts (name, password hash without the
-``{CRYPT}`` tag, spoofing_whitelist, submission_disabled) and aliases (name,
+``{CRYPT}`` tag, spoofing_whitelist, submission_disabled, subaddress_extension)
+and aliases (name,
 to), sorted. Syncing it onto an empty directory gives the same entries, now
 owned by the sync.
 
@@ -32,8 +33,9 @@ def export_document(directory: Directory, domains: Collection[str] | None = None
     for entry in sorted(current.entries, key=lambda e: e.address):
         name, _, domain = entry.address.rpartition("@")
         lists = document.setdefault(domain, {"account": [], "alias": []})
-        if entry.kind == "alias":
+        if entry.kind != "account":   # an alias, or an account that also forwards
             lists["alias"].append({"name": name, "to": ",".join(entry.targets)})
+        if entry.kind == "alias":
             continue
         item: dict[str, Any] = {"name": name}
         try:
@@ -43,5 +45,6 @@ def export_document(directory: Directory, domains: Collection[str] | None = None
                             "sync accepts; exported without it (a sync skips the account)")
         item["spoofing_whitelist"] = ",".join(entry.whitelist)
         item["submission_disabled"] = entry.submission_disabled
+        item["subaddress_extension"] = entry.subaddress_extension
         lists["account"].append(item)
     return dict(sorted(document.items())), warnings

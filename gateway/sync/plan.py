@@ -15,6 +15,10 @@ Rules (SPEC.md section 2), for the domains the documents list:
   replace the entry (delete, then add) only when the sync owns it; otherwise
   the entry is skipped, reported, and left as it is: an address someone
   made through the API is not turned into something else behind their back;
+* an address that is (or is to be) both an account and an alias is one entry
+  whose roles change by an update (field ``kind``, one atomic modify): a
+  role is added to any entry (taking it over like any update), but taken
+  away only from an entry the sync owns; otherwise the address is skipped;
 * protected addresses (skipped while validating) and addresses that several
   LDAP entries carry are left exactly as they are.
 
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, overload
 
 from ..entries import ORIGIN_SYNC, Existing
-from .records import Desired, Skip, Want, WantAccount
+from .records import Desired, Skip, UnknownKey, Want, WantAccount, WantAlias, WantBoth
 
 # Changes are tuples too: a big first import plans a million creates.
 
@@ -104,6 +108,7 @@ class Plan:
     replaces: list[Replace] = field(default_factory=list)
     deletes: list[Delete] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
+    unknown_keys: list[UnknownKey] = field(default_factory=list)   # ignored, reported
     unchanged: int = 0
     managed: int = 0      # sync-owned entries in the listed domains before the run
 
@@ -127,7 +132,7 @@ class Plan:
 def make_plan(desired: Desired, existing: Iterable[Existing],
               existing_domains: Iterable[str]) -> Plan:
     """The changes that bring the listed domains to ``desired``."""
-    plan = Plan(skipped=list(desired.skipped))
+    plan = Plan(skipped=list(desired.skipped), unknown_keys=list(desired.unknown_keys))
     plan.domains = sorted(desired.domains - set(existing_domains))
     listed, wanted, protected = desired.domains, desired.entries, desired.protected
 
@@ -162,11 +167,13 @@ def make_plan(desired: Desired, existing: Iterable[Existing],
                 plan.deletes.append(Delete(current))
             continue
         if want.kind != current.kind:
-            if current.managed:
+            pure = current.kind != "both" and want.kind != "both"
+            if pure and current.managed:
                 plan.replaces.append(Replace(current, want))
-            else:
+                continue
+            if pure or (want.kind != "both" and not current.managed):
                 plan.skipped.append(Skip(want.domain, want.name, _kind_clash(current, want)))
-            continue
+                continue
         changes = _differences(current, want)
         if changes:
             plan.updates.append(Update(current, want, changes))
@@ -178,10 +185,19 @@ def make_plan(desired: Desired, existing: Iterable[Existing],
     return plan
 
 
+_KIND_NAMES = {"account": "an account", "alias": "an alias", "both": "an account and an alias"}
+
+
 def _kind_clash(current: Existing, want: Want) -> str:
     made = "through the API" if (current.origin or "").lower() == "api" else "by hand"
-    return (f"exists as an {current.kind} made {made}; the document lists an {want.kind}. "
-            f"Left as it is: delete the {current.kind} to let the sync create the {want.kind}")
+    if current.kind == "both":
+        lost = "alias" if want.kind == "account" else "account"
+        return (f"exists as an account and an alias made {made}; the document lists only "
+                f"{_KIND_NAMES[want.kind]}. Left as it is: delete the {lost} to let the sync "
+                "manage the address")
+    return (f"exists as {_KIND_NAMES[current.kind]} made {made}; the document lists "
+            f"{_KIND_NAMES[want.kind]}. Left as it is: delete the {current.kind} to let the "
+            f"sync create the {want.kind}")
 
 
 def _same(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
@@ -190,16 +206,27 @@ def _same(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 def _differences(current: Existing, want: Want) -> dict[str, object]:
     changes: dict[str, object] = {}
-    if isinstance(want, WantAccount):
-        if current.password != want.password:
-            changes["password"] = want.password
-        if want.whitelist is not None and not _same(current.whitelist, want.whitelist):
-            changes["spoofing_whitelist"] = want.whitelist
-        if (want.submission_disabled is not None
-                and current.submission_disabled != want.submission_disabled):
-            changes["submission_disabled"] = want.submission_disabled
-    elif not _same(current.targets, want.targets):
-        changes["to"] = want.targets
+    if isinstance(want, WantBoth):
+        account: WantAccount | None = want.account
+        alias: WantAlias | None = want.alias
+    else:
+        account = want if isinstance(want, WantAccount) else None
+        alias = want if isinstance(want, WantAlias) else None
+    if account is not None:
+        if current.password != account.password:
+            changes["password"] = account.password
+        if account.whitelist is not None and not _same(current.whitelist, account.whitelist):
+            changes["spoofing_whitelist"] = account.whitelist
+        if (account.submission_disabled is not None
+                and current.submission_disabled != account.submission_disabled):
+            changes["submission_disabled"] = account.submission_disabled
+        if (account.subaddress_extension is not None
+                and current.subaddress_extension != account.subaddress_extension):
+            changes["subaddress_extension"] = account.subaddress_extension
+    if alias is not None and not _same(current.targets, alias.targets):
+        changes["to"] = alias.targets
+    if want.kind != current.kind:
+        changes["kind"] = want.kind
     if not current.managed:
         changes["origin"] = ORIGIN_SYNC
     return changes

@@ -37,6 +37,7 @@ class _AccountFields(NamedTuple):
     password: str                        # crypt hash, no {CRYPT} tag
     whitelist: tuple[str, ...] | None    # None: the document does not say
     submission_disabled: bool | None     # None: the document does not say
+    subaddress_extension: bool | None = None   # None: the document does not say
 
 
 class _AddressParts:
@@ -60,8 +61,10 @@ class WantAccount(_AccountFields, _AddressParts):
 
     def __new__(cls, address: str, name: str, domain: str, password: str,
                 whitelist: tuple[str, ...] | None,
-                submission_disabled: bool | None) -> WantAccount:
-        return tuple.__new__(cls, (address, password, whitelist, submission_disabled))
+                submission_disabled: bool | None,
+                subaddress_extension: bool | None = None) -> WantAccount:
+        return tuple.__new__(cls, (address, password, whitelist, submission_disabled,
+                                   subaddress_extension))
 
 
 class _AliasFields(NamedTuple):
@@ -78,8 +81,42 @@ class WantAlias(_AliasFields, _AddressParts):
         return tuple.__new__(cls, (address, targets))
 
 
-Want = WantAccount | WantAlias
+class _BothFields(NamedTuple):
+    address: str
+    account: WantAccount
+    alias: WantAlias
+
+
+class WantBoth(_BothFields, _AddressParts):
+    """An address one document lists as an account and as an alias (SPEC.md
+    section 7): one entry, the mailbox and the forwarding."""
+
+    __slots__ = ()
+    kind = "both"
+
+
+Want = WantAccount | WantAlias | WantBoth
 _new = tuple.__new__   # builds a Want from its stored fields, skipping __new__ (hot path)
+
+
+@dataclass
+class UnknownKey:
+    """A key of account or alias entries that mailgate does not know.
+
+    The entries carrying it are applied from the keys mailgate knows; the key
+    is reported once per run with how many entries carried it and the first.
+    """
+
+    kind: str          # "account" or "alias"
+    key: str
+    count: int
+    domain: str        # the first entry that carried it
+    name: str
+    source: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        return {"key": self.key, "kind": self.kind, "count": self.count,
+                "example": {"domain": self.domain, "name": self.name, "source": self.source}}
 
 
 @dataclass
@@ -90,3 +127,4 @@ class Desired:
     entries: dict[str, Want] = field(default_factory=dict)    # address -> wanted entry
     protected: set[str] = field(default_factory=set)          # addresses left as they are
     skipped: list[Skip] = field(default_factory=list)
+    unknown_keys: list[UnknownKey] = field(default_factory=list)  # ignored entry keys

@@ -14,8 +14,9 @@
 4. reads the listed domains (one paged search), plans, and refuses
    (``refused``) a plan deleting more than the configured share of the
    sync-managed entries unless forced;
-5. applies; ``applied``, or ``partial`` if some entries failed, or ``failed``
-   if LDAP went away or the lock was lost part-way (the next run converges);
+5. applies; ``applied``, or ``partial`` if some entries were skipped (invalid,
+   conflicting) or failed, or ``failed`` if LDAP went away or the lock was
+   lost part-way (the next run converges);
 6. records the run in LDAP (``GET /sync/status``) and, only after a complete
    run, the sources' validators.
 
@@ -63,7 +64,7 @@ from .document import build_desired
 from .fetch import Fetched, Fetcher, FetchError, Validators, redact_url, source_key
 from .lock import LdapLock, holder_is_dead
 from .plan import Plan, make_plan, refusal
-from .records import DocumentError, Skip
+from .records import DocumentError, Skip, UnknownKey
 from .state import StateStore
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class RunReport:
     duration: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
     skipped: list[Skip] = field(default_factory=list)
+    unknown_keys: list[UnknownKey] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
     sources: list[dict[str, Any]] = field(default_factory=list)
@@ -131,6 +133,7 @@ class RunReport:
             "phases": self.phases, "sources": self.sources,
             "skipped": [s.as_json() for s in self.skipped[:SHOWN_SKIPS]],
             "skipped_total": len(self.skipped),
+            "unknown_keys": [u.as_json() for u in self.unknown_keys],
             "errors": self.errors[:SHOWN_ERRORS], "errors_total": self.error_count,
         }
 
@@ -409,8 +412,16 @@ class SyncRunner:
                                     f"{result.aborted}")
             self._save_attempt(state, report)
             return
-        if result.error_count:
-            report.finish("partial", f"{result.error_count} changes failed")
+        if result.error_count or plan.skipped:
+            # Skipped entries make a run partial too: what the documents ask
+            # for is not all in LDAP. The validators are not recorded, so the
+            # next run plans again and says so again until the documents (or
+            # the directory) are fixed.
+            parts = [f"{result.error_count} changes failed"] if result.error_count else []
+            if plan.skipped:
+                count = len(plan.skipped)
+                parts.append(f"{count} {'entry' if count == 1 else 'entries'} skipped")
+            report.finish("partial", ", ".join(parts))
             self._save_attempt(state, report)
             return
         report.finish("applied")
@@ -457,6 +468,7 @@ class SyncRunner:
         report.plan = plan
         report.counts = plan.counts()
         report.skipped = plan.skipped
+        report.unknown_keys = plan.unknown_keys
         return plan
 
     @staticmethod
@@ -468,6 +480,10 @@ class SyncRunner:
         log.log(level, "sync %s (%s, %.1f s)%s%s", report.result, report.trigger,
                 report.duration, f": {report.reason}" if report.reason else "",
                 f" [{counts}]" if counts else "")
+        for unknown in report.unknown_keys:
+            log.warning("sync ignored the unknown %s key %r in %d entries (first: %s %r, %s)",
+                        unknown.kind, unknown.key, unknown.count, unknown.domain,
+                        unknown.name, unknown.source)
         for skip in report.skipped[:SHOWN_SKIPS]:
             log.warning("sync skipped %s %r: %s", skip.domain, skip.name, skip.reason)
         if len(report.skipped) > SHOWN_SKIPS:

@@ -70,6 +70,14 @@ def test_once_and_its_exit_codes(env: pytest.MonkeyPatch, docs: DocServer,
     assert "sync refused" in capsys.readouterr().out
     assert main(["sync", "--once", "--force"]) == 0
     assert "3 deleted" in capsys.readouterr().out
+    document = spec_document()
+    document["example.com"]["account"].append(  # type: ignore[index]
+        {"name": "eve", "password": "plain"})
+    docs.serve("/mail.json", document)
+    assert main(["sync", "--once"]) == 1       # partial: entries were skipped
+    out = capsys.readouterr().out
+    assert "skipped example.com 'eve'" in out and "sync partial: 3 created" in out
+    assert "(1 entry skipped)" in out
     del docs.routes["/mail.json"]
     assert main(["sync", "--once"]) == 1
     env.delenv("MAILGATE_JSON_URLS")
@@ -90,7 +98,8 @@ def test_export_round_trip(env: pytest.MonkeyPatch, docs: DocServer, mail: MailD
     first = json.loads(exported.read_text())
     assert first["example.com"]["account"][0] == {
         "name": "alice", "password": mail.get_account("alice@example.com").password,
-        "spoofing_whitelist": "office@example.com,example.org", "submission_disabled": True}
+        "spoofing_whitelist": "office@example.com,example.org", "submission_disabled": True,
+        "subaddress_extension": False}
     assert first["empty.example"] == {"account": [], "alias": []}
     assert "xn--bcher-kva.example" in first
 

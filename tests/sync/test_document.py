@@ -10,7 +10,7 @@ from passlib.hash import sha256_crypt
 
 from gateway.sync.document import build_desired
 from gateway.sync.jsonstream import parse_document
-from gateway.sync.records import DocumentError, WantAccount, WantAlias
+from gateway.sync.records import DocumentError, WantAccount, WantAlias, WantBoth
 
 from tests.support.sync import BOB_HASH, CHEAP_HASH, SEED_HASH, spec_document
 
@@ -96,10 +96,19 @@ def test_duplicates_across_documents_are_all_skipped() -> None:
     assert all("more than once" in s.reason for s in bob_skips)
 
 
-def test_an_address_both_account_and_alias_is_skipped() -> None:
+def test_an_address_both_account_and_alias_in_one_document_is_both() -> None:
     result = desired({"example.com": {"account": [{"name": "info", "password": CHEAP_HASH}],
-                                      "alias": [{"name": "info", "to": "a@example.org"}]}})
+                                      "alias": [{"name": "Info", "to": "a@example.org"}]}})
+    both = result.entries["info@example.com"]
+    assert isinstance(both, WantBoth) and both.kind == "both"
+    assert both.account.password == CHEAP_HASH and both.alias.targets == ("a@example.org",)
+    assert result.skipped == [] and result.protected == set()
+    # A second alias (or account) of it: every occurrence is skipped, the address protected.
+    result = desired({"example.com": {"account": [{"name": "info", "password": CHEAP_HASH}],
+                                      "alias": [{"name": "info", "to": "a@example.org"},
+                                                {"name": "info", "to": "b@example.org"}]}})
     assert result.entries == {} and result.protected == {"info@example.com"}
+    assert len(result.skipped) == 3
     assert all("account and as alias" in s.reason for s in result.skipped)
 
 
@@ -133,11 +142,36 @@ def test_alias_recipients_and_whitelists_are_validated() -> None:
     assert found[("example.com", "empty")].startswith("to:")
 
 
-def test_unknown_fields_skip_the_entry() -> None:
-    result = desired({"example.com": {"account": [
-        {"name": "a", "password": CHEAP_HASH, "submision_disabled": True}]}})
-    assert "unknown field 'submision_disabled'" in result.skipped[0].reason
-    assert result.protected == {"a@example.com"}
+def test_unknown_keys_are_ignored_and_reported_once_per_key() -> None:
+    result = desired({"example.com": {
+        "account": [{"name": "a", "password": CHEAP_HASH, "submision_disabled": True,
+                     "quota": 5},
+                    {"name": "b", "password": CHEAP_HASH, "quota": 8},
+                    {"name": "c", "password": "plain", "quota": 1}],
+        "alias": [{"name": "o", "to": "a@example.com", "quota": 1}]}})
+    # The entries are applied from the keys mailgate knows.
+    assert set(result.entries) == {"a@example.com", "b@example.com", "o@example.com"}
+    assert result.entries["a@example.com"].submission_disabled is None  # type: ignore[union-attr]
+    # c is skipped for its password, not for the unknown key.
+    (skip,) = result.skipped
+    assert skip.name == "c" and skip.reason.startswith("password:")
+    found = {(u.kind, u.key): u for u in result.unknown_keys}
+    assert set(found) == {("account", "quota"), ("account", "submision_disabled"),
+                          ("alias", "quota")}
+    quota = found[("account", "quota")]
+    assert quota.count == 3 and (quota.domain, quota.name, quota.source) == (
+        "example.com", "a", "doc0")
+    assert quota.as_json() == {"key": "quota", "kind": "account", "count": 3, "example": {
+        "domain": "example.com", "name": "a", "source": "doc0"}}
+    assert found[("alias", "quota")].count == 1
+
+
+def test_unknown_keys_reported_are_bounded() -> None:
+    accounts = [{"name": f"a{i}", "password": CHEAP_HASH, f"k{i}": 1} for i in range(60)]
+    result = desired({"example.com": {"account": accounts}})
+    assert len(result.entries) == 60
+    assert len(result.unknown_keys) == 51
+    assert result.unknown_keys[-1].key == "(more keys)" and result.unknown_keys[-1].count == 10
 
 
 @pytest.mark.parametrize("value, why", [
@@ -210,7 +244,7 @@ def test_raw_documents_give_what_parsed_ones_give(chunk: int) -> None:
     assert chunks == []                                  # each chunk let go once parsed
     assert comparable(streamed) == comparable(parsed)
     assert comparable(build_desired([("doc", TRICKY)])) == comparable(parsed)
-    assert set(parsed.entries) == {"o@example.com"}
+    assert set(parsed.entries) == {"alice@example.com", "o@example.com"}
     assert parsed.domains == {"example.com"}
 
 

@@ -196,16 +196,20 @@ def test_invalid_entries_are_skipped_reported_and_left_alone(
 
     report = runner.run()
 
-    assert report.result == "applied"
+    # Skipped entries make the run partial; the log's end-of-run line says how many.
+    assert report.result == "partial", report.reason
+    assert report.reason == "3 entries skipped"
+    assert report.as_json()["skipped_total"] == 3
     reasons = {(s.domain, s.name): s.reason for s in report.skipped}
     assert "crypt" in reasons[("example.com", "bob")]
     assert "plain-text-password" not in str(report.as_json())
     assert ("example.com", "bad name") in reasons
     assert "spoofing_whitelist" in reasons[("example.com", "dave")]
-    assert "account and as alias" in reasons[("example.com", "alice")]
-    # Left as they were: bob keeps his hash, alice (listed twice) is not deleted.
+    # Left as it was: bob keeps his hash. alice, listed as account and as alias,
+    # is both now (SPEC.md section 7).
     assert mail.get_account("bob@example.com").password == BOB_HASH
     assert mail.get_account("alice@example.com").password == SEED_HASH
+    assert mail.get_alias("alice@example.com").to == "bob@example.com"
     with pytest.raises(Exception, match="no account"):
         mail.get_account("dave@example.com")
 
@@ -293,3 +297,148 @@ def test_many_listed_domains_read_everything_once_and_ignore_the_rest(
     assert report.counts["domains_created"] == 2 and report.counts["managed"] == 0
     assert mail.get_account("keep@other.example").origin == "sync"   # not listed: untouched
     assert runner.run(full=True).counts["unchanged"] == 3
+
+
+def test_unknown_keys_are_applied_around_and_reported_in_status_and_log(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory,
+        caplog: pytest.LogCaptureFixture) -> None:
+    document = spec_document()
+    for account in document["example.com"]["account"]:  # type: ignore[index]
+        account["mailbox_quota"] = 1024
+    document["example.com"]["alias"][0]["comment"] = "x"  # type: ignore[index]
+    runner = make_runner(docs.serve("/mail.json", document))
+
+    with caplog.at_level(logging.INFO, logger="gateway.sync"):
+        report = runner.run()
+
+    assert report.result == "applied", report.reason
+    assert report.counts["created"] == 3 and report.skipped == []
+    assert mail.get_account("alice@example.com").password == SEED_HASH
+    (run,) = runner.status()["runs"]
+    assert run["unknown_keys"] == [
+        {"key": "mailbox_quota", "kind": "account", "count": 2,
+         "example": {"domain": "example.com", "name": "alice", "source": docs.url("/mail.json")}},
+        {"key": "comment", "kind": "alias", "count": 1,
+         "example": {"domain": "example.com", "name": "office",
+                     "source": docs.url("/mail.json")}}]
+    lines = [r.getMessage() for r in caplog.records if "unknown" in r.getMessage()]
+    assert len(lines) == 2 and "'mailbox_quota' in 2 entries" in lines[0]
+
+
+def test_a_run_that_skipped_is_partial_every_time_until_fixed(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory,
+        caplog: pytest.LogCaptureFixture) -> None:
+    document = spec_document()
+    document["example.com"]["account"].append(  # type: ignore[index]
+        {"name": "eve", "password": "plain text"})
+    runner = make_runner(docs.serve("/mail.json", document))
+    with caplog.at_level(logging.INFO, logger="gateway.sync"):
+        first = runner.run()
+    assert first.result == "partial" and first.reason == "1 entry skipped"
+    assert first.exit_code != 0
+    assert mail.get_account("alice@example.com").origin == "sync"   # the rest is applied
+    end = [r for r in caplog.records if r.getMessage().startswith("sync partial")]
+    assert end and "skipped 1" in end[0].getMessage() and end[0].levelno == logging.WARNING
+    # The same document again: planned again (not "unchanged"), partial again.
+    again = runner.run()
+    assert again.result == "partial" and again.counts["unchanged"] == 3
+    del document["example.com"]["account"][-1]  # type: ignore[index]
+    docs.serve("/mail.json", document)
+    assert runner.run().result == "applied"
+    assert runner.run().result == "unchanged"
+
+
+def test_subaddress_extension_is_synced_and_kept_when_not_stated(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory,
+        slapd: ManagedSlapd) -> None:
+    document = spec_document()
+    accounts = document["example.com"]["account"]  # type: ignore[index]
+    accounts[0]["subaddress_extension"] = True
+    accounts[1]["subaddress_extension"] = False
+    accounts.append({"name": "*", "password": CHEAP_HASH})
+    runner = make_runner(docs.serve("/mail.json", document))
+    report = runner.run()
+    assert report.result == "partial"      # the account named "*" is refused
+    (skip,) = report.skipped
+    assert skip.name == "*" and "catch-all" in skip.reason
+    assert mail.get_account("alice@example.com").subaddress_extension
+    assert attrs(slapd, "alice@example.com")["mailgateSubaddress"] == ["TRUE"]
+    assert not mail.get_account("bob@example.com").subaddress_extension
+    assert "mailgateSubaddress" not in attrs(slapd, "bob@example.com")
+    # Not stated: an API toggle survives; stated: the document wins.
+    mail.set_subaddress_extension("bob@example.com", True)
+    del accounts[1]["subaddress_extension"]
+    accounts[0]["subaddress_extension"] = False
+    del accounts[-1]
+    docs.serve("/mail.json", document)
+    assert runner.run().result == "applied"
+    assert mail.get_account("bob@example.com").subaddress_extension
+    assert not mail.get_account("alice@example.com").subaddress_extension
+
+
+def test_an_address_listed_as_account_and_alias_is_both_and_its_roles_follow_the_document(
+        make_runner: MakeRunner, docs: DocServer, mail: MailDirectory,
+        slapd: ManagedSlapd) -> None:
+    account = {"name": "info", "password": CHEAP_HASH, "subaddress_extension": True}
+    alias = {"name": "info", "to": "alice@example.com"}
+
+    def serve(*entries: dict[str, object]) -> None:
+        document = spec_document()
+        lists = document["example.com"]
+        for item in entries:
+            lists["alias" if "to" in item else "account"].append(item)  # type: ignore[index]
+        docs.serve("/mail.json", document)
+
+    serve(account, alias)
+    runner = make_runner("/mail.json", sync_max_delete_fraction=1.0)
+    report = runner.run()
+    assert report.result == "applied" and report.counts["created"] == 4, report.as_json()
+    found = attrs(slapd, "info@example.com")
+    assert len(found["dn"]) == 1
+    assert sorted(found["objectClass"]) == ["mailgateAccount", "mailgateForwarding"]
+    assert mail.get_account("info@example.com").subaddress_extension
+    assert mail.get_alias("info@example.com").to == "alice@example.com"
+    assert runner.run(full=True).counts["unchanged"] == 4
+    # Only the account now: the forwarding goes (one modify, the entry stays).
+    serve(account)
+    assert runner.run().counts["updated"] == 1
+    assert attrs(slapd, "info@example.com")["objectClass"] == ["mailgateAccount"]
+    # Only an alias (a kind change of a sync-owned entry: replaced).
+    serve(alias)
+    assert runner.run().counts["replaced"] == 1
+    assert attrs(slapd, "info@example.com")["objectClass"] == ["mailgateAlias"]
+    # Both again: the alias gets its mailbox in place (structural class changes).
+    serve(account, alias)
+    assert runner.run().counts["updated"] == 1
+    found = attrs(slapd, "info@example.com")
+    assert sorted(found["objectClass"]) == ["mailgateAccount", "mailgateForwarding"]
+    assert mail.get_account("info@example.com").password == CHEAP_HASH
+    # Only the alias again: the mailbox goes, the forwarding stays.
+    serve(alias)
+    assert runner.run().counts["updated"] == 1
+    found = attrs(slapd, "info@example.com")
+    assert found["objectClass"] == ["mailgateAlias"] and "userPassword" not in found
+    assert "mailgateSubaddress" not in found
+    assert mail.get_alias("info@example.com").to == "alice@example.com"
+
+
+def test_roles_made_through_the_api(make_runner: MakeRunner, docs: DocServer,
+                                    mail: MailDirectory, slapd: ManagedSlapd) -> None:
+    mail.create_account("sales", "example.com", "pw")
+    mail.create_account("team", "example.com", "pw")
+    mail.create_alias("team", "example.com", "alice@example.com")
+    document = spec_document()
+    lists = document["example.com"]
+    lists["account"].append({"name": "sales", "password": CHEAP_HASH})  # type: ignore[index]
+    lists["alias"].append({"name": "sales", "to": "bob@example.com"})  # type: ignore[index]
+    lists["account"].append({"name": "team", "password": CHEAP_HASH})  # type: ignore[index]
+    runner = make_runner(docs.serve("/mail.json", document))
+    report = runner.run()
+    # A role is added to an API entry (taken over); one is never taken away from it.
+    assert report.result == "partial" and report.counts["taken_over"] == 1
+    assert sorted(attrs(slapd, "sales@example.com")["objectClass"]) == [
+        "mailgateAccount", "mailgateForwarding"]
+    assert mail.get_alias("sales@example.com").origin == "sync"
+    (skip,) = report.skipped
+    assert skip.name == "team" and "account and an alias made through the API" in skip.reason
+    assert mail.get_alias("team@example.com").to == "alice@example.com"
