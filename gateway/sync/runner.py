@@ -1,6 +1,8 @@
 """One sync run: lock, fetch, validate, read, plan, guard, apply, record.
 
-:class:`SyncRunner` is what the scheduler, the CLI and the API call. A run:
+:class:`SyncRunner` is what the scheduler, the CLI and the API call. One
+concern at about 490 lines: the life of a run, from the lock to its record,
+including what an outage in the middle leaves to settle. A run:
 
 1. takes the cluster-wide lock (``cn=sync-lock,ou=gateway,<base>``); if
    someone else holds it the run is ``busy`` and does nothing;
