@@ -24,11 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
+from granian.constants import HTTPModes, Interfaces, SSLProtocols
+from granian.http import HTTP1Settings
+from granian.log import LogLevels
+from granian.server import Server
 
 from . import logs
 from .accesslog import AccessLog
 from .app import create_app
 from .settings import Settings
+from .sync.job import start_scheduler
 
 # How long a client may take to send a request's headers (ms): a stalled
 # connection costs a Rust task, not a Python thread, but it is not kept forever.
@@ -39,8 +44,6 @@ GRACEFUL_TIMEOUT = 20
 
 def load_app(settings: Settings) -> Any:
     """The WSGI callable of one worker process (granian calls this in the worker)."""
-    from .sync.job import start_scheduler
-
     # granian set up logging for its own lines in this process: the gateway's
     # go where and how MAILGATE_LOG_FORMAT says, as in the main process.
     logs.configure(settings.log_level, settings.log_format)
@@ -82,11 +85,6 @@ def serve(settings: Settings, cert: Path, key: Path, backpressure: int | None = 
     granian's, the socket backlog (1024) over the workers. ``options``: more
     arguments of ``granian.server.Server`` (bench/servers.py tries some).
     """
-    from granian.constants import HTTPModes, Interfaces, SSLProtocols
-    from granian.http import HTTP1Settings
-    from granian.log import LogLevels
-    from granian.server import Server
-
     host, _, port = settings.listen.rpartition(":")
     level = settings.log_level.lower()
     server = Server(
