@@ -27,6 +27,7 @@ from gateway.mail import MailDirectory
 from gateway.replication import PairedProviderSlapd, ReplicaSlapd, share_secrets
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd, free_port
+from gateway.sync.lock import LdapLock
 from gateway.sync.runner import SyncRunner
 
 from conftest import ADMIN_TOKEN, BASE_DN, TEST_ROUNDS
@@ -290,7 +291,8 @@ def test_sync_lock_is_pinned_to_the_first_provider(
             barrier = threading.Barrier(2)
             won: list[bool] = [False, False]
 
-            def take(i: int) -> None:
+            def take(i: int, barrier: threading.Barrier = barrier,
+                     won: list[bool] = won, locks: list[LdapLock] = locks) -> None:
                 barrier.wait()
                 won[i] = locks[i].acquire()
 
