@@ -315,3 +315,60 @@ def test_sync_lock_is_pinned_to_the_first_provider(
     finally:
         runner.close()
         one.start()
+
+
+# -- the commands ---------------------------------------------------------------
+
+
+def test_render_config_replica_applies_to_a_mailgate_cn_config(
+        slapd: ManagedSlapd, tmp_path: Path) -> None:
+    from gateway import cli
+
+    status = cli.main(["render-config", "replica", "--provider", slapd.url, "--rid", "7",
+                       "--base-dn", BASE_DN, "--out", str(tmp_path / "out"),
+                       "--password-file", str(slapd.password_file("replicator"))])
+    assert status == 0
+    rendered = tmp_path / "out" / "replica.ldif"
+    assert rendered.stat().st_mode & 0o777 == 0o600
+    text = rendered.read_text()
+    assert f"provider={slapd.url}" in text and "rid=007" in text
+    assert f"olcUpdateRef: {slapd.url}" in text and "${" not in text
+    fresh = ManagedSlapd(tmp_path / "fresh", BASE_DN)
+    fresh.ensure_initialised()
+    subprocess.run(["slapmodify", "-n0", "-F", str(fresh.config_dir), "-l", str(rendered)],
+                   check=True, capture_output=True, timeout=60)
+    config = subprocess.run(["slapcat", "-n0", "-F", str(fresh.config_dir), "-o",
+                             "ldif-wrap=no"], check=True, capture_output=True, text=True,
+                            timeout=60).stdout
+    assert "olcSyncrepl: {0}rid=007 " in config and f"olcUpdateRef: {slapd.url}" in config
+
+
+def test_mailgate_directory_replica_of(slapd: ManagedSlapd, tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    from gateway.slapd import listening
+
+    url = f"ldap://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+    env.update(MAILGATE_DATA_DIR=str(tmp_path / "replica"), MAILGATE_LDAP_BASE_DN=BASE_DN,
+               MAILGATE_EMBEDDED_LDAP_URL=url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "directory", "--replica-of", slapd.url,
+         "--replicator-password-file", str(slapd.password_file("replicator"))],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            output = proc.stdout.read().decode() if proc.stdout else ""
+            raise AssertionError(f"mailgate directory exited with {proc.returncode}: {output}")
+        return listening(url, 0.2) and can_bind(url, slapd.service_dn("dovecot"),
+                                                slapd.password("dovecot"))
+
+    try:
+        until(ready, timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0
+
