@@ -202,9 +202,9 @@ def list_all_gateway(slapd: ManagedSlapd) -> tuple[float, int]:
             got = client.get(f"/mail/{kind}/?page={page}&page_size=10000", headers=headers)
             if got.status_code != 200:
                 raise RuntimeError(f"list {kind} page {page}: {got.status_code}")
-            items = got.get_json()["results"]
-            seen += len(items)
-            if len(items) < 10000:
+            body = got.get_json()
+            seen += len(body["results"])
+            if body["next"] is None:
                 break
             page += 1
     elapsed = time.perf_counter() - start
