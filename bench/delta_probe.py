@@ -29,13 +29,8 @@ from gateway.replication import ReplicaSlapd, share_secrets
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd, free_port
 
-ACCESSLOG_PROVIDER = """dn: cn=module{{0}},cn=config
-changetype: modify
-add: olcModuleLoad
-olcModuleLoad: accesslog
-
+ACCESSLOG_PROVIDER = """
 dn: olcDatabase={{2}}mdb,cn=config
-changetype: add
 objectClass: olcDatabaseConfig
 objectClass: olcMdbConfig
 olcDatabase: {{2}}mdb
@@ -47,19 +42,17 @@ olcDbNoSync: FALSE
 olcAccess: {{0}}to * by dn.exact="cn=replicator,ou=services,{base}" read by * none
 olcLimits: {{0}}dn.exact="cn=replicator,ou=services,{base}" size=unlimited time=unlimited
 
-dn: olcOverlay=syncprov,olcDatabase={{2}}mdb,cn=config
-changetype: add
+dn: olcOverlay={{0}}syncprov,olcDatabase={{2}}mdb,cn=config
 objectClass: olcOverlayConfig
 objectClass: olcSyncProvConfig
-olcOverlay: syncprov
+olcOverlay: {{0}}syncprov
 olcSpNoPresent: TRUE
 olcSpReloadHint: TRUE
 
-dn: olcOverlay=accesslog,olcDatabase={{1}}mdb,cn=config
-changetype: add
+dn: olcOverlay={{2}}accesslog,olcDatabase={{1}}mdb,cn=config
 objectClass: olcOverlayConfig
 objectClass: olcAccessLogConfig
-olcOverlay: accesslog
+olcOverlay: {{2}}accesslog
 olcAccessLogDB: cn=accesslog
 olcAccessLogOps: writes
 olcAccessLogSuccess: TRUE
@@ -69,10 +62,19 @@ olcAccessLogPurge: 07+00:00 01+00:00
 
 @dataclass
 class DeltaProvider(ManagedSlapd):
-    def config_changes(self, values: dict[str, str]) -> list[str]:
+    """config.ldif plus the accesslog module, database and overlay (slapmodify
+    cannot add databases, so they are appended before slapadd -n0)."""
+
+    def render(self, name: str, values: dict[str, str]) -> str:  # type: ignore[override]
+        text = ManagedSlapd.render(name, values)
+        if name != "config.ldif":
+            return text
         logdir = self.root / "accesslog"
         logdir.mkdir(parents=True, exist_ok=True)
-        return [ACCESSLOG_PROVIDER.format(base=self.base_dn, logdir=logdir)]
+        text = text.replace("olcModuleLoad: sssvlv\n",
+                            "olcModuleLoad: sssvlv\nolcModuleLoad: accesslog\n")
+        return text.rstrip("\n") + "\n" + ACCESSLOG_PROVIDER.format(base=self.base_dn,
+                                                                  logdir=logdir)
 
 
 @dataclass

@@ -86,7 +86,11 @@ class CountingProxy:
                 client, _ = self.sock.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.target)
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:  # the provider is down: the consumer retries later
+                client.close()
+                continue
             threading.Thread(target=self._pump, args=(client, upstream, "to_provider"),
                              daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, "to_consumer"),
