@@ -191,7 +191,7 @@ def mdb_stat(db_dir: Path) -> dict[str, int]:
 
 
 def list_all_gateway(slapd: ManagedSlapd) -> tuple[float, int]:
-    from gateway import create_app
+    from gateway.app import create_app
     from gateway.services import current
 
     app = create_app(Settings(ldap_url=slapd.url, ldap_base_dn=BASE_DN,

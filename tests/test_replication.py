@@ -30,7 +30,7 @@ from gateway.slapd import ManagedSlapd, free_port
 from gateway.sync.lock import LdapLock
 from gateway.sync.runner import SyncRunner
 
-from conftest import ADMIN_TOKEN, BASE_DN, TEST_ROUNDS
+from tests.support.constants import ADMIN_TOKEN, BASE_DN, TEST_ROUNDS
 
 GENEROUS = 5.0  # seconds: what is asserted; the figures are reported
 
@@ -226,7 +226,7 @@ def test_providers_replicate_each_other(
 
 def test_gateway_fails_over_and_does_not_flap(
         providers: tuple[PairedProviderSlapd, PairedProviderSlapd], tmp_path: Path) -> None:
-    from gateway import create_app
+    from gateway.app import create_app
     from gateway.services import current
 
     one, two = providers
