@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-compose bench bench-quick bench-servers bench-tools lint typecheck check system-packages venv clean
+.PHONY: run test test-compose bench bench-quick bench-servers bench-scale bench-tools lint typecheck check system-packages venv clean
 
 system-packages:
 	@bash deploy/install-system-packages.sh
@@ -50,6 +50,13 @@ bench-servers: system-packages venv bench-tools
 
 bench-quick: system-packages venv bench-tools
 	$(BIN)/python bench/run.py --quick --out /tmp/mailgate-benchmarks-quick.md $(BENCH_ARGS)
+
+# Scale-out figures at one million accounts (docs/scaling.md; 30+ minutes).
+# bench/scale_bench.py without --accounts runs 100 000.
+bench-scale: system-packages venv
+	@command -v mdb_stat >/dev/null || { SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lmdb-utils; }
+	cd bench && ../$(BIN)/python scale_bench.py --accounts 1000000 $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff check gateway tests bench

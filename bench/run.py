@@ -143,6 +143,11 @@ def render(results: dict[str, dict[str, Any]], args: argparse.Namespace,
         "`.venv/bin/python bench/run.py --only B2 [--quick] [--runs N] [--out FILE]` runs "
         "some (B2-B4 and B8 import their directory first, as B1 does).",
         "",
+        "Scale-out (replication, disk and index sizes, Postfix lookup rate, a fresh "
+        "consumer, the million): `bench/scale_bench.py [--accounts N]` and `make "
+        "bench-scale`, written to `docs/benchmarks-scale-<N>.md`; read with "
+        "`docs/scaling.md`.",
+        "",
     ]
     return "\n".join(lines)
 

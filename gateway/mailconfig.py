@@ -2,6 +2,7 @@
 
     mailgate render-config postfix --out DIR [options]
     mailgate render-config dovecot --out DIR [options]
+    mailgate render-config replica --provider URL --out DIR [options]
 
 The templates live in ``deploy/postfix`` and ``deploy/dovecot`` (``*.in`` files
 with ``{{name}}`` placeholders, shipped in the package: :mod:`gateway.resources`);
@@ -38,6 +39,7 @@ __all__ = [
     "Rendered",
     "dovecot_files",
     "postfix_files",
+    "replica_files",
     "write_files",
 ]
 
@@ -208,6 +210,21 @@ def dovecot_files(ldap: LdapAccess, *, conf_dir: str, mail_root: str = "/var/vma
 
 
 # -- writing -------------------------------------------------------------------
+
+
+# -- a local read-only replica (OpenLDAP syncrepl consumer) -----------------------
+
+
+def replica_files(replicator: LdapAccess, provider_url: str, rid: int = 1) -> list[Rendered]:
+    """``replica.ldif``: the cn=config changes that make a slapd loaded with
+    mailgate's config.ldif (and an empty database) a read-only consumer of
+    ``provider_url`` (ldif/replica.ldif; gateway/replication.py). Mode 0600: it
+    holds the replicator's password."""
+    from .replication import render_replica
+
+    text = render_replica(replicator.base_dn, provider_url, replicator.password, rid=rid,
+                          starttls=replicator.starttls, ca_file=replicator.ca_file)
+    return [Rendered("replica.ldif", text, 0o600)]
 
 
 def write_files(out: Path, files: list[Rendered]) -> list[Path]:

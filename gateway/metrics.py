@@ -56,6 +56,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .errors import SetupError
+
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -75,9 +77,13 @@ def enable_multiprocess(directory: Path) -> None:
 
     Call before any metric is made and before the worker processes start.
     """
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True, mode=0o700)
+    try:
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True, mode=0o700)
+    except OSError as exc:
+        raise SetupError(f"MAILGATE_DATA_DIR: cannot make {directory} for the workers' "
+                         f"metrics: {exc.strerror}") from None
     os.environ[ENV] = str(directory)
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
-LDIF_FILES = ("config.ldif", "base.ldif", "schema/mailgate.ldif")
+LDIF_FILES = ("config.ldif", "base.ldif", "schema/mailgate.ldif", "replica.ldif",
+              "provider-pair.ldif")
 
 
 def _data() -> Traversable:

@@ -39,7 +39,9 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    # LDAP. ldap_url None means: embedded slapd managed under data_dir.
+    # LDAP. ldap_url None means: embedded slapd managed under data_dir. Several
+    # space-separated URLs: providers replicating each other; the pool uses one
+    # at a time and fails over (gateway/directory/pool.py, docs/scaling.md).
     ldap_url: str | None = None
     ldap_base_dn: str = "dc=mail,dc=internal"
     ldap_bind_dn: str | None = None
@@ -98,6 +100,17 @@ class Settings:
         return self.ldap_url is None
 
     @property
+    def ldap_urls(self) -> tuple[str, ...]:
+        """The LDAP URLs in the order given (empty in embedded mode)."""
+        return tuple((self.ldap_url or "").split())
+
+    def pinned(self) -> Settings:
+        """These settings with only the first LDAP URL: what must not fail over
+        (the sync's lock: two providers cannot agree on an entry at the same instant)."""
+        urls = self.ldap_urls
+        return self if len(urls) <= 1 else self.replace(ldap_url=urls[0])
+
+    @property
     def gateway_dn(self) -> str:
         return self.ldap_bind_dn or f"cn=gateway,ou=services,{self.ldap_base_dn}"
 
@@ -110,7 +123,11 @@ class Settings:
         env = _Env(os.environ if environ is None else environ)
         ldap_url = env.get_str("LDAP_URL")
         if ldap_url is not None:
-            _check_ldap_url("LDAP_URL", ldap_url)
+            ldap_url = " ".join(ldap_url.split())
+            for url in ldap_url.split():
+                _check_ldap_url("LDAP_URL", url)
+            if len(set(ldap_url.lower().split())) != len(ldap_url.split()):
+                raise ConfigError("LDAP_URL", "a URL is listed twice")
         base_dn = env.get_str("LDAP_BASE_DN") or cls.ldap_base_dn
         _check_dn("LDAP_BASE_DN", base_dn)
         bind_dn = env.get_str("LDAP_BIND_DN")

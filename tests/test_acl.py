@@ -102,3 +102,26 @@ def test_services_see_no_tokens_and_gateway_cannot_touch_service_passwords(
     assert as_service(slapd, "gateway", "ldapmodify", input=change).returncode == 50
     assert "userPassword" not in read(slapd, "gateway", slapd.service_dn("dovecot"),
                                       "userPassword")
+
+
+@pytest.mark.usefixtures("seeded")
+def test_replicator_reads_everything_and_writes_nothing(slapd: ManagedSlapd) -> None:
+    """What a consumer needs: every entry, password hashes and operational attributes."""
+    entry = read(slapd, "replicator", ALICE, "*", "+")
+    for wanted in ("userPassword:: ", "mailgateSenderAllowed: example.org", "mailgateOrigin: ",
+                   "entryCSN: ", "entryUUID: "):
+        assert wanted in entry, wanted
+    assert "userPassword:: " in read(slapd, "replicator", slapd.service_dn("dovecot"), "*")
+    tokens = as_service(slapd, "replicator", "ldapsearch", "-b", f"ou=gateway,{BASE_DN}",
+                        "(objectClass=*)", "1.1")
+    assert "dn: ou=tokens" in tokens.stdout
+    assert "contextCSN: " in read(slapd, "replicator", BASE_DN, "contextCSN")
+    config = as_service(slapd, "replicator", "ldapsearch", "-b", "cn=config", "(objectClass=*)")
+    assert "dn:" not in config.stdout
+    change = (f"dn: {ALICE}\nchangetype: modify\nreplace: mailgateSenderAllowed\n"
+              "mailgateSenderAllowed: *\n")
+    assert as_service(slapd, "replicator", "ldapmodify", input=change).returncode == 50
+    added = as_service(slapd, "replicator", "ldapadd", input=(
+        f"dn: mail=evil@example.com,dc=example.com,ou=domains,{BASE_DN}\n"
+        "objectClass: mailgateAlias\nmail: evil@example.com\nmailgateAliasTarget: x@y.example\n"))
+    assert added.returncode == 50, added

@@ -36,6 +36,8 @@ def test_secrets_from_files(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("env", "variable"), [
     ({"MAILGATE_LDAP_URL": "http://x"}, "MAILGATE_LDAP_URL"),
+    ({"MAILGATE_LDAP_URL": "ldap://a ftp://b"}, "MAILGATE_LDAP_URL"),
+    ({"MAILGATE_LDAP_URL": "ldap://a:389 ldap://A:389"}, "MAILGATE_LDAP_URL"),
     ({"MAILGATE_LDAP_URL": "ldap://x"}, "MAILGATE_LDAP_PASSWORD"),
     ({"MAILGATE_LDAP_URL": "ldap://x", "MAILGATE_LDAP_PASSWORD": "p"}, "MAILGATE_ADMIN_TOKEN"),
     ({"MAILGATE_LDAP_BASE_DN": "not a dn"}, "MAILGATE_LDAP_BASE_DN"),
@@ -60,3 +62,11 @@ def test_invalid_configuration_names_the_variable(env: dict[str, str], variable:
         Settings.from_env(env)
     assert caught.value.variable == variable
     assert str(caught.value).startswith(variable)
+
+
+def test_several_ldap_urls_in_order_and_the_first_pinned() -> None:
+    settings = Settings.from_env({
+        "MAILGATE_LDAP_URL": " ldap://ldap1.example:389   ldaps://ldap2.example ",
+        "MAILGATE_LDAP_PASSWORD": "p", "MAILGATE_ADMIN_TOKEN": "t" * 30})
+    assert settings.ldap_urls == ("ldap://ldap1.example:389", "ldaps://ldap2.example")
+    assert settings.pinned().ldap_urls == ("ldap://ldap1.example:389",)

@@ -96,9 +96,13 @@ gateway() {
   MAILGATE_TLS_CERT=$(private_copy tls_cert)
   MAILGATE_TLS_KEY=$(private_copy tls_key)
   MAILGATE_LISTEN=${MAILGATE_LISTEN:-0.0.0.0:8443}
+  # Per-process state only (the workers' metrics files, a converted TLS key):
+  # the gateway keeps nothing that must outlive the container.
+  MAILGATE_DATA_DIR=${MAILGATE_DATA_DIR:-$PRIVATE/data}
+  install -d -o mailgate -g mailgate -m 0700 "$MAILGATE_DATA_DIR"
   # The JSON sync runs in the sync container only (exactly one scheduler).
   unset MAILGATE_JSON_URLS
-  export MAILGATE_TLS_CERT MAILGATE_TLS_KEY MAILGATE_LISTEN
+  export MAILGATE_TLS_CERT MAILGATE_TLS_KEY MAILGATE_LISTEN MAILGATE_DATA_DIR
   as_mailgate mailgate serve
 }
 

@@ -1,4 +1,5 @@
-"""``mailgate render-config postfix|dovecot``: the mail servers' configuration.
+"""``mailgate render-config postfix|dovecot|replica``: the mail servers' configuration,
+and a local read-only replica of the directory for a mail host.
 
 The files read the directory natively (Postfix ``ldap_table``, Dovecot
 ``passdb``/``userdb ldap``); :mod:`gateway.mailconfig` renders them and
@@ -15,7 +16,7 @@ from typing import Any
 
 from ..access import service_access
 from ..errors import AccessError, RenderError
-from ..mailconfig import DEFAULT_MILTER, dovecot_files, postfix_files, write_files
+from ..mailconfig import DEFAULT_MILTER, dovecot_files, postfix_files, replica_files, write_files
 from ..settings import Settings
 
 
@@ -26,9 +27,22 @@ def add_commands(subparsers: Any) -> None:
     servers = parser.add_subparsers(dest="server", required=True)
     postfix = servers.add_parser("postfix", help="ldap_table maps, main.cf/master.cf fragments")
     dovecot = servers.add_parser("dovecot", help="passdb/userdb LDAP files, dovecot.conf include")
-    for sub, service in ((postfix, "postfix"), (dovecot, "dovecot")):
+    replica = servers.add_parser(
+        "replica", help="replica.ldif: cn=config changes making a slapd (mailgate's config.ldif, "
+                        "empty database) a read-only consumer of --provider")
+    replica.add_argument("--provider", required=True,
+                         help="the provider's ldap:// or ldaps:// URL (writes are referred there)")
+    replica.add_argument("--rid", type=int, default=1, help="syncrepl replica ID (default 1)")
+    replica.set_defaults(func=run, service="replicator")
+    for sub, service in ((postfix, "postfix"), (dovecot, "dovecot"), (replica, "replicator")):
         sub.add_argument("--out", type=Path, required=True, help="directory to write into")
-        sub.add_argument("--ldap-url", help="default: MAILGATE_LDAP_URL, else the embedded URL")
+        if service == "replicator":
+            sub.add_argument("--ldap-url", help=argparse.SUPPRESS)
+        else:
+            sub.add_argument("--ldap-url",
+                             help="default: MAILGATE_LDAP_URL, else the embedded URL; on a "
+                                  "mail host with a local replica: that replica, e.g. "
+                                  "ldap://127.0.0.1:389 (docs/scaling.md)")
         sub.add_argument("--base-dn", help="default: MAILGATE_LDAP_BASE_DN")
         sub.add_argument("--bind-dn", help=f"default: cn={service},ou=services,<base DN>")
         sub.add_argument("--password-file", type=Path,
@@ -72,7 +86,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                               bind_dn=args.bind_dn, password_file=args.password_file,
                               starttls=args.ldap_starttls, ca_file=args.ldap_ca_file)
         out = args.out.resolve()
-        if args.service == "postfix":
+        if args.service == "replicator":
+            files = replica_files(ldap, args.provider, args.rid)
+        elif args.service == "postfix":
             files = postfix_files(
                 ldap, map_dir=args.map_dir or str(out), lmtp=args.lmtp, sasl_path=args.sasl_path,
                 milter=None if args.milter == "none" else args.milter,

@@ -3,6 +3,11 @@
 The production way to run the directory built from ``ldif/`` as its own
 service (systemd, a container): the gateway, Postfix and Dovecot all read it,
 and stopping the gateway never stops mail.
+
+``--replica-of URL`` runs a read-only consumer of that provider instead (a
+mail host's local replica, ldif/replica.ldif): created empty, filled and kept
+current by syncrepl, writes referred to the provider. Postfix and Dovecot on
+that host then read it (``render-config postfix|dovecot --ldap-url``).
 """
 
 from __future__ import annotations
@@ -11,9 +16,12 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from ..access import embedded_slapd
+from ..errors import RenderError, SlapdError
+from ..replication import ReplicaSlapd, syncrepl_values
 from ..settings import Settings
 
 
@@ -21,6 +29,12 @@ def add_commands(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "directory", help="run only the managed slapd (the directory as its own service, "
                           "e.g. in docker-compose.yml or a systemd unit)")
+    parser.add_argument("--replica-of", metavar="URL",
+                        help="run a read-only replica (syncrepl consumer) of this provider")
+    parser.add_argument("--replicator-password-file", type=Path,
+                        help="with --replica-of: the password of cn=replicator,ou=services,"
+                             "<base> (the provider's <data dir>/secrets/ldap-replicator.password)")
+    parser.add_argument("--rid", type=int, default=1, help="syncrepl replica ID (default 1)")
     parser.set_defaults(func=run)
 
 
@@ -34,6 +48,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     slapd = embedded_slapd(settings)
+    if getattr(args, "replica_of", None):
+        try:
+            slapd = _replica(args, settings)
+        except (OSError, RenderError, SlapdError) as exc:
+            print(f"mailgate: {exc}", file=sys.stderr)
+            return 2
     if slapd.ensure_initialised():
         print(f"mailgate: created the directory {settings.ldap_base_dn} in {slapd.root}")
     slapd.start()
@@ -47,3 +67,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         slapd.stop()
     return 0
+
+
+def _replica(args: argparse.Namespace, settings: Settings) -> ReplicaSlapd:
+    """The managed consumer of ``--replica-of``, its replicator password in place."""
+    replica = ReplicaSlapd(settings.data_dir, settings.ldap_base_dn,
+                           url=settings.embedded_ldap_url, provider_url=args.replica_of,
+                           rid=args.rid)
+    if args.replicator_password_file is not None:
+        password = args.replicator_password_file.read_text(encoding="utf-8").strip()
+        syncrepl_values(settings.ldap_base_dn, args.replica_of, password, rid=args.rid)
+        replica.secrets_dir.mkdir(parents=True, exist_ok=True)
+        replica.secrets_dir.chmod(0o700)
+        path = replica.password_file("replicator")
+        path.write_text(password, encoding="utf-8")
+        path.chmod(0o600)
+    elif not replica.password_file("replicator").is_file():
+        raise RenderError("--replica-of needs --replicator-password-file the first time")
+    if replica.initialised and not (replica.root / "rendered" / "config-change-0.ldif").is_file():
+        raise SlapdError(f"{replica.root} holds a provider's directory, not a replica: use "
+                         "another MAILGATE_DATA_DIR")
+    return replica

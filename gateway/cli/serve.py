@@ -37,6 +37,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         cert, key = ensure_self_signed(settings.data_dir / "tls", [host])
     token, token_path = admin_token(settings)
     _check_free(settings.listen)
+    # Every worker counts in files here; a scrape adds them up.
+    metrics.enable_multiprocess(settings.data_dir / "metrics")
     stop_supervising = threading.Event()
     supervisor: threading.Thread | None = None
     with reachable(settings) as (resolved, slapd):
@@ -63,8 +65,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                   f"-D {embedded.admin_dn} -y {embedded.password_file('admin')} "
                   f"-b ou=domains,{settings.ldap_base_dn}")
         sys.stdout.flush()
-        # Every worker counts in files here; a scrape adds them up.
-        metrics.enable_multiprocess(settings.data_dir / "metrics")
         try:
             serve(resolved.replace(admin_token=token), cert, key)
         finally:

@@ -17,6 +17,14 @@ Bounds and outages (docs/reliability.md):
   is down one operation at a time (the probe) tries the server, every other
   one gets DirectoryUnavailable at once, so a dead or frozen directory never
   ties up every request thread of a worker.
+
+Failover: ``MAILGATE_LDAP_URL`` may list several servers (providers that
+replicate each other). The pool uses one at a time, the *current* one; when a
+new connection to it cannot be made, the next ones are tried in order and the
+first that binds becomes current, and idle connections to the old one are
+dropped. It is sticky: a server that comes back is not used again until the
+current one fails in turn, so the gateway never flaps between providers and
+never reads from one what it just wrote to the other (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -160,7 +168,9 @@ class Pool:
     def __init__(self, settings: Settings) -> None:
         if settings.ldap_url is None or settings.ldap_password is None:
             raise ValueError("Directory needs a resolved LDAP URL and password")
-        self.url = settings.ldap_url
+        self.urls = settings.ldap_urls
+        self._current = 0
+        self._switch = threading.Lock()
         self.base_dn = settings.ldap_base_dn
         self.bind_dn = settings.gateway_dn
         self._password = settings.ldap_password
@@ -202,11 +212,19 @@ class Pool:
                 exc, DirectoryUnavailable):
             self.outage.up()   # the server answered (no such object, ...)
 
-    def open(self, timeout: float | None = None) -> Any:
-        """An unbound connection with the gateway's options (TLS verified);
-        every wait on it bounded by ``timeout`` (default: the pool's)."""
+    @property
+    def url(self) -> str:
+        """The server in use now."""
+        return self.urls[self._current]
+
+    def open(self, timeout: float | None = None, url: str | None = None) -> Any:
+        """An unbound connection (to ``url``, default the current server) with the
+        gateway's options (TLS verified); every wait on it bounded by ``timeout``
+        (default: the pool's)."""
         timeout = self.timeout if timeout is None else timeout
-        conn = _pl.initialize(self.url)
+        url = url or self.url
+        conn = _pl.initialize(url)
+        conn.mailgate_url = url
         conn.set_option(_pl.OPT_PROTOCOL_VERSION, 3)
         conn.set_option(_pl.OPT_REFERRALS, 0)
         conn.set_option(_pl.OPT_NETWORK_TIMEOUT, timeout)
@@ -216,7 +234,7 @@ class Pool:
         conn.timeout = timeout
         if self.ca_file is not None:
             conn.set_option(_pl.OPT_X_TLS_CACERTFILE, str(self.ca_file))
-        if self.url.startswith("ldaps:") or self.starttls:
+        if url.startswith("ldaps:") or self.starttls:
             conn.set_option(_pl.OPT_X_TLS_REQUIRE_CERT, _pl.OPT_X_TLS_DEMAND)
             conn.set_option(_pl.OPT_X_TLS_NEWCTX, 0)
         if self.starttls:
@@ -224,26 +242,43 @@ class Pool:
         return conn
 
     def connect(self, timeout: float | None = None) -> Any:
-        """A new connection bound as the gateway; DirectoryUnavailable if not."""
-        conn = None
-        try:
-            conn = self.open(timeout)
-            conn.simple_bind_s(self.bind_dn, self._password)
-        except _pl.INVALID_CREDENTIALS:
-            # An outage like any other (logged once by Outage, 503, not ready),
-            # whose log line says what to check.
-            metrics.get().ldap_errors.labels("credentials").inc()
-            if conn is not None:
-                close(conn)
-            raise DirectoryUnavailable(f"{REFUSED} ({self.bind_dn}): check "
-                                       "MAILGATE_LDAP_BIND_DN and MAILGATE_LDAP_PASSWORD") \
-                from None
-        except _pl.LDAPError as exc:
-            if conn is not None:
-                close(conn)
-            raise DirectoryUnavailable(f"LDAP server unreachable ({exc.__class__.__name__})") \
-                from None
-        return conn
+        """A new connection bound as the gateway: to the current server, else to
+        the next one that binds (which becomes current); DirectoryUnavailable if none."""
+        start = self._current
+        failure: _pl.LDAPError | None = None
+        for step in range(len(self.urls)):
+            index = (start + step) % len(self.urls)
+            conn = None
+            try:
+                conn = self.open(timeout, self.urls[index])
+                conn.simple_bind_s(self.bind_dn, self._password)
+            except _pl.INVALID_CREDENTIALS:
+                # An outage like any other (logged once by Outage, 503, not ready),
+                # whose log line says what to check.
+                metrics.get().ldap_errors.labels("credentials").inc()
+                if conn is not None:
+                    close(conn)
+                raise DirectoryUnavailable(f"{REFUSED} ({self.bind_dn}): check "
+                                           "MAILGATE_LDAP_BIND_DN and MAILGATE_LDAP_PASSWORD") \
+                    from None
+            except _pl.LDAPError as exc:
+                if conn is not None:
+                    close(conn)
+                failure = exc
+                continue
+            if index != start:
+                self._fail_over(start, index)
+            return conn
+        name = failure.__class__.__name__ if failure is not None else "no server"
+        raise DirectoryUnavailable(f"LDAP server unreachable ({name})")
+
+    def _fail_over(self, old: int, new: int) -> None:
+        with self._switch:
+            if self._current != old:
+                return  # another thread switched already
+            self._current = new
+        log.warning("LDAP server %s unreachable: now using %s", self.urls[old], self.urls[new])
+        self.close()  # idle connections to the old server
 
     def probe(self, timeout: float) -> None:
         """Bind and read the base entry on a fresh connection, all within about
@@ -298,7 +333,7 @@ class Pool:
         finally:
             self.outage.leave(probe)
             if conn is not None:
-                if pooled:
+                if pooled and getattr(conn, "mailgate_url", None) == self.url:
                     self._idle.append(conn)
                 else:
                     close(conn)

@@ -41,7 +41,7 @@ from .backup import BackingUp
 from .tools import run, tool, write_secret
 from .upgrade import Upgrading
 
-SERVICES = ("gateway", "postfix", "dovecot", "milter")
+SERVICES = ("gateway", "postfix", "dovecot", "milter", "replicator")
 _log = logging.getLogger(__name__)
 
 
@@ -139,11 +139,34 @@ class ManagedSlapd(Upgrading, BackingUp):
         base = rendered / "base.ldif"
         config.write_text(self.render("config.ldif", values), encoding="utf-8")
         base.write_text(self.render("base.ldif", values), encoding="utf-8")
+<<<<<<< HEAD:gateway/slapd/__init__.py
         slapadd = tool("slapadd")
         run([slapadd, "-n0", "-F", str(self.config_dir), "-l", str(config)])
         run([slapadd, "-n1", "-q", "-F", str(self.config_dir), "-l", str(base)])
+=======
+        slapadd = _tool("slapadd")
+        self._run([slapadd, "-n0", "-F", str(self.config_dir), "-l", str(config)])
+        for number, change in enumerate(self.config_changes(values)):
+            path = rendered / f"config-change-{number}.ldif"
+            path.write_text(change, encoding="utf-8")
+            self._run([_tool("slapmodify"), "-n0", "-F", str(self.config_dir), "-l", str(path)])
+        if self.loads_base:
+            self._run([slapadd, "-n1", "-q", "-F", str(self.config_dir), "-l", str(base)])
+>>>>>>> scale:gateway/slapd.py
         os.chmod(rendered, 0o700)
         return True
+
+    # Hooks for replication (gateway/replication.py) ------------------------
+
+    #: Load base.ldif at creation (a consumer gets its content from its provider).
+    loads_base = True
+    #: The identity whose bind proves the server ready ("admin": the rootdn,
+    #: which binds before a consumer has any entry).
+    ready_as = "gateway"
+
+    def config_changes(self, values: dict[str, str]) -> list[str]:
+        """LDIF changes applied to cn=config after config.ldif (slapmodify)."""
+        return []
 
     @staticmethod
     def render(name: str, values: dict[str, str]) -> str:
@@ -195,7 +218,7 @@ class ManagedSlapd(Upgrading, BackingUp):
             if self._proc.poll() is not None:
                 raise SlapdError(f"slapd exited with {self._proc.returncode}:\n{self.log_tail()}")
             # A real bind with our own credentials, not just an open port.
-            if self._answers() and self.binds():
+            if self._answers() and self.binds(self.ready_as):
                 return
             time.sleep(0.05)
         self.stop()
@@ -215,10 +238,16 @@ class ManagedSlapd(Upgrading, BackingUp):
 
     def binds(self, service: str = "gateway") -> bool:
         """Does a simple bind as ``service`` with its password succeed at :attr:`url`?"""
+        dn = self.admin_dn if service == "admin" else self.service_dn(service)
         try:
             done = subprocess.run(
+<<<<<<< HEAD:gateway/slapd/__init__.py
                 [tool("ldapwhoami"), "-x", "-H", self.url, "-o", "nettimeout=2",
                  "-D", self.service_dn(service), "-y", str(self.password_file(service))],
+=======
+                [_tool("ldapwhoami"), "-x", "-H", self.url, "-o", "nettimeout=2",
+                 "-D", dn, "-y", str(self.password_file(service))],
+>>>>>>> scale:gateway/slapd.py
                 capture_output=True, timeout=10, check=False)
         except subprocess.TimeoutExpired:
             return False
@@ -235,7 +264,7 @@ class ManagedSlapd(Upgrading, BackingUp):
 
     def owns_listener(self) -> bool:
         """Is what listens at :attr:`url` this data dir's slapd (pid file and a bind)?"""
-        return self.running_pid() is not None and self.binds()
+        return self.running_pid() is not None and self.binds(self.ready_as)
 
     def supervise(self, stop: threading.Event, check_every: float = 0.5,
                   max_backoff: float = 30.0) -> threading.Thread:

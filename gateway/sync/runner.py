@@ -178,6 +178,13 @@ class SyncRunner:
         self.state = StateStore(self.directory)
         self.fetcher = fetcher or Fetcher(settings)
         self.lock_ttl = lock_ttl
+        # The lock lives on the first listed provider only, never failed over:
+        # two providers each accept an add of the same entry before either
+        # has replicated the other's, so a lock on "whichever is up" could be
+        # held twice (docs/scaling.md). No lock, no sync: it waits for that
+        # provider, while the API fails over.
+        pinned = settings.pinned()
+        self._lock_directory = self.directory if pinned is settings else Directory(pinned)
         self.scheduler: Any = None
         self._background: list[threading.Thread] = []
         # Left behind by an LDAP outage: runs not yet recorded, locks not yet
@@ -202,11 +209,13 @@ class SyncRunner:
         self.fetcher.close()
         if self._own_directory:
             self.directory.close()
+        if self._lock_directory is not self.directory:
+            self._lock_directory.close()
 
     def new_lock(self) -> LdapLock:
         if self.lock_ttl is not None:
-            return LdapLock(self.directory, LOCK_NAME, self.lock_ttl)
-        return LdapLock(self.directory, LOCK_NAME)
+            return LdapLock(self._lock_directory, LOCK_NAME, self.lock_ttl)
+        return LdapLock(self._lock_directory, LOCK_NAME)
 
     # -- entry points -----------------------------------------------------------
 

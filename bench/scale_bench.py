@@ -1,0 +1,476 @@
+"""Scale-out figures (docs/scaling.md): N accounts + N/5 aliases, each figure with its
+baseline from the same run, on slapd with production settings (fsync on).
+
+    python bench/scale_bench.py                      100 000 accounts (about 6 min here)
+    python bench/scale_bench.py --accounts 1000000   the million (make bench-scale; 30+ min)
+    python bench/scale_bench.py --accounts 10000 --out /tmp/scale.md   quick
+
+S1  JSON import into an empty directory (SyncRunner.run) / ``ldapadd -c`` of the
+    same entries into an identical fresh slapd.
+S2  full re-sync of the same document (every entry read and compared): LDAP
+    writes (must be 0) and time / ``ldapsearch -E pr=2000`` of the compared attributes.
+S3  every account and alias through GET /mail/account/ and /mail/alias/ in
+    pages of 10 000 (Flask test client, no HTTP) / ``ldapsearch -E pr=10000``.
+S4  disk: the mdb file (du) per entry, each index's pages (``mdb_stat -a``);
+    slapd's resident memory after S1-S3.
+S5  Postfix lookups: ``postmap -q - ldap:ldap-mailboxes.cf`` (rendered by mailgate)
+    over 20 000 keys against the N-account directory / the same against a
+    1 000-account directory (does the rate depend on the size?).
+S6  a fresh consumer (ldif/replica.ldif) replicating the whole directory: time
+    and bytes on the wire (a counting TCP proxy between consumer and provider)
+    / ``ldapsearch`` of every entry with its operational attributes as the replicator.
+S7  cost per change while a consumer follows: 1 000 password modifies and 1 000
+    adds through the gateway's Directory: bytes on the replication wire, CPU
+    of the provider and of the consumer (from /proc), per change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (
+    ADMIN_TOKEN,
+    BASE_DN,
+    HASH,
+    ROOT,
+    DocumentServer,
+    account_ids,
+    document,
+    ldap_tool_args,
+    machine,
+    production_slapd,
+    write_ldif,
+)
+from sync_bench import COMPARED, Recorder, _ldapsearch, _run, _settings
+
+from gateway.access import LdapAccess
+from gateway.directory import Directory
+from gateway.mailconfig import postfix_files, write_files
+from gateway.replication import ReplicaSlapd, share_secrets
+from gateway.settings import Settings
+from gateway.slapd import ManagedSlapd, free_port
+from gateway.sync.runner import SyncRunner
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+class CountingProxy:
+    """A loopback TCP proxy that counts the bytes each way (the replication wire)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.to_consumer = 0
+        self.to_provider = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:  # the provider is down: the consumer retries later
+                client.close()
+                continue
+            threading.Thread(target=self._pump, args=(client, upstream, "to_provider"),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, "to_consumer"),
+                             daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, counter: str) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+                with self._lock:
+                    setattr(self, counter, getattr(self, counter) + len(data))
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    @property
+    def total(self) -> int:
+        return self.to_consumer + self.to_provider
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def cpu_seconds(pid: int | None) -> float:
+    assert pid is not None
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mb(pid: int | None) -> float:
+    assert pid is not None
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def as_replicator(server: ManagedSlapd, provider: ManagedSlapd) -> list[str]:
+    """ldapsearch options: ``server``'s URL, bound as the replicator of ``provider``."""
+    return ["-x", "-H", server.url, "-D", provider.service_dn("replicator"), "-y",
+            str(provider.password_file("replicator"))]
+
+
+def context_csn(server: ManagedSlapd, as_: ManagedSlapd) -> str:
+    out = subprocess.run(["ldapsearch", *as_replicator(server, as_),
+                          "-LLL", "-s", "base", "-b", BASE_DN, "contextCSN"],
+                         capture_output=True, text=True, check=False).stdout
+    return " ".join(sorted(line for line in out.splitlines() if line.startswith("contextCSN")))
+
+
+def count_entries(server: ManagedSlapd, as_: ManagedSlapd) -> int:
+    out = subprocess.run(["ldapsearch", *as_replicator(server, as_),
+                          "-LLL", "-b", BASE_DN, "(objectClass=*)", "1.1"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.count("dn: ")
+
+
+def wait_caught_up(consumer: ManagedSlapd, provider: ManagedSlapd, timeout: float) -> float:
+    """Seconds until the consumer's contextCSN is the provider's (polled every 50 ms)."""
+    start = time.monotonic()
+    want = context_csn(provider, provider)
+    if not want:
+        raise RuntimeError("no contextCSN on the provider")
+    while context_csn(consumer, provider) != want:
+        if time.monotonic() - start > timeout:
+            raise RuntimeError(f"consumer not caught up within {timeout}s")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def mdb_used(db_dir: Path) -> int:
+    """Bytes of the pages in use (mdb_stat -e: last page number + 1, times page size)."""
+    out = subprocess.run(["mdb_stat", "-e", str(db_dir)], capture_output=True, text=True,
+                         check=True).stdout
+    fields = dict(line.strip().split(":", 1) for line in out.splitlines() if ":" in line)
+    return (int(fields["Number of pages used"]) * int(fields["Page size"]))
+
+
+def mdb_stat(db_dir: Path) -> dict[str, int]:
+    """Bytes of each sub-database (branch + leaf + overflow pages) from mdb_stat -a."""
+    out = subprocess.run(["mdb_stat", "-a", str(db_dir)], capture_output=True, text=True,
+                         check=True).stdout
+    sizes: dict[str, int] = {}
+    name, page = "", 4096
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("Page size:"):
+            page = int(line.split(":")[1])
+        elif line.startswith("Status of"):
+            name = line.removeprefix("Status of").strip()
+            sizes[name] = 0
+        elif name and line.split(":")[0] in ("Branch pages", "Leaf pages", "Overflow pages"):
+            sizes[name] += int(line.split(":")[1]) * page
+    return sizes
+
+
+def list_all_gateway(slapd: ManagedSlapd) -> tuple[float, int]:
+    from gateway.app import create_app
+    from gateway.services import current
+
+    app = create_app(Settings(ldap_url=slapd.url, ldap_base_dn=BASE_DN,
+                              ldap_password=slapd.password("gateway"),
+                              admin_token=ADMIN_TOKEN, data_dir=slapd.data_dir))
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    start, seen = time.perf_counter(), 0
+    for kind in ("account", "alias"):
+        page = 1
+        while True:
+            got = client.get(f"/mail/{kind}/?page={page}&page_size=10000", headers=headers)
+            if got.status_code != 200:
+                raise RuntimeError(f"list {kind} page {page}: {got.status_code}")
+            body = got.get_json()
+            seen += len(body["results"])
+            if body["next"] is None:
+                break
+            page += 1
+    elapsed = time.perf_counter() - start
+    current(app).directory.close()
+    return elapsed, seen
+
+
+def list_all_ldapsearch(slapd: ManagedSlapd) -> float:
+    start = time.perf_counter()
+    subprocess.run(["ldapsearch", *ldap_tool_args(slapd), "-LLL", "-E", "pr=10000/noprompt",
+                    "-b", f"ou=domains,{BASE_DN}",
+                    "(|(objectClass=mailgateAccount)(objectClass=mailgateAlias))", *COMPARED],
+                   check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def postmap_rate(slapd: ManagedSlapd, work: Path, keys: list[str]) -> float:
+    access = LdapAccess(slapd.url, BASE_DN, slapd.service_dn("postfix"),
+                        slapd.password("postfix"))
+    out = work / "postfix"
+    write_files(out, postfix_files(access, map_dir=str(out),
+                                   proxy_read_maps="$virtual_mailbox_maps"))
+    etc = work / "postfix-etc"   # postmap reads a main.cf; this one sets nothing
+    etc.mkdir(exist_ok=True)
+    (etc / "main.cf").write_text("compatibility_level = 3.6\n")
+    start = time.perf_counter()
+    done = subprocess.run(["postmap", "-c", str(etc), "-q", "-",
+                           f"ldap:{out / 'ldap-mailboxes.cf'}"],
+                          input="\n".join(keys) + "\n", capture_output=True, text=True,
+                          check=False)
+    elapsed = time.perf_counter() - start
+    found = len(done.stdout.splitlines())
+    if found != len(keys):
+        raise RuntimeError(f"postmap found {found} of {len(keys)}: {done.stderr[-500:]}")
+    return len(keys) / elapsed
+
+
+def attach_consumer(provider: ManagedSlapd, work: Path) -> tuple[ReplicaSlapd, CountingProxy]:
+    port = int(provider.url.rsplit(":", 1)[1])
+    proxy = CountingProxy(port)
+    consumer = ReplicaSlapd(work / "consumer", BASE_DN, url=f"ldap://127.0.0.1:{free_port()}",
+                            nosync=False, provider_url=f"ldap://127.0.0.1:{proxy.port}")
+    share_secrets(provider, consumer, ("replicator",))
+    return consumer, proxy
+
+
+def measure(accounts: int, work: Path, runs_note: str) -> dict[str, Any]:
+    r: dict[str, Any] = {"accounts": accounts, "aliases": accounts // 5}
+    aliases = accounts // 5
+    body = document(accounts, aliases)
+    ldif = write_ldif(work / "entries.ldif", accounts, aliases)
+    entries = sum(1 for line in ldif.open() if line.startswith("dn: "))
+    r["entries"] = entries
+    r["document_mb"] = round(len(body) / 2**20, 1)
+    print(f"{entries} entries, document {r['document_mb']} MiB", flush=True)
+
+    # S1 baseline first (its directory is deleted before the gateway's is made).
+    with production_slapd(work / "ldapadd") as slapd:
+        start = time.perf_counter()
+        subprocess.run(["ldapadd", "-c", *ldap_tool_args(slapd), "-f", str(ldif)],
+                       check=True, capture_output=True)
+        r["s1_ldapadd_s"] = time.perf_counter() - start
+    shutil.rmtree(work / "ldapadd")
+    print(f"S1 ldapadd {r['s1_ldapadd_s']:.1f} s", flush=True)
+    server = DocumentServer(work, body)
+    try:
+        with production_slapd(work / "provider") as slapd:
+            runner = SyncRunner(_settings(slapd, server))
+            rec = Recorder(runner)
+            server.publish(body)
+            _report, r["s1_sync_s"] = _run(runner, "applied")
+            r["s1_writes"] = rec.mail_writes
+            print(f"S1 sync {r['s1_sync_s']:.1f} s", flush=True)
+            # S2
+            server.publish(body)
+            rec.clear()
+            _report, r["s2_sync_s"] = _run(runner, "applied", full=True)
+            r["s2_writes"] = rec.mail_writes
+            r["s2_ldapsearch_s"] = _ldapsearch(slapd)
+            runner.close()
+            print(f"S2 {r['s2_sync_s']:.2f} s, {r['s2_writes']} writes", flush=True)
+            # S3
+            r["s3_gateway_s"], r["s3_listed"] = list_all_gateway(slapd)
+            r["s3_ldapsearch_s"] = list_all_ldapsearch(slapd)
+            print(f"S3 {r['s3_gateway_s']:.2f} s / {r['s3_ldapsearch_s']:.2f} s", flush=True)
+            # S4
+            data = slapd.db_dir / "data.mdb"
+            r["s4_mdb_bytes"] = data.stat().st_blocks * 512
+            r["s4_mdb_used_bytes"] = mdb_used(slapd.db_dir)
+            r["s4_bytes_per_entry"] = r["s4_mdb_bytes"] / entries
+            r["s4_subdbs"] = mdb_stat(slapd.db_dir)
+            r["s4_ldif_bytes_per_entry"] = ldif.stat().st_size / entries
+            r["s4_slapd_rss_mb"] = rss_mb(slapd.pid)
+            # S5
+            keys = random.Random(7).sample(account_ids(accounts), min(20_000, accounts))
+            r["s5_rate"] = postmap_rate(slapd, work, keys)
+            print(f"S5 {r['s5_rate']:.0f} lookups/s", flush=True)
+            # S6
+            consumer, proxy = attach_consumer(slapd, work)
+            base_start = time.perf_counter()
+            subprocess.run(["ldapsearch", *ldap_tool_args(slapd, "replicator"), "-LLL",
+                            "-E", "pr=10000/noprompt", "-b", BASE_DN, "(objectClass=*)",
+                            "*", "+"], check=True, capture_output=True)
+            r["s6_ldapsearch_s"] = time.perf_counter() - base_start
+            started = time.monotonic()
+            consumer.start()
+            try:
+                r["s6_refresh_s"] = (time.monotonic() - started) + wait_caught_up(
+                    consumer, slapd, timeout=7200)
+                r["s6_refresh_bytes"] = proxy.total
+                r["s6_refresh_bytes_to_provider"] = proxy.to_provider
+                r["s6_entries_equal"] = count_entries(consumer, slapd) == count_entries(
+                    slapd, slapd)
+                if not r["s6_entries_equal"]:
+                    raise RuntimeError("the consumer does not hold every entry")
+                r["s6_consumer_mdb_bytes"] = mdb_used(consumer.db_dir)
+                r["s6_consumer_rss_mb"] = rss_mb(consumer.pid)
+                print(f"S6 {r['s6_refresh_s']:.1f} s, {proxy.total / entries:.0f} B/entry",
+                      flush=True)
+                # S7
+                r.update(per_change(slapd, consumer, proxy, accounts))
+            finally:
+                consumer.stop()
+                proxy.close()
+    finally:
+        server.close()
+    # S5 baseline: the same lookups against a 1 000-account directory.
+    small = write_ldif(work / "small.ldif", 1000, 200)
+    with production_slapd(work / "small", preload=small) as slapd:
+        keys = [random.Random(7).choice(account_ids(1000)) for _ in range(min(20_000, accounts))]
+        r["s5_small_rate"] = postmap_rate(slapd, work / "small-pf", keys)
+    r["note"] = runs_note
+    return r
+
+
+def per_change(provider: ManagedSlapd, consumer: ReplicaSlapd, proxy: CountingProxy,
+               accounts: int) -> dict[str, float]:
+    settings = Settings(ldap_url=provider.url, ldap_base_dn=BASE_DN,
+                        ldap_password=provider.password("gateway"))
+    directory = Directory(settings)
+    out: dict[str, float] = {}
+    ids = account_ids(accounts)[:1000]
+    changes = {
+        "modify": [("modify", a) for a in ids],
+        "add": [("add", f"new{i:05d}@{ids[0].split('@')[1]}") for i in range(1000)],
+    }
+    try:
+        for kind, ops in changes.items():
+            wire, to_provider = proxy.total, proxy.to_provider
+            p_cpu, c_cpu = cpu_seconds(provider.pid), cpu_seconds(consumer.pid)
+            start = time.monotonic()
+            for i, (op, address) in enumerate(ops):
+                dn = f"mail={address},dc={address.split('@')[1]},ou=domains,{BASE_DN}"
+                if op == "modify":
+                    directory.modify(dn, {"userPassword": [f"{{CRYPT}}{HASH}{i % 10}"]})
+                else:
+                    directory.add(dn, "mailgateAccount", {
+                        "mail": [address], "userPassword": [f"{{CRYPT}}{HASH}"],
+                        "mailgateOrigin": ["api"]})
+            wait_caught_up(consumer, provider, timeout=600)
+            n = len(ops)
+            out[f"s7_{kind}_wall_ms"] = (time.monotonic() - start) / n * 1000
+            out[f"s7_{kind}_bytes"] = (proxy.total - wire) / n
+            out[f"s7_{kind}_bytes_to_provider"] = (proxy.to_provider - to_provider) / n
+            out[f"s7_{kind}_provider_cpu_ms"] = (cpu_seconds(provider.pid) - p_cpu) / n * 1000
+            out[f"s7_{kind}_consumer_cpu_ms"] = (cpu_seconds(consumer.pid) - c_cpu) / n * 1000
+    finally:
+        directory.close()
+    return out
+
+
+def render(r: dict[str, Any], command: str, minutes: float) -> str:
+    e = r["entries"]
+    subdbs = ", ".join(f"{name or 'main'} {size / 2**20:.1f} MiB"
+                       for name, size in sorted(r["s4_subdbs"].items(), key=lambda x: -x[1])
+                       if size)
+    rows = [
+        ("S1", "JSON import into an empty directory (SyncRunner.run)",
+         f"{r['s1_sync_s']:.1f} s ({r['s1_writes']} writes)",
+         "`ldapadd -c` of the same LDIF, fresh slapd", f"{r['s1_ldapadd_s']:.1f} s",
+         f"{r['s1_sync_s'] / r['s1_ldapadd_s']:.2f}"),
+        ("S2", "full re-sync, no change (every entry read and compared)",
+         f"{r['s2_sync_s']:.2f} s, {r['s2_writes']} writes",
+         "`ldapsearch -E pr=2000` of the compared attributes", f"{r['s2_ldapsearch_s']:.2f} s",
+         f"{r['s2_sync_s'] / r['s2_ldapsearch_s']:.2f}"),
+        ("S3", f"list every account and alias, pages of 10 000 ({r['s3_listed']} items)",
+         f"{r['s3_gateway_s']:.2f} s", "`ldapsearch -E pr=10000`",
+         f"{r['s3_ldapsearch_s']:.2f} s", f"{r['s3_gateway_s'] / r['s3_ldapsearch_s']:.2f}"),
+        ("S4", "data.mdb on disk per entry (du)", f"{r['s4_bytes_per_entry']:.0f} B",
+         "the entry as LDIF", f"{r['s4_ldif_bytes_per_entry']:.0f} B",
+         f"{r['s4_bytes_per_entry'] / r['s4_ldif_bytes_per_entry']:.2f}"),
+        ("S5", f"`postmap -q -` over ldap-mailboxes.cf, {min(20000, r['accounts'])} keys, "
+               f"{e} entries", f"{r['s5_rate']:.0f} lookups/s",
+         "the same against 1 200 entries", f"{r['s5_small_rate']:.0f} lookups/s",
+         f"{r['s5_rate'] / r['s5_small_rate']:.2f}"),
+        ("S6", "a fresh consumer replicates everything (start to equal contextCSN)",
+         f"{r['s6_refresh_s']:.1f} s, {r['s6_refresh_bytes'] / e:.0f} B/entry on the wire",
+         "`ldapsearch` of every entry with `+` as the replicator",
+         f"{r['s6_ldapsearch_s']:.2f} s", f"{r['s6_refresh_s'] / r['s6_ldapsearch_s']:.1f}"),
+    ]
+    lines = [
+        f"# Scale benchmarks: {r['accounts']} accounts",
+        "",
+        f"Written by `{command}` on {datetime.date.today().isoformat()} ({minutes:.0f} min), "
+        "one run of each (measured here, not extrapolated).",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        f"{e} entries: {r['accounts']} accounts, {r['aliases']} aliases, "
+        f"{r['accounts'] // 1000 or 1} domains; JSON document {r['document_mb']} MiB. "
+        "slapd with production settings (fsync on, the shipped indexes).",
+        "",
+        "| | what (gateway) | figure | baseline | baseline figure | ratio |",
+        "|---|---|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} | {f} | {g} |" for a, b, c, d, f, g in rows),
+        "",
+        f"S4: data.mdb {r['s4_mdb_bytes'] / 2**20:.0f} MiB on disk, "
+        f"{r['s4_mdb_used_bytes'] / 2**20:.0f} MiB of pages in use (mdb_stat -e); "
+        f"by sub-database (mdb_stat -a, "
+        f"pages x page size): {subdbs}. Provider slapd resident memory after S1-S3: "
+        f"{r['s4_slapd_rss_mb']:.0f} MiB.",
+        "",
+        f"S6: consumer pages in use {r['s6_consumer_mdb_bytes'] / 2**20:.0f} MiB, resident "
+        f"memory {r['s6_consumer_rss_mb']:.0f} MiB; {r['s6_refresh_bytes'] / 2**20:.1f} MiB "
+        "on the wire, of which "
+        f"{r['s6_refresh_bytes_to_provider'] / 2**10:.0f} KiB consumer to provider; every "
+        "entry there (counted).",
+        "",
+        "S7, per change with one consumer following (1 000 of each, through the gateway's "
+        "Directory, precomputed hashes):",
+        "",
+        "| change | bytes on the replication wire | provider CPU | consumer CPU | "
+        "wall time until the consumer has it |",
+        "|---|---|---|---|---|",
+    ]
+    for kind in ("modify", "add"):
+        lines.append(f"| {kind} (userPassword replace) |" if kind == "modify" else
+                     f"| {kind} (a new account) |")
+        lines[-1] += (f" {r[f's7_{kind}_bytes']:.0f} B | {r[f's7_{kind}_provider_cpu_ms']:.2f} ms"
+                      f" | {r[f's7_{kind}_consumer_cpu_ms']:.2f} ms | "
+                      f"{r[f's7_{kind}_wall_ms']:.2f} ms |")
+    lines += ["", "Raw figures: `" + json.dumps({k: v for k, v in r.items()
+                                                   if k != "s4_subdbs"}) + "`", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    out = args.out or ROOT / "docs" / f"benchmarks-scale-{args.accounts}.md"
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mailgate-scale-") as tmp:
+        result = measure(args.accounts, Path(tmp), "")
+    command = "bench/scale_bench.py " + " ".join(sys.argv[1:])
+    text = render(result, command.strip(), (time.monotonic() - started) / 60)
+    out.write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
