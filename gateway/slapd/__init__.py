@@ -139,20 +139,14 @@ class ManagedSlapd(Upgrading, BackingUp):
         base = rendered / "base.ldif"
         config.write_text(self.render("config.ldif", values), encoding="utf-8")
         base.write_text(self.render("base.ldif", values), encoding="utf-8")
-<<<<<<< HEAD:gateway/slapd/__init__.py
         slapadd = tool("slapadd")
         run([slapadd, "-n0", "-F", str(self.config_dir), "-l", str(config)])
-        run([slapadd, "-n1", "-q", "-F", str(self.config_dir), "-l", str(base)])
-=======
-        slapadd = _tool("slapadd")
-        self._run([slapadd, "-n0", "-F", str(self.config_dir), "-l", str(config)])
         for number, change in enumerate(self.config_changes(values)):
             path = rendered / f"config-change-{number}.ldif"
             path.write_text(change, encoding="utf-8")
-            self._run([_tool("slapmodify"), "-n0", "-F", str(self.config_dir), "-l", str(path)])
+            run([tool("slapmodify"), "-n0", "-F", str(self.config_dir), "-l", str(path)])
         if self.loads_base:
-            self._run([slapadd, "-n1", "-q", "-F", str(self.config_dir), "-l", str(base)])
->>>>>>> scale:gateway/slapd.py
+            run([slapadd, "-n1", "-q", "-F", str(self.config_dir), "-l", str(base)])
         os.chmod(rendered, 0o700)
         return True
 
@@ -241,13 +235,8 @@ class ManagedSlapd(Upgrading, BackingUp):
         dn = self.admin_dn if service == "admin" else self.service_dn(service)
         try:
             done = subprocess.run(
-<<<<<<< HEAD:gateway/slapd/__init__.py
                 [tool("ldapwhoami"), "-x", "-H", self.url, "-o", "nettimeout=2",
-                 "-D", self.service_dn(service), "-y", str(self.password_file(service))],
-=======
-                [_tool("ldapwhoami"), "-x", "-H", self.url, "-o", "nettimeout=2",
                  "-D", dn, "-y", str(self.password_file(service))],
->>>>>>> scale:gateway/slapd.py
                 capture_output=True, timeout=10, check=False)
         except subprocess.TimeoutExpired:
             return False
