@@ -119,10 +119,7 @@ class ManagedSlapd(Upgrading, BackingUp):
             return False
         self.secrets_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.secrets_dir, 0o700)
-        for name in ("admin", *SERVICES):
-            path = self.password_file(name)
-            if not path.exists():
-                write_secret(path, secrets.token_urlsafe(24))
+        self._ensure_secrets()
         for d in (self.config_dir, self.db_dir, self.run_dir):
             if d.exists():
                 shutil.rmtree(d)  # a half-made directory from an interrupted start
@@ -149,6 +146,16 @@ class ManagedSlapd(Upgrading, BackingUp):
             run([slapadd, "-n1", "-q", "-F", str(self.config_dir), "-l", str(base)])
         os.chmod(rendered, 0o700)
         return True
+
+    def _ensure_secrets(self) -> None:
+        """A password for every service identity that has none yet (a directory
+        made before the identity existed gets one at its upgrade)."""
+        self.secrets_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.secrets_dir, 0o700)
+        for name in ("admin", *SERVICES):
+            path = self.password_file(name)
+            if not path.exists():
+                write_secret(path, secrets.token_urlsafe(24))
 
     # Hooks for replication (gateway/replication.py) ------------------------
 
@@ -192,9 +199,11 @@ class ManagedSlapd(Upgrading, BackingUp):
         """
         if self._proc is not None and self._proc.poll() is None:
             return
+        upgraded = False
         if not self.ensure_initialised():
             self._refuse_if_running()
-            self.upgrade()
+            self._ensure_secrets()
+            upgraded = self.upgrade()
         self._refuse_if_running()
         urls = f"{self.url} {self.ldapi_url}"
         self._owner = os.getpid()
@@ -213,6 +222,8 @@ class ManagedSlapd(Upgrading, BackingUp):
                 raise SlapdError(f"slapd exited with {self._proc.returncode}:\n{self.log_tail()}")
             # A real bind with our own credentials, not just an open port.
             if self._answers() and self.binds(self.ready_as):
+                if upgraded and self.loads_base:
+                    self.add_missing_entries()
                 return
             time.sleep(0.05)
         self.stop()

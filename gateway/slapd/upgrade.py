@@ -32,6 +32,14 @@ class Upgrading:
 
     config_dir: Path
     root: Path
+    url: str
+
+    @property
+    def admin_dn(self) -> str:
+        raise NotImplementedError
+
+    def password_file(self, name: str) -> Path:
+        raise NotImplementedError
 
     def _template_values(self, ldif_dir: Path) -> dict[str, str]:
         raise NotImplementedError
@@ -115,6 +123,25 @@ class Upgrading:
             run([tool("slapindex"), "-n1", "-q", "-F", str(self.config_dir),
                        *index_attrs])
         return True
+
+
+    def add_missing_entries(self) -> None:
+        """Add the entries of the shipped base.ldif that the directory lacks (a
+        service identity newer than the directory), as the rootdn; existing
+        entries are left as they are."""
+        base = self.render("base.ldif", self._template_values(ldif_dir=self.root / "rendered"))
+        proc = subprocess.run(
+            [tool("ldapadd"), "-c", "-x", "-H", self.url, "-D", self.admin_dn,
+             "-y", str(self.password_file("admin"))],
+            input=base, capture_output=True, text=True, check=False)
+        refused = [line for line in proc.stderr.splitlines()
+                   if line.startswith("ldap_add:") and "Already exists (68)" not in line]
+        if refused:
+            raise SlapdError("adding the new base entries failed:\n" + proc.stderr)
+        added = proc.stdout.count("adding new entry")
+        if added:
+            _log.warning("upgrade: added %d new base entries (service identities)",
+                         added - proc.stderr.count("Already exists (68)"))
 
 
 def _parse_ldif(text: str) -> dict[str, dict[str, list[str]]]:
