@@ -27,17 +27,34 @@ def error_body(message: str, errors: dict[str, str] | None = None) -> dict[str, 
     return body
 
 
+# Swagger UI renders descriptions as Markdown and drops anything that looks like
+# an HTML tag ("<token>"): placeholders are written as TOKEN, in code spans.
+DESCRIPTION = (
+    "Mail accounts and aliases stored in LDAP, read directly by Postfix and Dovecot.\n\n"
+    "**Authenticate**: press *Authorize* and paste the token (the admin token is in the "
+    "file `mailgate serve` names, or a scoped token from `mailgate token create`) into "
+    "*token*, as it is. Outside this page send `Authorization: Bearer TOKEN` "
+    "(`Authorization: TOKEN` works too), or HTTP Basic with any user name and the token "
+    "as password (`curl -u :TOKEN`).\n\n"
+    "Errors always read `{\"message\": \"...\", \"errors\": {\"field\": \"why\"}}`."
+)
+AUTHORIZATIONS = {
+    "token": {
+        "type": "apiKey", "in": "header", "name": "Authorization",
+        "description": "Paste the API token as it is (`Bearer TOKEN` works too).",
+    },
+    "basic": {
+        "type": "basic",
+        "description": "Any user name (or none); the API token as password.",
+    },
+}
+
+
 def init_api(app: Flask) -> Api:
     api = Api(
         app, version="1.0", title="mailgate",
-        description="Mail accounts and aliases stored in LDAP for Postfix and Dovecot. "
-                    "Authenticate with 'Authorization: Bearer <token>' or HTTP Basic with "
-                    "the token as password.",
-        doc="/docs/", catch_all_404s=True,
-        authorizations={"bearer": {"type": "apiKey", "in": "header", "name": "Authorization",
-                                   "description": "Bearer <token>"},
-                        "basic": {"type": "basic"}},
-        security=["bearer", "basic"],
+        description=DESCRIPTION, doc="/docs/", catch_all_404s=True,
+        authorizations=AUTHORIZATIONS, security=["token", "basic"],
     )
     for ns in (accounts.ns, aliases.ns, health.ns, sync.ns, metrics.ns, audit.ns):
         api.add_namespace(ns)
