@@ -50,8 +50,49 @@ AUTHORIZATIONS = {
 }
 
 
+def _error_example(path: str, code: str) -> dict[str, Any] | None:
+    """What an error answer of ``path`` with status ``code`` reads, as Swagger UI shows it."""
+    kind = "alias" if path.startswith("/mail/alias") else "account"
+    messages: dict[str, dict[str, Any]] = {
+        "400": {"message": "invalid input", "errors": {"domain": "not a valid domain name"}},
+        "401": {"message": "missing or invalid API token"},
+        "403": ({"message": "only the admin token may do this"} if path.startswith("/sync")
+                else {"message": "this token has no rights on example.net"}),
+        "404": ({"message": f"no {kind} alice@example.com"} if "{" in path
+                else {"message": "Invalid page.", "errors": {"page": "beyond the last page"}}),
+        "409": ({"message": "a sync is already running"} if path.startswith("/sync")
+                else {"message": f"alice@example.com already exists as an {kind}",
+                      "errors": {"name": "address already in use"}}),
+        "413": {"message": "The data value transmitted exceeds the capacity limit."},
+        "415": {"message": "send application/json, application/x-www-form-urlencoded or "
+                           "multipart/form-data"},
+        "429": {"message": "too many failed authentication attempts; try again later"},
+        "503": {"message": "LDAP server unreachable (SERVER_DOWN)"},
+    }
+    return messages.get(code)
+
+
+class _Api(Api):
+    """Flask-RESTX's Api; each documented error answer gets its own example
+    (one Error model serves them all, and a model has one example). Setting
+    them again on the cached schema at every read sets the same values."""
+
+    @property
+    def __schema__(self) -> dict[str, Any]:
+        schema: dict[str, Any] = super().__schema__
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                if method == "parameters":
+                    continue
+                for code, response in operation.get("responses", {}).items():
+                    example = _error_example(path, code)
+                    if example is not None and "schema" in response:
+                        response["examples"] = {"application/json": example}
+        return schema
+
+
 def init_api(app: Flask) -> Api:
-    api = Api(
+    api = _Api(
         app, version="1.0", title="mailgate",
         description=DESCRIPTION, doc="/docs/", catch_all_404s=True,
         authorizations=AUTHORIZATIONS, security=["token", "basic"],
