@@ -56,7 +56,8 @@ def _error_example(path: str, code: str) -> dict[str, Any] | None:
     messages: dict[str, dict[str, Any]] = {
         "400": {"message": "invalid input", "errors": {"domain": "not a valid domain name"}},
         "401": {"message": "missing or invalid API token"},
-        "403": ({"message": "only the admin token may do this"} if path.startswith("/sync")
+        "403": ({"message": "only the admin token may do this"}
+                if path.startswith(("/sync", "/metrics"))
                 else {"message": "this token has no rights on example.net"}),
         "404": ({"message": f"no {kind} alice@example.com"} if "{" in path
                 else {"message": "Invalid page.", "errors": {"page": "beyond the last page"}}),
