@@ -7,9 +7,10 @@ set -euo pipefail
 # gcc, libldap2-dev, libsasl2-dev, libmilter-dev: pip builds python-ldap and
 # pymilter against them. systemd: systemd-analyze verify of deploy/systemd (tests).
 # postfix-pcre: the sub-address table (deploy/postfix/subaddress.pcre.in).
+# chromium, chromium-driver: tests/test_swagger_ui.py drives Swagger UI headless.
 packages=(slapd ldap-utils gcc libc6-dev libldap2-dev libsasl2-dev postfix postfix-ldap
           postfix-pcre dovecot-core dovecot-imapd dovecot-lmtpd dovecot-ldap libmilter-dev
-          systemd)
+          systemd chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

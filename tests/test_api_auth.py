@@ -46,6 +46,22 @@ def test_basic_auth_with_the_token_as_password(client: Client) -> None:
         assert response.status_code == 200
 
 
+def test_bare_token_in_authorization_as_swagger_ui_sends_it(client: Client,
+                                                            directory: Directory) -> None:
+    """Swagger UI's "Authorize" sends its field as the whole header: the bare
+    token and "Bearer <token>" both work; a wrong bare token is a plain 401."""
+    _info, scoped = TokenStore(directory, None).create(["example.com"], description="ui")
+    anonymous = client.with_token(None)
+    for value in (ADMIN_TOKEN, f" {ADMIN_TOKEN} ", f"Bearer {ADMIN_TOKEN}",
+                  f"bearer   {ADMIN_TOKEN}", scoped, f"Bearer {scoped}"):
+        response = anonymous.get("/mail/account/", headers={"Authorization": value})
+        assert response.status_code == 200, value
+    for value in ("Bearer", "Basic", ADMIN_TOKEN[:-1], scoped[:-1], f"{ADMIN_TOKEN}x"):
+        response = anonymous.get("/mail/account/", headers={"Authorization": value})
+        assert response.status_code == 401, value
+        assert response.json == {"message": "missing or invalid API token"}
+
+
 def test_health_needs_no_token(client: Client) -> None:
     anonymous = client.with_token(None)
     assert anonymous.get("/healthz").json == {"status": "ok"}

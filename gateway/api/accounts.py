@@ -9,13 +9,14 @@ from flask_restx import Namespace, Resource
 from ..mail import MailDirectory
 from . import auth
 from .body import as_bool, list_args, read_body
-from .models import COMMON_ERRORS, account_json, page_json, register
+from .models import account_json, documented_errors, page_json, register
 
 ns = Namespace("mail/account", description="Mail accounts", path="/mail/account")
 models = register(ns)
-ERRORS = {**COMMON_ERRORS,
-          403: "No rights on the domain (or a spoofing whitelist reaching outside the "
-               "token's domains)"}
+FORBIDDEN = {403: "No rights on the domain (or a spoofing whitelist reaching outside the "
+                  "token's domains)"}
+ERRORS = documented_errors(ns, FORBIDDEN)
+ITEM_ERRORS = documented_errors(ns, {**FORBIDDEN, 404: "No such account"})
 
 
 @ns.route("/")
@@ -26,16 +27,27 @@ class AccountList(Resource):
     @ns.doc(params={"domain": "only this domain", "page": "from 1, or last",
                     "page_size": "default 100; above 10000 means 10000"})
     @ns.response(200, "A page of accounts ordered by id", models["account_page"])
-    @ns.response(404, "Page beyond the last")
+    @ns.response(404, "Page beyond the last", models["error"])
     def get(self) -> Any:
+        """List accounts
+
+        The accounts this token may read (all for the admin token), ordered by id,
+        one page at a time: `next` and `previous` link the neighbouring pages.
+        """
         domain, page, page_size = list_args()
         result = auth.mail().list_accounts(auth.list_scope(domain), page, page_size)
         return page_json(result, [account_json(a) for a in result.results])
 
-    @ns.expect(models["account"])
-    @ns.response(201, "Created", models["account"])
-    @ns.response(409, "The address exists (as an account or an alias)")
+    @ns.expect(models["new_account"])
+    @ns.response(201, "Created; the account as stored", models["account"])
+    @ns.response(409, "The address exists (as an account or an alias)", models["error"])
     def post(self) -> Any:
+        """Create an account
+
+        `name@domain` must not exist yet, as an account or an alias. The password
+        is sent in plain text and stored as SHA512-crypt; the answer shows the hash.
+        JSON or form bodies; unknown fields are refused (400).
+        """
         body = read_body({"name", "domain", "password", "submission_disabled",
                           "spoofing_whitelist", "subaddress_extension"})
         disabled = as_bool("submission_disabled", body.get("submission_disabled"), False)
@@ -52,30 +64,38 @@ class AccountList(Resource):
 
 
 @ns.route("/<path:account_id>/")
-@ns.doc(responses={**ERRORS, 404: "No such account"})
+@ns.doc(responses=ITEM_ERRORS, params={"account_id": "name@domain (any case)"})
 class AccountItem(Resource):
     method_decorators = (auth.authenticated,)
 
     @ns.response(200, "The account", models["account"])
     def get(self, account_id: str) -> Any:
+        """Show an account
+
+        The account `name@domain`; its password is the stored hash.
+        """
         auth.require_read(auth.domain_of(account_id))
         return account_json(auth.mail().get_account(account_id))
 
     @ns.response(204, "Deleted")
     def delete(self, account_id: str) -> Any:
+        """Delete an account
+
+        Removes the account from LDAP: mail to it bounces from the next lookup on.
+        """
         auth.require_write(auth.domain_of(account_id))
         auth.mail().delete_account(account_id)
         return "", 204
 
 
-def _action(path: str, doc: str, fields: set[str], expect: Any = None) -> Any:
+def _action(path: str, summary: str, doc: str, fields: set[str], expect: Any = None) -> Any:
     """Register ``POST /mail/account/<id>/<path>/`` around a MailDirectory call."""
 
     document_body = ns.expect(expect) if expect is not None else (lambda func: func)
 
     def decorate(call: Any) -> Any:
         @ns.route(f"/<path:account_id>/{path}/")
-        @ns.doc(responses={**ERRORS, 404: "No such account"})
+        @ns.doc(responses=ITEM_ERRORS, params={"account_id": "name@domain (any case)"})
         class Action(Resource):
             method_decorators = (auth.authenticated,)
 
@@ -87,41 +107,52 @@ def _action(path: str, doc: str, fields: set[str], expect: Any = None) -> Any:
                 body = read_body(fields)
                 return account_json(call(auth.mail(), account_id, body))
 
+        # Flask-RESTX takes an operation's summary from its docstring only.
+        Action.post.__doc__ = summary
+
         Action.__name__ = "Account" + path.title().replace("_", "")
         return call
 
     return decorate
 
 
-@_action("set_password", "Set a new password (plain text; stored as SHA512-crypt).",
+@_action("set_password", "Set the password",
+         "Sent in plain text, stored as SHA512-crypt; the answer shows the new hash.",
          {"password"}, models["password"])
 def _set_password(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
     return mail.set_password(account_id, body.get("password"))
 
 
-@_action("disable_submission", "Stop sending through submission; mail still arrives.", set())
+@_action("disable_submission", "Stop the account sending",
+         "No more sending through submission; mail to the account still arrives. "
+         "No body.", set())
 def _disable(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
     return mail.set_submission_disabled(account_id, True)
 
 
-@_action("enable_submission", "Allow sending through submission again.", set())
+@_action("enable_submission", "Let the account send again",
+         "Sending through submission is allowed again. No body.", set())
 def _enable(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
     return mail.set_submission_disabled(account_id, False)
 
 
-@_action("enable_subaddress", "Deliver mail to name+anything@domain to this account.", set())
+@_action("enable_subaddress", "Deliver name+anything to the account",
+         "Mail to name+anything@domain is delivered to this account. No body.", set())
 def _enable_subaddress(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
     return mail.set_subaddress_extension(account_id, True)
 
 
-@_action("disable_subaddress", "name+anything@domain is unknown again (unless it exists "
-         "as an account or alias of its own).", set())
+@_action("disable_subaddress", "Stop delivering name+anything to the account",
+         "name+anything@domain is unknown again (unless it exists as an account or alias "
+         "of its own). No body.", set())
 def _disable_subaddress(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
     return mail.set_subaddress_extension(account_id, False)
 
 
-@_action("set_spoofing_whitelist", "Addresses and domains the account may send as, or *.",
-         {"spoofing_whitelist"}, models["whitelist"])
+@_action("set_spoofing_whitelist", "Set the addresses the account may send as",
+         "Replaces the list: comma-separated addresses and domains besides its own, `*` "
+         "for any (admin token only), empty for none. A scoped token may name only its "
+         "own domains.", {"spoofing_whitelist"}, models["whitelist"])
 def _set_whitelist(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
     auth.require_whitelist_in_scope(body.get("spoofing_whitelist"))
     return mail.set_spoofing_whitelist(account_id, body.get("spoofing_whitelist"))

@@ -17,7 +17,7 @@ from ..addresses import normalize_domain
 from ..errors import Invalid
 from ..services import current
 from . import auth
-from .models import COMMON_ERRORS
+from .models import documented_errors
 
 ns = Namespace("audit", description="Who changed what, when and from where", path="/audit")
 MAX_EVENTS = 10_000
@@ -56,17 +56,19 @@ def _since(raw: str | None) -> dt.datetime | None:
 
 
 @ns.route("/")
-@ns.doc(responses=COMMON_ERRORS)
+@ns.doc(responses=documented_errors(ns, {403: "No rights on the domain"}))
 class AuditTrail(Resource):
     method_decorators = (auth.authenticated,)
 
-    @ns.doc(summary="Read the audit trail",
-            description="Events oldest first, from `since` on (default: the last 24 hours), "
-                        "of one domain or of every domain the token sees.",
-            params={"since": "ISO 8601 date or time (UTC unless it says otherwise)",
+    @ns.doc(params={"since": "ISO 8601 date or time (UTC unless it says otherwise)",
                     "domain": "only events that touch this domain"})
     @ns.response(200, "The events", _events)
     def get(self) -> Any:
+        """Read the audit trail
+
+        Events oldest first, from `since` on (default: the last 24 hours), of one domain
+        or of every domain the token sees.
+        """
         unknown = sorted(set(request.args) - {"since", "domain"})
         if unknown:
             raise Invalid("invalid query", {name[:100]: "unknown parameter" for name in unknown})

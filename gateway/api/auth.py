@@ -1,12 +1,14 @@
 """Request authentication, per-domain authorisation and failure rate limiting.
 
-``Authorization: Bearer <token>`` and HTTP Basic with the token as password
-(any user name, so ``curl -u :TOKEN`` works). Failed attempts are counted per
-client address (:mod:`gateway.limiter`); past the limit, a failing attempt
-from that address gets 429 until its window passes. A valid token is always
-accepted: failures from a shared address (a proxy, a NAT) or an attacker must
-not lock out the real users behind it. A failure never says why (unknown token,
-wrong secret, revoked): one message for all.
+``Authorization: Bearer <token>``, ``Authorization: <token>`` (the bare token:
+what an operator pastes into Swagger UI's "Authorize" field) and HTTP Basic
+with the token as password (any user name, so ``curl -u :TOKEN`` works).
+Failed attempts are counted per client address (:mod:`gateway.limiter`); past
+the limit, a failing attempt from that address gets 429 until its window
+passes. A valid token is always accepted: failures from a shared address (a
+proxy, a NAT) or an attacker must not lock out the real users behind it. A
+failure never says why (unknown token, wrong secret, revoked): one message for
+all.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _presented_token() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
+    header = request.headers.get("Authorization", "").strip()
+    scheme, sep, value = header.partition(" ")
+    if not sep:
+        # One word: the bare token (Swagger UI sends its "Authorize" field as is).
+        return header or None
     value = value.strip()
     if scheme.lower() == "bearer" and value:
         return value

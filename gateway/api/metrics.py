@@ -17,6 +17,7 @@ from .. import metrics
 from ..services import current
 from ..sync.state import StateStore
 from . import auth
+from .models import documented_errors
 
 ns = Namespace("metrics", description="Prometheus metrics (admin token)", path="/")
 
@@ -38,15 +39,16 @@ def _last_success() -> float | None:
 
 
 @ns.route("/metrics")
+@ns.doc(responses=documented_errors(ns, {403: "Not the admin token"}))
 class Metrics(Resource):
-    @ns.doc(summary="Prometheus metrics",
-            description="Every worker's counters added up, in the Prometheus text format. "
-                        "Admin token only.")
-    @ns.produces([metrics.CONTENT_TYPE])
+    # Errors are JSON, as everywhere: both types are documented.
+    @ns.produces([metrics.CONTENT_TYPE, "application/json"])
     @ns.response(200, "The metrics in the Prometheus text format")
-    @ns.response(401, "Missing or wrong token")
-    @ns.response(403, "Not the admin token")
     @auth.authenticated
     def get(self) -> Any:
+        """Prometheus metrics
+
+        Every worker's counters added up, in the Prometheus text format. Admin token only.
+        """
         auth.require_admin()
         return Response(metrics.exposition(_last_success), mimetype=metrics.CONTENT_TYPE)

@@ -33,7 +33,8 @@ class NullableRaw(fields.Raw):
         return described
 
 
-# Answers every authenticated route may give, whatever it does.
+# Answers every authenticated route may give, whatever it does (each with the
+# Error model: see documented_errors).
 COMMON_ERRORS = {
     400: "Invalid input: the body, a query parameter or a field (named in errors)",
     401: "No or wrong token",
@@ -43,47 +44,97 @@ COMMON_ERRORS = {
     503: "LDAP unreachable (Retry-After)",
 }
 
+# Examples use reserved names only (RFC 2606: example.com, example.net); a write
+# takes a plain-text password, a read shows the hash that LDAP stores (this one
+# is EXAMPLE_PASSWORD's, SHA512-crypt with the default rounds).
+EXAMPLE_PASSWORD = "correct horse battery staple"  # noqa: S105 (documentation)
+EXAMPLE_HASH = ("$6$rounds=100000$Zx5nQ2rT8vLk3mWc$HSkZ.wl0cx2DnI04ztyLR4/hchuX/71Hxr9cn73s2Kr"
+                "afkIkDs1bqvKOtMFOn3i61LeWDuqD6.48QVTVlzOCx1")
+EXAMPLE_WHITELIST = "office@example.com,example.net"
+
+
+class StringMap(fields.Raw):
+    """A JSON object of strings (field name -> why)."""
+
+    def schema(self) -> dict[str, Any]:
+        described: dict[str, Any] = super().schema()
+        described.update(type="object", additionalProperties={"type": "string"})
+        return described
+
+
+def error_model(ns: Namespace) -> Any:
+    """The one error body, ``{"message": ..., "errors": {field: why}}``, on ``ns``."""
+    return ns.model("Error", {
+        "message": fields.String(required=True, description="what went wrong",
+                                 example="invalid input"),
+        "errors": StringMap(description="only when fields are to blame: field name -> why",
+                            example={"domain": "not a valid domain name"}),
+    })
+
+
+def documented_errors(ns: Namespace, extra: dict[int, str] | None = None) -> dict[int, Any]:
+    """COMMON_ERRORS and ``extra`` as ``responses=`` of ``ns.doc``, each with the Error body."""
+    error = error_model(ns)
+    return {code: (why, error) for code, why in {**COMMON_ERRORS, **(extra or {})}.items()}
+
 
 def register(ns: Namespace) -> dict[str, Any]:
     """Define the models on ``ns`` and return them by name."""
-    error = ns.model("Error", {
-        "message": fields.String(required=True, example="invalid input"),
-        "errors": fields.Raw(description="field name -> why", example={"name": "why"}),
-    })
-    address = ns.model("Address", {
-        "id": fields.String(readonly=True, description="name@domain, lower-case",
-                            example="alice@example.com"),
+    address = {
         "name": fields.String(required=True, description="local part", example="alice"),
         "domain": fields.String(required=True, description="domain (stored as IDNA A-label)",
                                 example="example.com"),
+    }
+    entry_id = fields.String(readonly=True, description="name@domain, lower-case",
+                             example="alice@example.com")
+    whitelist = fields.String(
+        description="comma-separated addresses and domains the account may send as, or *",
+        default="", example=EXAMPLE_WHITELIST)
+    disabled = fields.Boolean(default=False, description="true: may not send (submission)")
+    subaddress = fields.Boolean(
+        default=False, description="mail to name+anything@domain goes to this account")
+    new_account = ns.model("NewAccount", {
+        **address,
+        "password": fields.String(required=True, example=EXAMPLE_PASSWORD,
+                                  description="plain text (stored as SHA512-crypt)"),
+        "submission_disabled": disabled,
+        "spoofing_whitelist": whitelist,
+        "subaddress_extension": subaddress,
     })
-    account = ns.inherit("Account", address, {
-        "password": fields.String(description="write: plain text; read: the crypt hash",
-                                  example="$6$rounds=100000$..."),
-        "spoofing_whitelist": fields.String(
-            description="comma-separated addresses and domains, or *", default="",
-            example="office@example.com,skylime.net"),
-        "submission_disabled": fields.Boolean(default=False),
-        "subaddress_extension": fields.Boolean(
-            default=False, description="mail to name+anything@domain goes to this account"),
+    account = ns.model("Account", {
+        "id": entry_id, **address,
+        "password": fields.String(description="the stored SHA512-crypt hash",
+                                  example=EXAMPLE_HASH),
+        "spoofing_whitelist": whitelist,
+        "submission_disabled": disabled,
+        "subaddress_extension": subaddress,
     })
-    alias = ns.inherit("Alias", address, {
+    alias_fields = {
         "to": fields.String(required=True, description="comma-separated recipients",
-                            example="alice@example.com,bob@example.com"),
-    })
-    models: dict[str, Any] = {"error": error, "account": account, "alias": alias}
+                            example="alice@example.com,bob@example.net"),
+    }
+    new_alias = ns.model("NewAlias", {**address, **alias_fields})
+    alias = ns.model("Alias", {"id": entry_id, **address, **alias_fields})
+    models: dict[str, Any] = {"error": error_model(ns), "new_account": new_account,
+                              "account": account, "new_alias": new_alias, "alias": alias}
     for name, item in (("account", account), ("alias", alias)):
         models[f"{name}_page"] = ns.model(f"{name.title()}Page", {
-            "count": fields.Integer(),
+            "count": fields.Integer(description="entries in the whole list", example=1),
             "next": NullableString(description="the next page's link, null on the last page"),
             "previous": NullableString(description="the previous page's link, null on the "
                                                    "first page"),
             "results": fields.List(fields.Nested(item)),
         })
-    models["password"] = ns.model("Password", {"password": fields.String(required=True)})
-    models["whitelist"] = ns.model("SpoofingWhitelist",
-                                   {"spoofing_whitelist": fields.String(required=True)})
-    models["alias_update"] = ns.model("AliasUpdate", {"to": fields.String(required=True)})
+    models["password"] = ns.model("Password", {
+        "password": fields.String(required=True, example=EXAMPLE_PASSWORD,
+                                  description="plain text (stored as SHA512-crypt)")})
+    models["whitelist"] = ns.model("SpoofingWhitelist", {
+        "spoofing_whitelist": fields.String(
+            required=True, example=EXAMPLE_WHITELIST,
+            description="comma-separated addresses and domains, or *; empty: none")})
+    models["alias_update"] = ns.model("AliasUpdate", {
+        "to": fields.String(required=True, description="comma-separated recipients",
+                            example="alice@example.com,bob@example.net")})
     return models
 
 

@@ -17,11 +17,11 @@ from flask_restx import Namespace, Resource, fields
 from ..sync.job import runner_for
 from . import auth
 from .body import as_bool, read_body
-from .models import COMMON_ERRORS, NullableRaw
+from .models import NullableRaw, documented_errors, error_model
 
 ns = Namespace("sync", description="Basic JSON sync: status and manual runs (admin only)",
                path="/sync")
-ERRORS = {**COMMON_ERRORS, 403: "Not the admin token"}
+ERRORS = documented_errors(ns, {403: "Not the admin token"})
 
 _skip = ns.model("SyncSkip", {
     "domain": fields.String(), "name": fields.String(), "reason": fields.String(),
@@ -75,6 +75,11 @@ class SyncStatus(Resource):
 
     @ns.response(200, "The sync's state and its last runs", _status)
     def get(self) -> Any:
+        """Show the sync's state
+
+        Its sources (credentials masked), whether a run is going on and the last
+        runs, newest first. The same on every gateway process: it is read from LDAP.
+        """
         auth.require_admin()
         return runner_for(current_app).status()
 
@@ -86,8 +91,16 @@ class SyncRun(Resource):
 
     @ns.expect(_request)
     @ns.response(202, "A run started; see /sync/status", _started)
-    @ns.response(409, "A sync is already running, or no sources are configured")
+    @ns.response(409, "A sync is already running, or no sources are configured",
+                 error_model(ns))
     def post(self) -> Any:
+        """Start a sync run
+
+        Fetches the configured sources and applies them now, in the background:
+        202 means the run has started (its id is in the answer and, when it is done,
+        in `/sync/status`). `force` passes the guard against deleting many entries;
+        `full` reconciles even if no source changed.
+        """
         auth.require_admin()
         body = read_body({"force", "full"})
         force = as_bool("force", body.get("force"), False)
