@@ -15,6 +15,7 @@ from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
 from ..errors import DirectoryUnavailable, MailgateError
+from ..version import __version__
 from . import accounts, aliases, audit, health, metrics, sync
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class _Api(Api):
 
 def init_api(app: Flask) -> Api:
     api = _Api(
-        app, version="1.0", title="mailgate",
+        app, version=__version__, title="mailgate",
         description=DESCRIPTION, doc="/docs/", catch_all_404s=True,
         authorizations=AUTHORIZATIONS, security=["token", "basic"],
     )

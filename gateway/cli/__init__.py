@@ -9,11 +9,17 @@
     mailgate render-config postfix|dovecot   mail server configuration
     mailgate milter                     the From-header check for submission
     mailgate sync / export              the Basic JSON sync, and its inverse
+    mailgate account ... / alias ...    a terminal client of a running gateway's
+                                        REST API (gateway/client.py; no LDAP)
 
 One module per command group, each with ``add_commands(subparsers)`` that
-sets ``func`` on its parsers. Nothing in ``gateway`` imports this package.
-Configuration errors print the variable's name and exit with status 2; any
-other mailgate error prints one line and exits with 1 (2 for a set-up error).
+sets ``func`` on its parsers. ``func(args, settings)`` gets the server
+settings read from ``MAILGATE_*``; a parser that sets ``needs_settings=False``
+(the API client) gets ``func(args)`` and no server setting is read at all, so
+a broken or absent LDAP configuration cannot stop it. Nothing in ``gateway``
+imports this package. Configuration errors print the variable's name and exit
+with status 2; any other mailgate error prints one line and exits with 1 (2
+for a set-up error).
 """
 
 from __future__ import annotations
@@ -25,13 +31,15 @@ from collections.abc import Sequence
 from .. import logs
 from ..errors import MailgateError, SetupError
 from ..settings import ConfigError, Settings
-from . import audit, backup, config, directory, milter, serve, sync, token
+from ..version import __version__
+from . import account, alias, audit, backup, config, directory, milter, serve, sync, token
 
-COMMAND_GROUPS = (serve, directory, backup, token, audit, config, milter, sync)
+COMMAND_GROUPS = (serve, directory, backup, token, audit, config, milter, sync, account, alias)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailgate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"mailgate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.add_commands(sub)
@@ -40,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not getattr(args, "needs_settings", True):
+        # The API client: its own configuration (gateway/client.py), no LDAP.
+        return int(args.func(args))
     try:
         settings = Settings.from_env()
     except ConfigError as exc:

@@ -1,0 +1,86 @@
+"""``mailgate alias ...``: mail aliases through a running gateway's REST API.
+
+    mailgate alias list [--domain D] [--page N] [--page-size N]
+    mailgate alias show ADDRESS
+    mailgate alias create ADDRESS TARGET [TARGET ...]
+    mailgate alias set ADDRESS TARGET [TARGET ...]     the recipients become these
+    mailgate alias delete ADDRESS
+
+A TARGET may itself be a comma-separated list. Every command takes ``--json``
+and the connection options (gateway/cli/remote.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from ..client import ApiClient
+from .remote import (
+    action,
+    common_options,
+    list_options,
+    print_json,
+    print_table,
+    rows,
+    show,
+    split_address,
+)
+
+COLUMNS = ("id", "to")
+HEADERS = ("ALIAS", "TO")
+
+
+def add_commands(subparsers: Any) -> None:
+    group = subparsers.add_parser(
+        "alias", help="mail aliases, through a running gateway's REST API",
+        description=__doc__.split("\n\n")[0] if __doc__ else None)
+    sub = group.add_subparsers(dest="action", required=True)
+    common = common_options()
+
+    listing = action(sub, "list", _list, "list aliases (every page)", common)
+    list_options(listing)
+    action(sub, "show", _show, "show one alias", common).add_argument("address")
+    for name, handler, help in (("create", _create, "create an alias"),
+                                ("set", _set, "replace an alias's recipients")):
+        parser = action(sub, name, handler, help, common)
+        parser.add_argument("address", help="name@domain")
+        parser.add_argument("targets", nargs="+", metavar="TARGET",
+                            help="a recipient address (or several, comma-separated)")
+    action(sub, "delete", _delete, "delete an alias", common).add_argument("address")
+
+
+def _targets(targets: Sequence[str]) -> str:
+    return ",".join(t.strip() for item in targets for t in item.split(",") if t.strip())
+
+
+def _list(api: ApiClient, args: argparse.Namespace) -> int:
+    items = list(api.aliases(args.domain, args.page, args.page_size))
+    if args.json:
+        print_json(items)
+    else:
+        print_table(HEADERS, rows(items, COLUMNS))
+    return 0
+
+
+def _show(api: ApiClient, args: argparse.Namespace) -> int:
+    return show(args, api.alias(args.address))
+
+
+def _create(api: ApiClient, args: argparse.Namespace) -> int:
+    name, domain = split_address(args.address)
+    return show(args, api.create_alias(name, domain, _targets(args.targets)))
+
+
+def _set(api: ApiClient, args: argparse.Namespace) -> int:
+    return show(args, api.set_alias(args.address, _targets(args.targets)))
+
+
+def _delete(api: ApiClient, args: argparse.Namespace) -> int:
+    api.delete_alias(args.address)
+    if args.json:
+        print_json({"deleted": args.address})
+    else:
+        print(f"deleted alias {args.address}")
+    return 0

@@ -1,0 +1,153 @@
+"""What ``mailgate account`` and ``mailgate alias`` share: options, output, errors.
+
+These commands are clients of a running gateway (gateway/client.py); they
+read no ``MAILGATE_*`` server setting and never talk to LDAP. Output is a
+table or ``key: value`` lines for people, the API's JSON (unknown fields
+included, as they came) with ``--json``. Exit codes: :data:`EXIT_CODES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..client import EXIT_CODES, ApiClient, ClientError, ConfigError, load_config
+
+Handler = Callable[[ApiClient, argparse.Namespace], int]
+
+EPILOG = ("Configuration: MAILGATE_API_URL, MAILGATE_API_TOKEN or MAILGATE_API_TOKEN_FILE, "
+          "MAILGATE_API_CA_FILE, or ~/.config/mailgate/client.toml (url, token_file, "
+          "ca_file). Exit status: "
+          + "; ".join(f"{code} {why}" for code, why in EXIT_CODES.items()) + ".")
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every client command takes (after its action: ``account list --json``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection and output")
+    group.add_argument("--json", action="store_true",
+                       help="print the API's JSON (lists: one array of every item)")
+    group.add_argument("--url", help="the gateway, https://host:port (MAILGATE_API_URL)")
+    group.add_argument("--ca-file", type=Path,
+                       help="CA certificate(s) to verify the gateway with "
+                            "(MAILGATE_API_CA_FILE; default: the system CAs)")
+    group.add_argument("--token-file", type=Path,
+                       help="read the API token from this file (MAILGATE_API_TOKEN_FILE)")
+    group.add_argument("--config", type=Path,
+                       help="client configuration file (TOML; default "
+                            "~/.config/mailgate/client.toml)")
+    return common
+
+
+def action(sub: Any, name: str, handler: Handler, help: str,
+           common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help, description=help, parents=[common], epilog=EPILOG)
+    parser.set_defaults(func=wrap(handler), needs_settings=False)
+    return parser
+
+
+def wrap(handler: Handler) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            config = load_config(config=args.config, url=args.url, ca_file=args.ca_file,
+                                 token_file=args.token_file)
+            with ApiClient(config) as api:
+                return handler(api, args)
+        except ClientError as exc:
+            report(exc)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            return 130
+
+    return run
+
+
+def report(exc: ClientError) -> None:
+    print(f"mailgate: {exc.message}", file=sys.stderr)
+    for name, why in exc.errors.items():
+        print(f"  {name}: {why}", file=sys.stderr)
+
+
+def split_address(address: str) -> tuple[str, str]:
+    name, at, domain = address.strip().rpartition("@")
+    if not at or not name or not domain:
+        raise ConfigError(f"not an address (name@domain): {address!r}")
+    return name, domain
+
+
+def read_password(from_stdin: bool) -> str:
+    """A new password: one line of standard input, or asked twice on the terminal."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise ConfigError("no password on standard input")
+        return password
+    if not sys.stdin.isatty():
+        raise ConfigError("standard input is not a terminal: pass --password-stdin and "
+                          "write the password to standard input")
+    first = getpass.getpass("New password: ")
+    if not first:
+        raise ConfigError("empty password")
+    if getpass.getpass("Again: ") != first:
+        raise ConfigError("the two passwords differ")
+    return first
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    rows = [list(headers), *(list(r) for r in rows)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+
+
+def print_item(item: Any, hidden: Sequence[str] = ()) -> None:
+    """``key: value`` lines, every field the API sent (new ones too) but ``hidden``."""
+    if not isinstance(item, dict):
+        print_json(item)
+        return
+    shown = {k: v for k, v in item.items() if k not in hidden}
+    width = max((len(k) for k in shown), default=0)
+    for key, value in shown.items():
+        print(f"{key + ':':<{width + 1}} {_text(value)}")
+
+
+def show(args: argparse.Namespace, item: Any, hidden: Sequence[str] = ()) -> int:
+    if args.json:
+        print_json(item)
+    else:
+        print_item(item, hidden)
+    return 0
+
+
+def rows(items: Iterable[dict[str, Any]], columns: Sequence[str]) -> Iterable[list[str]]:
+    for item in items:
+        yield [_text(item.get(column)) for column in columns]
+
+
+def list_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--domain", help="only this domain")
+    parser.add_argument("--page", type=int, help="only this page (from 1); default: every "
+                                                 "page, following the next links")
+    parser.add_argument("--page-size", type=int, help="items per request (1 to 10000)")

@@ -1,0 +1,361 @@
+"""``mailgate account|alias``: the terminal client against a real gateway over HTTPS.
+
+The gateway is ``live_gateway`` (the real app, real TLS, a real slapd); the
+client is the real console script, run in-process through ``main()`` or as a
+subprocess with an environment that holds no LDAP setting at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from passlib.hash import sha512_crypt
+
+from gateway.cli import build_parser, main
+from gateway.cli.remote import print_item, rows
+from gateway.client import EXIT_CODES, load_config
+from gateway.directory import Directory
+from gateway.slapd import free_port
+from gateway.tokens import TokenStore
+
+from conftest import ADMIN_TOKEN, LiveGateway
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(live_gateway: LiveGateway, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Run:
+    """``cli("account", "list", stdin="...")`` -> (exit code, stdout, stderr)."""
+    for name in list(os.environ):
+        if name.startswith("MAILGATE_") or name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
+    monkeypatch.setenv("MAILGATE_API_URL", live_gateway.url)
+    monkeypatch.setenv("MAILGATE_API_TOKEN", ADMIN_TOKEN)
+    monkeypatch.setenv("MAILGATE_API_CA_FILE", str(live_gateway.ca))
+
+    def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
+        import io
+
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        assert ADMIN_TOKEN not in out + err
+        return code, out, err
+
+    return run
+
+
+def test_account_commands(cli: Run, live_gateway: LiveGateway) -> None:
+    code, out, err = cli("account", "create", "Alice@Example.com", "--password-stdin",
+                         "--whitelist", "office@example.com", stdin="first-secret\n")
+    assert (code, err) == (0, "")
+    assert "id:                  alice@example.com" in out
+    assert "spoofing_whitelist:  office@example.com" in out
+    assert "first-secret" not in out and "$6$" not in out     # no hash on a terminal
+
+    code, out, _ = cli("account", "show", "alice@example.com", "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["id"] == "alice@example.com"
+    assert sha512_crypt.verify("first-secret", shown["password"])
+
+    cli("account", "create", "bob@example.com", "--password-stdin", "--submission-disabled",
+        stdin="bob-secret\n")
+    code, out, _ = cli("account", "list")
+    assert code == 0
+    assert out.splitlines() == [
+        "ACCOUNT            SUBMISSION DISABLED  SPOOFING WHITELIST",
+        "alice@example.com  no                   office@example.com",
+        "bob@example.com    yes"]
+    code, out, _ = cli("account", "list", "--json", "--domain", "example.com")
+    assert [a["id"] for a in json.loads(out)] == ["alice@example.com", "bob@example.com"]
+
+    code, out, _ = cli("account", "passwd", "alice@example.com", "--password-stdin", "--json",
+                       stdin="second-secret\n")
+    assert code == 0 and sha512_crypt.verify("second-secret", json.loads(out)["password"])
+
+    code, out, _ = cli("account", "enable-submission", "bob@example.com", "--json")
+    assert code == 0 and json.loads(out)["submission_disabled"] is False
+    code, out, _ = cli("account", "disable-submission", "bob@example.com")
+    assert code == 0 and "submission_disabled: yes" in out
+
+    code, out, _ = cli("account", "whitelist", "bob@example.com", "example.org",
+                       "x@example.net", "--json")
+    assert code == 0 and json.loads(out)["spoofing_whitelist"] == "example.org,x@example.net"
+    code, out, _ = cli("account", "whitelist", "bob@example.com")
+    assert (code, out) == (0, "example.org\nx@example.net\n")
+    code, out, _ = cli("account", "whitelist", "bob@example.com", "--clear", "--json")
+    assert code == 0 and json.loads(out)["spoofing_whitelist"] == ""
+
+    code, out, _ = cli("account", "delete", "BOB@example.com")
+    assert (code, out) == (0, "deleted account BOB@example.com\n")
+    code, out, err = cli("account", "show", "bob@example.com")
+    assert (code, out) == (3, "")
+    assert err.startswith("mailgate: ")
+    assert live_gateway("GET", "/mail/account/bob@example.com/").status_code == 404  # type: ignore[attr-defined]
+    code, out, _ = cli("account", "delete", "bob@example.com", "--json")
+    assert code == 3
+
+
+def test_alias_commands(cli: Run) -> None:
+    code, out, _ = cli("alias", "create", "office@example.com", "alice@example.com",
+                       "bob@example.com,carol@example.net", "--json")
+    assert code == 0
+    assert json.loads(out) == {"id": "office@example.com", "name": "office",
+                               "domain": "example.com",
+                               "to": "alice@example.com,bob@example.com,carol@example.net"}
+    code, out, _ = cli("alias", "show", "office@example.com")
+    assert code == 0 and "to:     alice@example.com,bob@example.com,carol@example.net" in out
+    code, out, _ = cli("alias", "set", "office@example.com", "dave@example.com")
+    assert code == 0 and "to:     dave@example.com" in out
+    code, out, _ = cli("alias", "list")
+    assert out.splitlines() == ["ALIAS               TO",
+                                "office@example.com  dave@example.com"]
+    assert cli("alias", "delete", "office@example.com")[0] == 0
+    assert cli("alias", "show", "office@example.com")[0] == 3
+    assert cli("alias", "set", "office@example.com", "x@example.com")[0] == 3
+    code, out, _ = cli("alias", "list", "--json")
+    assert (code, json.loads(out)) == (0, [])
+
+
+def test_lists_follow_the_next_links(cli: Run) -> None:
+    for n in range(5):
+        assert cli("alias", "create", f"a{n}@example.com", "x@example.net")[0] == 0
+    code, out, _ = cli("alias", "list", "--json", "--page-size", "2")
+    assert code == 0
+    assert [a["id"] for a in json.loads(out)] == [f"a{n}@example.com" for n in range(5)]
+    code, out, _ = cli("alias", "list", "--json", "--page-size", "2", "--page", "2")
+    assert [a["id"] for a in json.loads(out)] == ["a2@example.com", "a3@example.com"]
+    code, out, err = cli("alias", "list", "--page-size", "2", "--page", "9")
+    assert code == 3 and err.startswith("mailgate: ")
+
+
+def test_api_errors_print_the_message_and_every_field(cli: Run) -> None:
+    assert cli("account", "create", "alice@example.com", "--password-stdin",
+               stdin="pw\n")[0] == 0
+    code, out, err = cli("account", "create", "alice@example.com", "--password-stdin",
+                         stdin="pw\n")
+    assert (code, out) == (1, "")
+    assert err.startswith("mailgate: ") and "exists" in err
+    code, _, err = cli("account", "create", "b..d@example.com", "--password-stdin",
+                       "--whitelist", "not an address", stdin="pw\n")
+    assert code == 1
+    assert "\n  name: " in err and "\n  spoofing_whitelist: " in err
+    code, _, err = cli("alias", "create", "x@example.com", "not-an-address")
+    assert code == 1 and "\n  to: " in err
+
+
+def test_exit_codes_for_auth_unreachable_and_configuration(
+        cli: Run, live_gateway: LiveGateway, directory: Directory,
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MAILGATE_API_TOKEN", "wrong-token-0123456789abcdef")
+    code, _, err = cli("account", "list")
+    assert code == 4 and err.startswith("mailgate: ")
+
+    _info, read_only = TokenStore(directory, None).create(["example.com"], read_only=True)
+    monkeypatch.setenv("MAILGATE_API_TOKEN", read_only)
+    assert cli("account", "list")[0] == 0
+    code, _, err = cli("alias", "create", "x@example.com", "y@example.com")
+    assert code == 4 and read_only not in err
+    monkeypatch.setenv("MAILGATE_API_TOKEN", ADMIN_TOKEN)
+
+    # Nothing listens: 5. A certificate the system CAs do not know: 5, with a hint.
+    code, _, err = cli("account", "list", "--url", f"https://127.0.0.1:{free_port()}")
+    assert code == 5 and "cannot connect" in err
+    monkeypatch.delenv("MAILGATE_API_CA_FILE")
+    code, _, err = cli("account", "list")
+    assert code == 5 and "certificate verification failed" in err and "--ca-file" in err
+    assert cli("account", "list", "--ca-file", str(live_gateway.ca))[0] == 0
+
+    # Configuration: 2, before any request.
+    assert cli("account", "list", "--url", live_gateway.url.replace("https", "http"))[0] == 2
+    assert cli("account", "list", "--ca-file", str(tmp_path / "missing.pem"))[0] == 2
+    monkeypatch.setenv("MAILGATE_API_TOKEN_FILE", str(tmp_path / "token"))
+    code, _, err = cli("account", "list")
+    assert code == 2 and "either MAILGATE_API_TOKEN or MAILGATE_API_TOKEN_FILE" in err
+    monkeypatch.delenv("MAILGATE_API_TOKEN")
+    monkeypatch.delenv("MAILGATE_API_TOKEN_FILE")
+    code, _, err = cli("account", "list")
+    assert code == 2 and "no API token" in err
+    monkeypatch.delenv("MAILGATE_API_URL")
+    assert cli("account", "list")[0] == 2
+    assert cli("account", "create", "no-at-sign", "--password-stdin", stdin="pw\n")[0] == 2
+    with pytest.raises(SystemExit) as usage:
+        main(["account", "frobnicate"])
+    assert usage.value.code == 2
+
+
+def test_the_password_comes_from_stdin_or_a_terminal_never_from_argv(cli: Run) -> None:
+    code, _, err = cli("account", "create", "a@example.com", "--password-stdin", stdin="")
+    assert code == 2 and "no password on standard input" in err
+    code, _, err = cli("account", "create", "a@example.com")   # stdin is no terminal
+    assert code == 2 and "--password-stdin" in err
+    with pytest.raises(SystemExit) as usage:
+        main(["account", "create", "a@example.com", "--password", "secret"])
+    assert usage.value.code == 2
+
+    # No client option anywhere takes a value that could be a password or a token.
+    parser = build_parser()
+    checked = 0
+    for group in ("account", "alias"):
+        group_parser = _subparser(parser, group)
+        for name in _subparser_names(group_parser):
+            for option in _subparser(group_parser, name)._actions:
+                words = " ".join([*option.option_strings, option.dest]).lower()
+                if "password" in words or ("token" in words and "file" not in words):
+                    assert option.nargs == 0, (group, name, option.option_strings)
+                    checked += 1
+    assert checked >= 2
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]  # type: ignore[no-any-return]
+    raise KeyError(name)
+
+
+def _subparser_names(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def _client_env(live_gateway: LiveGateway, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MAILGATE_") and k not in ("REQUESTS_CA_BUNDLE",
+                                                          "CURL_CA_BUNDLE")}
+    token_file = tmp_path / "api-token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    token_file.chmod(0o600)
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "no-config"), MAILGATE_API_URL=live_gateway.url,
+               MAILGATE_API_TOKEN_FILE=str(token_file),
+               MAILGATE_API_CA_FILE=str(live_gateway.ca),
+               # A server setting that would stop `mailgate serve`: the client never reads it.
+               MAILGATE_LDAP_URL="not-a-url", MAILGATE_LISTEN="nonsense")
+    return env
+
+
+def test_the_console_script_needs_no_ldap_configuration(
+        live_gateway: LiveGateway, tmp_path: Path) -> None:
+    env = _client_env(live_gateway, tmp_path)
+    password = "stdin-secret-Ü 1"
+    created = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "account", "create", "carol@example.com",
+         "--password-stdin", "--json"], input=password + "\n", env=env,
+        capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    assert sha512_crypt.verify(password, json.loads(created.stdout)["password"])
+    assert password not in created.stdout + created.stderr
+
+    listed = subprocess.run([sys.executable, "-m", "gateway.cli", "account", "list"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "carol@example.com" in listed.stdout
+    # The server side still refuses that configuration, naming the variable.
+    served = subprocess.run([sys.executable, "-m", "gateway.cli", "token", "list"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert served.returncode == 2 and "MAILGATE_LDAP_URL" in served.stderr
+
+
+def test_password_prompt_on_a_terminal(live_gateway: LiveGateway, tmp_path: Path) -> None:
+    env = _client_env(live_gateway, tmp_path)
+
+    def prompted(answers: list[str]) -> tuple[int, str]:
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "account", "create", "dave@example.com"],
+            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+        os.close(slave)
+        seen = b""
+        try:
+            for prompt, answer in zip((b"New password: ", b"Again: "), answers, strict=True):
+                deadline = time.monotonic() + 30
+                while prompt not in seen:
+                    assert time.monotonic() < deadline, seen
+                    if select.select([master], [], [], 0.5)[0]:
+                        seen += os.read(master, 1024)
+                seen = seen.split(prompt, 1)[1]
+                os.write(master, answer.encode() + b"\n")
+            code = proc.wait(60)
+            while select.select([master], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(master, 1024)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            os.close(master)
+        return code, seen.decode(errors="replace")
+
+    code, output = prompted(["tty-secret", "typo-secret"])
+    assert code == 2 and "differ" in output
+    code, output = prompted(["tty-secret", "tty-secret"])
+    assert code == 0, output
+    assert "tty-secret" not in output      # echo off
+    account = live_gateway("GET", "/mail/account/dave@example.com/").json()  # type: ignore[attr-defined]
+    assert sha512_crypt.verify("tty-secret", account["password"])
+
+
+def test_config_file(live_gateway: LiveGateway, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(ADMIN_TOKEN)
+    config = tmp_path / "client.toml"
+    config.write_text(f'url = "{live_gateway.url}"\ntoken_file = "{token_file}"\n'
+                      f'ca_file = "{live_gateway.ca}"\ntimeout = 12\n')
+    loaded = load_config({}, config=config)
+    assert (loaded.url, loaded.token, loaded.ca_file, loaded.timeout) == (
+        live_gateway.url, ADMIN_TOKEN, live_gateway.ca, 12.0)
+    assert ADMIN_TOKEN not in repr(loaded)
+    # The default place, and the environment before the file.
+    (tmp_path / "xdg" / "mailgate").mkdir(parents=True)
+    (tmp_path / "xdg" / "mailgate" / "client.toml").write_text(config.read_text())
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "MAILGATE_API_URL": "https://other:9"}
+    assert load_config(env).url == "https://other:9"
+    assert load_config(env).token == ADMIN_TOKEN
+
+    env = _client_env(live_gateway, tmp_path)
+    for name in ("MAILGATE_API_URL", "MAILGATE_API_TOKEN_FILE", "MAILGATE_API_CA_FILE"):
+        del env[name]
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "alias", "list", "--config",
+                           str(config)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    config.write_text('url = "https://x"\npassword = "no"\n')
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "alias", "list", "--config",
+                           str(config)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "unknown key(s) password" in done.stderr
+
+
+def test_unknown_fields_of_the_api_pass_through(capsys: pytest.CaptureFixture[str]) -> None:
+    """New account fields (sub-addressing and the like) show up without a client change."""
+    item = {"id": "a@example.com", "password": "$6$x", "subaddress_extension": True,
+            "quota": {"bytes": 10}}
+    print_item(item, hidden=("password",))
+    out = capsys.readouterr().out
+    assert "subaddress_extension: yes" in out and 'quota:                {"bytes": 10}' in out
+    assert "$6$" not in out
+    assert list(rows([item], ("id", "missing"))) == [["a@example.com", ""]]
+
+
+def test_exit_codes_are_documented() -> None:
+    assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5}
+    text = (Path(__file__).resolve().parents[1] / "docs" / "client.md").read_text()
+    for code in EXIT_CODES:
+        assert f"| {code} |" in text
