@@ -4,6 +4,10 @@
                                               "busy" if another sync runs)
     mailgate sync --dry-run                   fetch, validate, print the plan;
                                               writes nothing, takes no lock
+    mailgate sync --file DOC [--dry-run]      a local document (- for stdin) instead
+                                              of MAILGATE_JSON_URLS, under the same
+                                              rules: validate, plan, guard, apply
+    mailgate sync ... --json                  the run (and the plan) as JSON
     mailgate export [--domain D] [-o FILE]    the directory as Basic JSON
 
 Exit status of ``sync``: 0 applied, unchanged or planned; 1 failed, or
@@ -28,6 +32,7 @@ from ..addresses import normalize_domain
 from ..directory import Directory
 from ..settings import Settings
 from ..sync.export import export_document
+from ..sync.fetch import FileFetcher
 from ..sync.plan import Plan
 from ..sync.records import UnknownKey, WantAlias
 from ..sync.runner import RunReport, SyncRunner
@@ -41,8 +46,9 @@ def add_commands(subparsers: Any) -> None:
         epilog="Exit status: 0 applied/unchanged/planned, 1 failed or partial (entries "
                "skipped or changes failed), 2 configuration error, "
                "3 refused by the delete guard, 4 another sync is running.")
-    mode = sync.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--once", action="store_true", help="run one sync now")
+    mode = sync.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true",
+                      help="run one sync now (implied by --file without --dry-run)")
     mode.add_argument("--dry-run", action="store_true",
                       help="fetch and validate every source and print what a sync would "
                            "create, update, delete and skip; write nothing")
@@ -51,6 +57,12 @@ def add_commands(subparsers: Any) -> None:
                            "sync-managed entries would be deleted")
     sync.add_argument("--full", action="store_true",
                       help="reconcile even if no source changed (ignore ETag/Last-Modified)")
+    sync.add_argument("--file", metavar="DOC",
+                      help="sync this local Basic JSON document (- for standard input) "
+                           "instead of the MAILGATE_JSON_URLS sources, with the same "
+                           "validation, plan, delete guard and lock")
+    sync.add_argument("--json", action="store_true",
+                      help="print the run as JSON (with --dry-run: and the whole plan)")
     sync.set_defaults(func=_sync)
 
     export = subparsers.add_parser(
@@ -88,28 +100,46 @@ class Progress:
 
 
 def _sync(args: argparse.Namespace, settings: Settings) -> int:
-    if not settings.json_urls:
+    if not (args.once or args.dry_run or args.file):
+        print("mailgate sync: one of --once, --dry-run or --file is required", file=sys.stderr)
+        return 2
+    if args.file is None and not settings.json_urls:
         print("mailgate: configuration error: MAILGATE_JSON_URLS: no sources to sync",
               file=sys.stderr)
         return 2
+    if args.file not in (None, "-") and not Path(args.file).is_file():
+        print(f"mailgate sync: --file: no such file: {args.file}", file=sys.stderr)
+        return 2
     with reachable(settings) as (resolved, _slapd):
-        runner = SyncRunner(resolved)
+        if args.file is None:
+            runner = SyncRunner(resolved)
+        else:
+            runner = SyncRunner(resolved, fetcher=FileFetcher(resolved.json_max_bytes),
+                                sources=(args.file,))
         try:
             if args.dry_run:
                 report = runner.plan_only(Progress())
-                if report.plan is not None:
-                    print_plan(report.plan, sys.stdout)
             else:
                 report = runner.run("cli", force=args.force, full=args.full,
                                     progress=Progress())
-                for skip in report.skipped:
-                    print(f"skipped {skip.domain} {skip.name!r}: {skip.reason}")
-                for unknown in report.unknown_keys:
-                    print(_unknown_line(unknown))
-                for error in report.errors:
-                    print(f"error: {error}", file=sys.stderr)
         finally:
             runner.close()
+    if args.json:
+        data = report.as_json()
+        if args.dry_run:
+            data["plan"] = plan_json(report.plan) if report.plan is not None else None
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return report.exit_code
+    if args.dry_run:
+        if report.plan is not None:
+            print_plan(report.plan, sys.stdout)
+    else:
+        for skip in report.skipped:
+            print(f"skipped {skip.domain} {skip.name!r}: {skip.reason}")
+        for unknown in report.unknown_keys:
+            print(_unknown_line(unknown))
+        for error in report.errors:
+            print(f"error: {error}", file=sys.stderr)
     print(summary(report))
     return report.exit_code
 
@@ -162,6 +192,32 @@ def print_plan(plan: Plan, out: TextIO) -> None:
           f"{c['updated']} updates ({c['taken_over']} takeovers), {c['replaced']} replaces, "
           f"{c['deleted']} deletes, {c['skipped']} skipped, {c['unchanged']} unchanged; "
           f"{c['managed']} entries managed by the sync", file=out)
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """The plan for scripts: addresses and field names, never a value (hashes stay out)."""
+
+    def want(item: Any) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": item.kind, "address": item.address}
+        if isinstance(item, WantAlias):
+            data["to"] = list(item.targets)
+        return data
+
+    return {
+        "domains": list(plan.domains),
+        "create": [want(c.want) for c in plan.creates],
+        "replace": [{"address": r.existing.address, "from": r.existing.kind,
+                     "to": r.want.kind} for r in plan.replaces],
+        "update": [{"kind": u.existing.kind, "address": u.existing.address,
+                    "fields": sorted(f for f in u.changes if f != "origin"),
+                    "takeover": u.takeover, "origin": u.existing.origin}
+                   for u in plan.updates],
+        "delete": [{"kind": d.existing.kind, "address": d.existing.address}
+                   for d in plan.deletes],
+        "skipped": [s.as_json() for s in plan.skipped],
+        "unknown_keys": [u.as_json() for u in plan.unknown_keys],
+        "counts": plan.counts(),
+    }
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:

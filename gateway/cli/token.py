@@ -22,7 +22,9 @@ def add_commands(subparsers: Any) -> None:
                         help="a domain the token may act on (repeat for more)")
     create.add_argument("--read-only", action="store_true", help="the token may only read")
     create.add_argument("--description", default="", help="a note, e.g. who uses it")
-    token_sub.add_parser("list", help="list tokens (ids, domains, never secrets)")
+    listing = token_sub.add_parser("list", help="list tokens (ids, domains, never secrets)")
+    listing.add_argument("--json", action="store_true",
+                         help="a JSON array of {id, domains, read_only, description}")
     revoke = token_sub.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("id")
     token.set_defaults(func=run)
@@ -41,6 +43,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 print(json.dumps({"id": info.id, "token": token, "domains": list(info.domains),
                                   "read_only": info.read_only}, indent=2))
                 print("Keep the token now: only its hash is stored.", file=sys.stderr)
+            elif args.action == "list" and args.json:
+                print(json.dumps([{"id": item.id, "domains": list(item.domains),
+                                   "read_only": item.read_only,
+                                   "description": item.description}
+                                  for item in store.list()], indent=2, ensure_ascii=False))
             elif args.action == "list":
                 for item in store.list():
                     print(f"{item.id}  {'read-only ' if item.read_only else 'read-write'}  "

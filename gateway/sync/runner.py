@@ -50,7 +50,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +63,15 @@ from ..settings import Settings
 from .apply import Applier
 from .current import read_current
 from .document import build_desired
-from .fetch import Fetched, Fetcher, FetchError, Validators, redact_url, source_key
+from .fetch import (
+    Fetched,
+    Fetcher,
+    FetchError,
+    SourceFetcher,
+    Validators,
+    redact_url,
+    source_key,
+)
 from .lock import LdapLock, holder_is_dead
 from .plan import Plan, make_plan, refusal
 from .records import DocumentError, Skip, UnknownKey
@@ -167,8 +175,12 @@ class SyncRunner:
     """Runs syncs for one process; safe to share between its threads."""
 
     def __init__(self, settings: Settings, directory: Directory | None = None,
-                 fetcher: Fetcher | None = None, lock_ttl: float | None = None) -> None:
+                 fetcher: SourceFetcher | None = None, lock_ttl: float | None = None,
+                 sources: Sequence[str] | None = None) -> None:
+        """``sources``: what ``fetcher`` fetches (default: ``MAILGATE_JSON_URLS``);
+        ``mailgate sync --file`` passes a path and a :class:`.fetch.FileFetcher`."""
         self.settings = settings
+        self.sources = tuple(sources) if sources is not None else settings.json_urls
         # Its own connections: a long sync must not hold slots of the pool the
         # API's requests in the same process use.
         self._own_directory = directory is None
@@ -176,7 +188,7 @@ class SyncRunner:
         self.audit = AuditLog(self.directory, settings.audit_retention_days)
         self.mail = MailDirectory(self.directory, settings.password_rounds, self.audit)
         self.state = StateStore(self.directory)
-        self.fetcher = fetcher or Fetcher(settings)
+        self.fetcher: SourceFetcher = fetcher or Fetcher(settings)
         self.lock_ttl = lock_ttl
         # The lock lives on the first listed provider only, never failed over:
         # two providers each accept an add of the same entry before either
@@ -451,7 +463,7 @@ class SyncRunner:
 
     def _fetch_all(self, known: dict[str, Validators], report: RunReport) -> list[Fetched]:
         # The same URL twice would make every address in it a duplicate.
-        urls = tuple(dict.fromkeys(self.settings.json_urls))
+        urls = tuple(dict.fromkeys(self.sources))
         with report.phase("fetch"):
             fetched = [self.fetcher.fetch(url, known.get(source_key(url))) for url in urls]
             if not all(f.unchanged for f in fetched):
