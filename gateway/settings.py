@@ -332,3 +332,131 @@ def _check_public_url(name: str, url: str) -> str:
     if any(c.isspace() for c in url):
         raise ConfigError(name, "must not contain white space")
     return url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Help:
+    """The documentation of one setting (docs/configuration.md is generated from these).
+
+    ``default``: how to show the default when the field's value alone would
+    mislead (computed or unset defaults); ``low``/``high``: the range
+    ``from_env`` enforces (tests/test_configuration_doc.py checks both ends);
+    ``values``: the only accepted values.
+    """
+
+    section: str
+    text: str
+    default: str | None = None
+    low: float | None = None
+    high: float | None = None
+    values: tuple[str, ...] = ()
+
+
+# One entry per Settings field, by field name; the variable is MAILGATE_<NAME>.
+HELP: dict[str, Help] = {
+    "ldap_url": Help(
+        "LDAP directory",
+        "`ldap://`, `ldaps://` or `ldapi://` URL of the directory. Unset: `mailgate serve` "
+        "runs an embedded slapd under `MAILGATE_DATA_DIR`.",
+        default="unset: embedded slapd"),
+    "ldap_base_dn": Help(
+        "LDAP directory", "Base DN of the directory (embedded: must start with `dc=`)."),
+    "ldap_bind_dn": Help(
+        "LDAP directory", "The gateway's identity in the directory.",
+        default="`cn=gateway,ou=services,<base DN>`"),
+    "ldap_password": Help(
+        "LDAP directory",
+        "Password of the bind DN. Required with `MAILGATE_LDAP_URL`; embedded: generated "
+        "into the data directory.", default="unset"),
+    "ldap_ca_file": Help(
+        "LDAP directory", "CA file to verify `ldaps://` or StartTLS with (must exist).",
+        default="system CAs"),
+    "ldap_starttls": Help(
+        "LDAP directory", "Use StartTLS on an `ldap://` URL.",
+        values=("true", "false", "1", "0", "yes", "no", "on", "off")),
+    "ldap_pool_size": Help(
+        "LDAP directory", "LDAP connections per gateway process.", low=1, high=256),
+    "ldap_timeout": Help(
+        "LDAP directory", "Seconds for connecting to and each operation on the directory.",
+        low=0.1, high=300),
+    "embedded_ldap_url": Help(
+        "Embedded directory",
+        "Where the embedded slapd listens (so LDAP tools and mail servers can use it)."),
+    "data_dir": Help(
+        "Embedded directory",
+        "The embedded slapd's database, generated secrets and the self-signed TLS pair."),
+    "listen": Help("HTTPS API", "`host:port` the HTTPS API listens on."),
+    "tls_cert": Help(
+        "HTTPS API", "Certificate (chain) file of the API; goes with `MAILGATE_TLS_KEY`.",
+        default="unset: a self-signed pair in the data directory"),
+    "tls_key": Help(
+        "HTTPS API", "Private key file of the API; goes with `MAILGATE_TLS_CERT`.",
+        default="unset: a self-signed pair in the data directory"),
+    "admin_token": Help(
+        "HTTPS API",
+        "The admin token (may do everything), at least 24 characters. Required with "
+        "`MAILGATE_LDAP_URL`; embedded: generated into `<data dir>/admin-token`.",
+        default="unset"),
+    "public_url": Help(
+        "HTTPS API",
+        "`https://host[:port][/path]` the clients reach the API at (behind a proxy): the base "
+        "of the `next`/`previous` links of list pages. Unset: those links are absolute paths, "
+        "never built from the client's `Host` header.", default="unset"),
+    "audit_retention_days": Help(
+        "HTTPS API", "Days the audit trail is kept in the directory.", low=1, high=36_500),
+    "workers": Help(
+        "HTTPS API", "gunicorn worker processes.", default="2 * CPU cores + 1", low=1, high=64),
+    "threads": Help("HTTPS API", "Threads per worker process.", low=1, high=64),
+    "auth_fail_limit": Help(
+        "HTTPS API",
+        "Failed authentications per client address and window before it gets 429.",
+        low=1, high=100_000),
+    "auth_fail_window": Help(
+        "HTTPS API", "The window of `MAILGATE_AUTH_FAIL_LIMIT`, in seconds.",
+        low=1, high=86_400),
+    "trusted_proxies": Help(
+        "HTTPS API",
+        "Addresses or networks (comma or space separated) of reverse proxies whose "
+        "`X-Forwarded-For` and `X-Forwarded-Proto` are believed.", default="none"),
+    "password_rounds": Help(
+        "HTTPS API", "SHA512-crypt rounds of passwords set through the API.",
+        low=1000, high=999_999_999),
+    "json_urls": Help(
+        "Basic JSON sync",
+        "Whitespace-separated `https://` URLs of Basic JSON documents to sync.",
+        default="unset: no sync"),
+    "json_interval": Help(
+        "Basic JSON sync", "Seconds between syncs.", low=10, high=86_400 * 7),
+    "json_ca_file": Help(
+        "Basic JSON sync", "CA file to verify the sources with (must exist).",
+        default="system CAs"),
+    "json_auth_header": Help(
+        "Basic JSON sync",
+        "One header line sent to the sources (only to the configured origin), e.g. "
+        "`Authorization: Bearer ...`.", default="unset"),
+    "json_timeout": Help(
+        "Basic JSON sync",
+        "Seconds to connect to a source and between bytes of its answer.",
+        low=0.1, high=3600),
+    "json_total_timeout": Help(
+        "Basic JSON sync",
+        "Seconds the whole fetch of one document (every redirect, headers and body) may "
+        "take; at least `MAILGATE_JSON_TIMEOUT`.",
+        default=f"{JSON_TOTAL_FACTOR} * `MAILGATE_JSON_TIMEOUT` (300 s)",
+        low=1, high=86_400),
+    "json_max_bytes": Help(
+        "Basic JSON sync", "Largest document accepted, in bytes (after decompression).",
+        default="`268435456` (256 MiB)", low=1024, high=1 << 40),
+    "json_max_redirects": Help(
+        "Basic JSON sync", "Redirects followed per source (https only).", low=0, high=20),
+    "sync_max_delete_fraction": Help(
+        "Basic JSON sync",
+        "A sync that would delete more than this share of the sync-managed entries is "
+        "refused unless forced.", low=0.0, high=1.0),
+    "log_level": Help(
+        "Logging", "Log level (case-insensitive).",
+        values=("DEBUG", "INFO", "WARNING", "ERROR")),
+    "log_format": Help(
+        "Logging", "`text`: one line, ISO 8601 UTC time; `json`: one object a line.",
+        values=("text", "json")),
+}
