@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 import requests
 
@@ -324,10 +324,11 @@ class ApiClient:
              page_size: int | None = None) -> Iterator[dict[str, Any]]:
         """Every item of a list route, following its ``next`` links.
 
-        With ``page``, only that page. A ``next`` link of another origin (a
-        proxy that does not say who it is) is not followed as such: its page
-        number is asked of the configured URL instead, so the token never goes
-        anywhere else.
+        With ``page``, only that page. A ``next`` link (absolute, or an
+        absolute path) is followed when it names this route at the configured
+        URL; otherwise (another origin, a proxy's path prefix lost) its page
+        number is asked of the configured URL, so the token never goes anywhere
+        else.
         """
         params: dict[str, Any] = {}
         if domain:
@@ -343,8 +344,10 @@ class ApiClient:
             following = answer.get("next")
             if page is not None or not following:
                 return
-            if _origin(following) == _origin(self.config.url):
-                answer = self._send("GET", following)
+            route = self.config.url + path
+            joined = urljoin(route, following)    # the links may be absolute paths
+            if joined.startswith(route + "?") and _origin(joined) == _origin(route):
+                answer = self._send("GET", joined)
             else:
                 number = parse_qs(urlsplit(following).query).get("page", [""])[0]
                 if not number.isdigit():

@@ -28,7 +28,8 @@ from gateway.directory import Directory
 from gateway.slapd import free_port
 from gateway.tokens import TokenStore
 
-from conftest import ADMIN_TOKEN, LiveGateway
+from tests.support.api import LiveGateway
+from tests.support.constants import ADMIN_TOKEN
 
 Run = Callable[..., tuple[int, str, str]]
 

@@ -14,7 +14,7 @@ import pytest
 import gateway
 from gateway.version import __version__
 
-from conftest import Client
+from tests.support.api import Client
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

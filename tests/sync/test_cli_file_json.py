@@ -16,9 +16,9 @@ from gateway.mail import MailDirectory
 from gateway.settings import Settings
 from gateway.tokens import TokenStore
 
-from .conftest import BOB_HASH, CHEAP_HASH, spec_document
-from .httpsserver import DocServer
-from conftest import ADMIN_TOKEN, BASE_DN
+from tests.support.constants import ADMIN_TOKEN, BASE_DN
+from tests.support.httpsserver import DocServer
+from tests.support.sync import BOB_HASH, CHEAP_HASH, spec_document
 
 
 @pytest.fixture
