@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pty
 import select
@@ -45,6 +46,12 @@ def cli(live_gateway: LiveGateway, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("MAILGATE_API_URL", live_gateway.url)
     monkeypatch.setenv("MAILGATE_API_TOKEN", ADMIN_TOKEN)
     monkeypatch.setenv("MAILGATE_API_CA_FILE", str(live_gateway.ca))
+    # The gateway serves from a thread of this process: log handlers an earlier
+    # test's main() installed (on a stream since closed) must not write into
+    # what the client's stderr is checked for. pytest's own handlers stay.
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [h for h in root.handlers
+                                           if type(h).__module__.startswith("_pytest")])
 
     def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
         import io
