@@ -405,8 +405,11 @@ HELP: dict[str, Help] = {
     "audit_retention_days": Help(
         "HTTPS API", "Days the audit trail is kept in the directory.", low=1, high=36_500),
     "workers": Help(
-        "HTTPS API", "gunicorn worker processes.", default="2 * CPU cores + 1", low=1, high=64),
-    "threads": Help("HTTPS API", "Threads per worker process.", low=1, high=64),
+        "HTTPS API", "Worker processes (granian).", default="CPU cores + 1", low=1, high=64),
+    "threads": Help(
+        "HTTPS API",
+        "Python threads per worker process; HTTP, TLS and idle or slow connections are "
+        "handled outside them.", low=1, high=64),
     "auth_fail_limit": Help(
         "HTTPS API",
         "Failed authentications per client address and window before it gets 429.",
