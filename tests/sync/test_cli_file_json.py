@@ -69,12 +69,16 @@ def test_a_local_file_goes_through_validation_plan_guard_and_apply(
     assert BOB_HASH not in shown and "plain text" not in shown    # names of fields, no values
     assert mail.list_accounts(None).count == 1
 
-    # Applied like a fetched document; the same file again is unchanged.
-    assert main(["sync", "--file", str(doc)]) == 0
+    # Applied like a fetched document: partial, since an entry was skipped.
+    assert main(["sync", "--file", str(doc)]) == 1
     out = capsys.readouterr().out
     assert "skipped example.com 'eve': password:" in out
-    assert "sync applied: 2 created, 1 updated" in out
+    assert "sync partial: 2 created, 1 updated" in out
     assert mail.get_account("alice@example.com").origin == "sync"
+    # A clean document is applied; the same file again is unchanged.
+    doc = _write(tmp_path / "mail.json", spec_document())
+    assert main(["sync", "--file", str(doc), "--once"]) == 0
+    assert "sync applied" in capsys.readouterr().out
     assert main(["sync", "--file", str(doc), "--once"]) == 0
     assert "sync unchanged" in capsys.readouterr().out
 
