@@ -356,8 +356,10 @@ class Help:
 HELP: dict[str, Help] = {
     "ldap_url": Help(
         "LDAP directory",
-        "`ldap://`, `ldaps://` or `ldapi://` URL of the directory. Unset: `mailgate serve` "
-        "runs an embedded slapd under `MAILGATE_DATA_DIR`.",
+        "`ldap://`, `ldaps://` or `ldapi://` URL of the directory; several, separated by "
+        "spaces, for providers replicating each other (the gateway uses one at a time and "
+        "fails over, see [scaling.md](scaling.md)). Unset: `mailgate serve` runs an embedded "
+        "slapd under `MAILGATE_DATA_DIR`.",
         default="unset: embedded slapd"),
     "ldap_base_dn": Help(
         "LDAP directory", "Base DN of the directory (embedded: must start with `dc=`)."),
