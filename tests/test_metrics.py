@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from gateway.slapd import free_port, listening
 from gateway.tokens import TokenStore
 
 from tests.support.api import Client
+from tests.support.process import terminate
 from tests.support.wait import wait_until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -92,12 +92,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         assert proc.poll() is None
         yield url, (data / "admin-token").read_text().strip(), data / "tls" / "cert.pem"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        terminate(proc)
 
 
 def test_every_worker_reports_the_same_deployment_total(

@@ -88,15 +88,19 @@ def test_a_managed_slapd_that_dies_is_started_again(tmp_path: Path, serves: list
     assert not listening(f"ldap://127.0.0.1:{serve.ldap_port}")
 
 
-def test_a_taken_ldap_port_is_refused_before_the_banner(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("taken", "variable"), [("ldap_port", "MAILGATE_EMBEDDED_LDAP_URL"),
+                                                 ("port", "MAILGATE_LISTEN")])
+def test_a_taken_port_is_refused_before_the_banner(tmp_path: Path, taken: str,
+                                                   variable: str) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        serve = Serve(tmp_path / "var", ldap_port=squatter.getsockname()[1])
+        serve = Serve(tmp_path / "var", **{taken: squatter.getsockname()[1]})
         output = serve.finish(timeout=60, terminate=False)
     assert serve.proc.returncode == 2, output
-    assert "MAILGATE_EMBEDDED_LDAP_URL" in output
+    assert variable in output
     assert "mailgate: API" not in output and "Traceback" not in output
+    assert not listening(f"ldap://127.0.0.1:{serve.ldap_port}"), "no slapd left behind"
 
 
 def test_another_directory_on_the_ldap_port_is_refused(tmp_path: Path) -> None:
@@ -105,18 +109,6 @@ def test_another_directory_on_the_ldap_port_is_refused(tmp_path: Path) -> None:
         output = serve.finish(timeout=60, terminate=False)
     assert serve.proc.returncode == 2, output
     assert "MAILGATE_EMBEDDED_LDAP_URL" in output and "mailgate: API" not in output
-
-
-def test_a_taken_https_port_is_refused_before_the_banner(tmp_path: Path) -> None:
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        serve = Serve(tmp_path / "var", port=squatter.getsockname()[1])
-        output = serve.finish(timeout=60, terminate=False)
-    assert serve.proc.returncode == 2, output
-    assert "MAILGATE_LISTEN" in output
-    assert "mailgate: API" not in output and "Traceback" not in output
-    assert not listening(f"ldap://127.0.0.1:{serve.ldap_port}"), "no slapd left behind"
 
 
 def test_refused_credentials_are_one_log_line_503_and_not_ready(

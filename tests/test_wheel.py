@@ -24,6 +24,7 @@ import requests
 
 from gateway.slapd import free_port, listening
 
+from tests.support.process import terminate
 from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,13 +99,7 @@ def process() -> Iterator[list[subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
     yield started
     for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        terminate(proc)
 
 
 def test_directory_from_the_wheel(installed: Path, tmp_path: Path,
