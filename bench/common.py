@@ -210,41 +210,37 @@ def ldap_tool_args(server: ManagedSlapd, service: str = "gateway") -> list[str]:
             str(server.password_file(service))]
 
 
-@contextmanager
-def gateway(server: ManagedSlapd, data: Path, workers: int | None = None,
-            threads: int | None = None,
-            rounds: int = 100_000) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``mailgate serve`` (granian, TLS) against ``server``; yields (url, process).
-
-    ``workers``, ``threads``: None for serve's defaults.
-    """
-    port = free_port()
+def serve_env(server: ManagedSlapd, data: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a gateway serving ``server`` on ``port`` for a benchmark."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
     env.update(MAILGATE_LDAP_URL=server.url, MAILGATE_LDAP_BASE_DN=BASE_DN,
                MAILGATE_LDAP_PASSWORD_FILE=str(server.password_file("gateway")),
                MAILGATE_ADMIN_TOKEN=ADMIN_TOKEN, MAILGATE_DATA_DIR=str(data),
-               MAILGATE_LISTEN=f"127.0.0.1:{port}",
-               MAILGATE_PASSWORD_ROUNDS=str(rounds),
-               MAILGATE_LOG_LEVEL="WARNING", MAILGATE_AUTH_FAIL_LIMIT="100000")
-    if workers is not None:
-        env["MAILGATE_WORKERS"] = str(workers)
-    if threads is not None:
-        env["MAILGATE_THREADS"] = str(threads)
-    data.mkdir(parents=True, exist_ok=True)
-    log = (data / "gateway.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+               MAILGATE_LISTEN=f"127.0.0.1:{port}", MAILGATE_LOG_LEVEL="WARNING",
+               MAILGATE_AUTH_FAIL_LIMIT="100000", **extra)
+    return env
+
+
+@contextmanager
+def launched_server(command: list[str], env: dict[str, str], port: int, log_path: Path,
+                    settle: float) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``command`` until it listens on ``port`` (60 s at most), give its workers
+    ``settle`` seconds, yield (URL, process); SIGTERM (then SIGKILL) afterwards."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("wb")
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gateway did not start: " + (data / "gateway.log").read_text())
+                raise RuntimeError(f"{' '.join(command[-2:])} did not start: "
+                                   + log_path.read_text()[-2000:])
             try:
                 with socket.create_connection(("127.0.0.1", port), 0.2):
                     break
             except OSError:
                 time.sleep(0.1)
-        time.sleep(1.0)  # workers up
+        time.sleep(settle)  # workers up
         yield f"https://127.0.0.1:{port}", proc
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -254,6 +250,25 @@ def gateway(server: ManagedSlapd, data: Path, workers: int | None = None,
             proc.kill()
             proc.wait(10)
         log.close()
+
+
+@contextmanager
+def gateway(server: ManagedSlapd, data: Path, workers: int | None = None,
+            threads: int | None = None,
+            rounds: int = 100_000) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``mailgate serve`` (granian, TLS) against ``server``; yields (url, process).
+
+    ``workers``, ``threads``: None for serve's defaults.
+    """
+    port = free_port()
+    env = serve_env(server, data, port, MAILGATE_PASSWORD_ROUNDS=str(rounds))
+    if workers is not None:
+        env["MAILGATE_WORKERS"] = str(workers)
+    if threads is not None:
+        env["MAILGATE_THREADS"] = str(threads)
+    with launched_server([sys.executable, "-m", "gateway.cli", "serve"], env, port,
+                         data / "gateway.log", settle=1.0) as served:
+        yield served
 
 
 def children(pid: int) -> list[int]:

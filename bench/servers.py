@@ -4,7 +4,7 @@
     python bench/servers.py --quick               10 000 accounts
     python bench/servers.py --configs gunicorn:5x2,granian:2x4
 
-Every configuration serves the same app (gateway.create_app, TLS with a
+Every configuration serves the same app (gateway.app.create_app, TLS with a
 self-signed EC P-256 pair, an access log to a file) against one slapd loaded
 with the B5 accounts; all run side by side and are measured in turn, run by
 run, with the python-ldap readers of B5 as the baseline in between. Per
@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import signal
 import socket
 import ssl
 import statistics
@@ -41,7 +39,15 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from common import ADMIN_TOKEN, BASE_DN, ROOT, machine, production_slapd, write_ldif
+from common import (
+    ROOT,
+    free_port,
+    launched_server,
+    machine,
+    production_slapd,
+    serve_env,
+    write_ldif,
+)
 
 DEFAULT_CONFIGS = "gunicorn:5x2,gunicorn:3x8,granian:2x2,granian:2x4,granian:3x2"
 SLOW_CLIENTS = 50
@@ -58,7 +64,7 @@ def _gunicorn(settings: Any, cert: Path, key: Path) -> None:
     from gunicorn import glogging
     from gunicorn.app.base import BaseApplication
 
-    from gateway import create_app
+    from gateway.app import create_app
 
     fmt = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
@@ -125,12 +131,6 @@ def serve_main(name: str, backpressure: int | None, mode: str | None) -> None:
 
 # --- the measuring side ---
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def launched(config: str, server: Any,
              data: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
@@ -139,43 +139,15 @@ def launched(config: str, server: Any,
     shape, _, mode = shape.partition("-")
     shape, _, backpressure = shape.partition("b")
     workers, _, threads = shape.partition("x")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
-    env.update(MAILGATE_LDAP_URL=server.url, MAILGATE_LDAP_BASE_DN=BASE_DN,
-               MAILGATE_LDAP_PASSWORD_FILE=str(server.password_file("gateway")),
-               MAILGATE_ADMIN_TOKEN=ADMIN_TOKEN, MAILGATE_DATA_DIR=str(data),
-               MAILGATE_LISTEN=f"127.0.0.1:{port}", MAILGATE_WORKERS=workers,
-               MAILGATE_THREADS=threads, MAILGATE_LOG_LEVEL="WARNING",
-               MAILGATE_AUTH_FAIL_LIMIT="100000")
-    data.mkdir(parents=True, exist_ok=True)
-    log = (data / "server.log").open("wb")
+    port = free_port()
+    env = serve_env(server, data, port, MAILGATE_WORKERS=workers, MAILGATE_THREADS=threads)
     command = [sys.executable, __file__, "--serve", name]
     if backpressure:
         command += ["--backpressure", backpressure]
     if mode:
         command += ["--runtime-mode", mode]
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{config} did not start: "
-                                   + (data / "server.log").read_text()[-2000:])
-            try:
-                with socket.create_connection(("127.0.0.1", port), 0.2):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        time.sleep(1.5)  # workers up
-        yield f"https://127.0.0.1:{port}", proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+    with launched_server(command, env, port, data / "server.log", settle=1.5) as served:
+        yield served
 
 
 def _probe(port: int, context: ssl.SSLContext) -> float | None:
