@@ -23,12 +23,13 @@ from ..client import ApiClient, ConfigError
 from .remote import (
     action,
     common_options,
+    join_items,
     list_options,
     print_json,
-    print_table,
     read_password,
-    rows,
     show,
+    show_deleted,
+    show_list,
     split_address,
 )
 
@@ -82,12 +83,8 @@ def add_commands(subparsers: Any) -> None:
 
 
 def _list(api: ApiClient, args: argparse.Namespace) -> int:
-    items = list(api.accounts(args.domain, args.page, args.page_size))
-    if args.json:
-        print_json(items)
-    else:
-        print_table(HEADERS, rows(items, COLUMNS))
-    return 0
+    return show_list(args, api.accounts(args.domain, args.page, args.page_size), HEADERS,
+                     COLUMNS)
 
 
 def _show(api: ApiClient, args: argparse.Namespace) -> int:
@@ -110,11 +107,7 @@ def _passwd(api: ApiClient, args: argparse.Namespace) -> int:
 
 def _delete(api: ApiClient, args: argparse.Namespace) -> int:
     api.delete_account(args.address)
-    if args.json:
-        print_json({"deleted": args.address})
-    else:
-        print(f"deleted account {args.address}")
-    return 0
+    return show_deleted(args, "account")
 
 
 def _disable(api: ApiClient, args: argparse.Namespace) -> int:
@@ -138,6 +131,6 @@ def _whitelist(api: ApiClient, args: argparse.Namespace) -> int:
                 if entry.strip():
                     print(entry.strip())
         return 0
-    value = ",".join(e.strip() for e in args.entries for e in e.split(",") if e.strip())
     return show(args, api.account_action(args.address, "set_spoofing_whitelist",
-                                         {"spoofing_whitelist": value}), HIDDEN)
+                                         {"spoofing_whitelist": join_items(args.entries)}),
+                HIDDEN)

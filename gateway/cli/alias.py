@@ -13,18 +13,17 @@ and the connection options (gateway/cli/remote.py).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from typing import Any
 
 from ..client import ApiClient
 from .remote import (
     action,
     common_options,
+    join_items,
     list_options,
-    print_json,
-    print_table,
-    rows,
     show,
+    show_deleted,
+    show_list,
     split_address,
 )
 
@@ -51,17 +50,9 @@ def add_commands(subparsers: Any) -> None:
     action(sub, "delete", _delete, "delete an alias", common).add_argument("address")
 
 
-def _targets(targets: Sequence[str]) -> str:
-    return ",".join(t.strip() for item in targets for t in item.split(",") if t.strip())
-
-
 def _list(api: ApiClient, args: argparse.Namespace) -> int:
-    items = list(api.aliases(args.domain, args.page, args.page_size))
-    if args.json:
-        print_json(items)
-    else:
-        print_table(HEADERS, rows(items, COLUMNS))
-    return 0
+    return show_list(args, api.aliases(args.domain, args.page, args.page_size), HEADERS,
+                     COLUMNS)
 
 
 def _show(api: ApiClient, args: argparse.Namespace) -> int:
@@ -70,17 +61,13 @@ def _show(api: ApiClient, args: argparse.Namespace) -> int:
 
 def _create(api: ApiClient, args: argparse.Namespace) -> int:
     name, domain = split_address(args.address)
-    return show(args, api.create_alias(name, domain, _targets(args.targets)))
+    return show(args, api.create_alias(name, domain, join_items(args.targets)))
 
 
 def _set(api: ApiClient, args: argparse.Namespace) -> int:
-    return show(args, api.set_alias(args.address, _targets(args.targets)))
+    return show(args, api.set_alias(args.address, join_items(args.targets)))
 
 
 def _delete(api: ApiClient, args: argparse.Namespace) -> int:
     api.delete_alias(args.address)
-    if args.json:
-        print_json({"deleted": args.address})
-    else:
-        print(f"deleted alias {args.address}")
-    return 0
+    return show_deleted(args, "alias")

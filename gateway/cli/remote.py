@@ -146,6 +146,30 @@ def rows(items: Iterable[dict[str, Any]], columns: Sequence[str]) -> Iterable[li
         yield [_text(item.get(column)) for column in columns]
 
 
+def show_list(args: argparse.Namespace, items: Iterable[dict[str, Any]],
+              headers: Sequence[str], columns: Sequence[str]) -> int:
+    """A list as the API sent it (``--json``) or as a table of ``columns``."""
+    items = list(items)
+    if args.json:
+        print_json(items)
+    else:
+        print_table(headers, rows(items, columns))
+    return 0
+
+
+def show_deleted(args: argparse.Namespace, kind: str) -> int:
+    if args.json:
+        print_json({"deleted": args.address})
+    else:
+        print(f"deleted {kind} {args.address}")
+    return 0
+
+
+def join_items(values: Sequence[str]) -> str:
+    """Arguments that may each hold several comma-separated items, as one comma list."""
+    return ",".join(v.strip() for value in values for v in value.split(",") if v.strip())
+
+
 def list_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domain", help="only this domain")
     parser.add_argument("--page", type=int, help="only this page (from 1); default: every "
