@@ -93,10 +93,20 @@ class RateLimited(MailgateError):
 
 
 class DirectoryUnavailable(MailgateError):
-    """LDAP is down or unreachable; the request may be retried."""
+    """LDAP is down or unreachable; the request may be retried.
+
+    ``outage``: why, when the directory itself is down (unreachable, not
+    answering, refusing the gateway's credentials) rather than one request
+    failing; the connection pool keeps that as its outage state.
+    """
 
     status = 503
     retry_after = 5
+
+    def __init__(self, message: str, errors: Mapping[str, str] | None = None,
+                 outage: str | None = None) -> None:
+        super().__init__(message, errors)
+        self.outage = outage
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}

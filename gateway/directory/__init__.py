@@ -196,7 +196,7 @@ class Directory:
         try:
             conn = self.pool.open()
         except _pl.LDAPError:
-            raise DirectoryUnavailable("LDAP server unreachable") from None
+            raise DirectoryUnavailable("LDAP server unreachable", outage="down") from None
         try:
             conn.simple_bind_s(dn, password)
             return True

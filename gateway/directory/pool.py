@@ -84,7 +84,8 @@ class Outage:
             if self.reason is None:
                 return False
             if self._probing:
-                raise DirectoryUnavailable(f"LDAP server unreachable ({self.reason})")
+                raise DirectoryUnavailable(f"LDAP server unreachable ({self.reason})",
+                                           outage=self.reason)
             self._probing = True
             return True
 
@@ -125,7 +126,8 @@ def result_code(exc: Exception) -> int | None:
 def unavailable(exc: Exception) -> DirectoryUnavailable:
     if isinstance(exc, DOWN):
         metrics.get().ldap_errors.labels("down").inc()
-        return DirectoryUnavailable(f"LDAP server unreachable ({exc.__class__.__name__})")
+        return DirectoryUnavailable(f"LDAP server unreachable ({exc.__class__.__name__})",
+                                    outage=exc.__class__.__name__)
     metrics.get().ldap_errors.labels("unexpected").inc()
     log.error("unexpected LDAP error: %s", exc.__class__.__name__)
     return DirectoryUnavailable(f"unexpected LDAP error ({exc.__class__.__name__})")
@@ -135,12 +137,8 @@ def _is_outage(exc: BaseException) -> str | None:
     """The reason, if ``exc`` says the server is down or not answering."""
     if isinstance(exc, DOWN):
         return str(exc.__class__.__name__)
-    if isinstance(exc, DirectoryUnavailable) and exc.message.startswith(REFUSED):
-        return exc.message
-    if isinstance(exc, DirectoryUnavailable) and exc.message.startswith("LDAP server "
-                                                                        "unreachable"):
-        reason: str = exc.message.removeprefix("LDAP server unreachable").strip(" ()")
-        return reason or "down"
+    if isinstance(exc, DirectoryUnavailable):
+        return exc.outage
     return None
 
 
@@ -168,6 +166,7 @@ class Pool:
     def __init__(self, settings: Settings) -> None:
         if settings.ldap_url is None or settings.ldap_password is None:
             raise ValueError("Directory needs a resolved LDAP URL and password")
+        self._pool_wait = metrics.get().ldap_pool_wait   # observed on every operation
         self.urls = settings.ldap_urls
         self._current = 0
         self._switch = threading.Lock()
@@ -258,9 +257,9 @@ class Pool:
                 metrics.get().ldap_errors.labels("credentials").inc()
                 if conn is not None:
                     close(conn)
-                raise DirectoryUnavailable(f"{REFUSED} ({self.bind_dn}): check "
-                                           "MAILGATE_LDAP_BIND_DN and MAILGATE_LDAP_PASSWORD") \
-                    from None
+                refused = (f"{REFUSED} ({self.bind_dn}): check MAILGATE_LDAP_BIND_DN and "
+                           "MAILGATE_LDAP_PASSWORD")
+                raise DirectoryUnavailable(refused, outage=refused) from None
             except _pl.LDAPError as exc:
                 if conn is not None:
                     close(conn)
@@ -270,7 +269,7 @@ class Pool:
                 self._fail_over(start, index)
             return conn
         name = failure.__class__.__name__ if failure is not None else "no server"
-        raise DirectoryUnavailable(f"LDAP server unreachable ({name})")
+        raise DirectoryUnavailable(f"LDAP server unreachable ({name})", outage=name)
 
     def _fail_over(self, old: int, new: int) -> None:
         with self._switch:
@@ -307,7 +306,7 @@ class Pool:
         except queue.Empty:
             metrics.get().ldap_errors.labels("pool_exhausted").inc()
             raise DirectoryUnavailable("all LDAP connections are busy") from None
-        metrics.get().ldap_pool_wait.observe(time.monotonic() - waiting)
+        self._pool_wait.observe(time.monotonic() - waiting)
         conn: Any = None
         probe = False
         try:
@@ -367,7 +366,7 @@ class Pool:
                 continue
             except _pl.LDAPError as exc:
                 raise unavailable(exc) from None
-        raise DirectoryUnavailable("LDAP server unreachable")  # pragma: no cover
+        raise DirectoryUnavailable("LDAP server unreachable", outage="down")  # pragma: no cover
 
     def idle_count(self) -> int:
         """How many open connections wait in the pool."""
