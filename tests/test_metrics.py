@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,12 +9,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.slapd import free_port, listening
 from gateway.tokens import TokenStore
 
 from tests.support.api import Client
-from tests.support.process import terminate
 from tests.support.wait import wait_until
+from tests.test_serve import Served
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -76,43 +72,29 @@ def test_metrics_need_the_admin_token(client: Client, directory: object) -> None
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
-    port = free_port()
-    data = tmp_path / "var"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
-    env.update(MAILGATE_DATA_DIR=str(data), MAILGATE_LISTEN=f"127.0.0.1:{port}",
-               MAILGATE_EMBEDDED_LDAP_URL=f"ldap://127.0.0.1:{free_port()}",
-               MAILGATE_PASSWORD_ROUNDS="1000", MAILGATE_WORKERS="3")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"https://127.0.0.1:{port}"
+def served(tmp_path: Path) -> Iterator[Served]:
+    server = Served(tmp_path / "var", MAILGATE_WORKERS="3")
     try:
-        wait_until(lambda: proc.poll() is not None or (
-            listening(url) and (data / "admin-token").exists()), "mailgate serve", 60)
-        assert proc.poll() is None
-        yield url, (data / "admin-token").read_text().strip(), data / "tls" / "cert.pem"
+        server.start()
+        yield server
     finally:
-        terminate(proc)
+        server.stop()
 
 
-def test_every_worker_reports_the_same_deployment_total(
-        served: tuple[str, str, Path]) -> None:
-    url, token, cert = served
-
+def test_every_worker_reports_the_same_deployment_total(served: Served) -> None:
     def ready() -> bool:
         try:
-            return requests.get(f"{url}/readyz", verify=cert, timeout=5).status_code == 200
+            return served.get("/readyz").status_code == 200
         except requests.RequestException:
             return False
 
     wait_until(ready, "readiness", 60)
     sent = 60
     for _ in range(sent):   # a new connection each: the workers share them out
-        assert requests.get(f"{url}/healthz", verify=cert, timeout=10).status_code == 200
+        assert served.get("/healthz").status_code == 200
     totals = set()
     for _ in range(6):
-        answer = requests.get(f"{url}/metrics", verify=cert, timeout=10,
-                              headers={"Authorization": f"Bearer {token}"})
+        answer = served.get("/metrics")
         assert answer.status_code == 200
         samples = parse(answer.text)
         totals.add(value(samples, "mailgate_http_requests_total", route="/healthz",
