@@ -255,15 +255,25 @@ def attach_consumer(provider: ManagedSlapd, work: Path) -> tuple[ReplicaSlapd, C
     return consumer, proxy
 
 
-def measure(accounts: int, work: Path, runs_note: str) -> dict[str, Any]:
+def measure(accounts: int, work: Path, runs_note: str,
+            partial: Path | None = None) -> dict[str, Any]:
     r: dict[str, Any] = {"accounts": accounts, "aliases": accounts // 5}
+
+    def step(line: str) -> None:
+        """Say a step is done and keep the figures so far: a run that fails an hour in
+        still leaves what it measured (``partial``, JSON)."""
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        if partial is not None:
+            partial.write_text(json.dumps(r, default=str), encoding="utf-8")
+
     aliases = accounts // 5
     body = document(accounts, aliases)
     ldif = write_ldif(work / "entries.ldif", accounts, aliases)
     entries = sum(1 for line in ldif.open() if line.startswith("dn: "))
     r["entries"] = entries
     r["document_mb"] = round(len(body) / 2**20, 1)
-    print(f"{entries} entries, document {r['document_mb']} MiB", flush=True)
+    step(f"{entries} entries, document {r['document_mb']} MiB")
 
     # S1 baseline first (its directory is deleted before the gateway's is made).
     with production_slapd(work / "ldapadd") as slapd:
@@ -272,7 +282,7 @@ def measure(accounts: int, work: Path, runs_note: str) -> dict[str, Any]:
                        check=True, capture_output=True)
         r["s1_ldapadd_s"] = time.perf_counter() - start
     shutil.rmtree(work / "ldapadd")
-    print(f"S1 ldapadd {r['s1_ldapadd_s']:.1f} s", flush=True)
+    step(f"S1 ldapadd {r['s1_ldapadd_s']:.1f} s")
     server = DocumentServer(work, body)
     try:
         with production_slapd(work / "provider") as slapd:
@@ -281,7 +291,7 @@ def measure(accounts: int, work: Path, runs_note: str) -> dict[str, Any]:
             server.publish(body)
             _report, r["s1_sync_s"] = _run(runner, "applied")
             r["s1_writes"] = rec.mail_writes
-            print(f"S1 sync {r['s1_sync_s']:.1f} s", flush=True)
+            step(f"S1 sync {r['s1_sync_s']:.1f} s")
             # S2
             server.publish(body)
             rec.clear()
@@ -289,11 +299,11 @@ def measure(accounts: int, work: Path, runs_note: str) -> dict[str, Any]:
             r["s2_writes"] = rec.mail_writes
             r["s2_ldapsearch_s"] = _ldapsearch(slapd)
             runner.close()
-            print(f"S2 {r['s2_sync_s']:.2f} s, {r['s2_writes']} writes", flush=True)
+            step(f"S2 {r['s2_sync_s']:.2f} s, {r['s2_writes']} writes")
             # S3
             r["s3_gateway_s"], r["s3_listed"] = list_all_gateway(slapd)
             r["s3_ldapsearch_s"] = list_all_ldapsearch(slapd)
-            print(f"S3 {r['s3_gateway_s']:.2f} s / {r['s3_ldapsearch_s']:.2f} s", flush=True)
+            step(f"S3 {r['s3_gateway_s']:.2f} s / {r['s3_ldapsearch_s']:.2f} s")
             # S4
             data = slapd.db_dir / "data.mdb"
             r["s4_mdb_bytes"] = data.stat().st_blocks * 512
@@ -305,7 +315,7 @@ def measure(accounts: int, work: Path, runs_note: str) -> dict[str, Any]:
             # S5
             keys = random.Random(7).sample(account_ids(accounts), min(20_000, accounts))
             r["s5_rate"] = postmap_rate(slapd, work, keys)
-            print(f"S5 {r['s5_rate']:.0f} lookups/s", flush=True)
+            step(f"S5 {r['s5_rate']:.0f} lookups/s")
             # S6
             consumer, proxy = attach_consumer(slapd, work)
             base_start = time.perf_counter()
@@ -326,8 +336,7 @@ def measure(accounts: int, work: Path, runs_note: str) -> dict[str, Any]:
                     raise RuntimeError("the consumer does not hold every entry")
                 r["s6_consumer_mdb_bytes"] = mdb_used(consumer.db_dir)
                 r["s6_consumer_rss_mb"] = rss_mb(consumer.pid)
-                print(f"S6 {r['s6_refresh_s']:.1f} s, {proxy.total / entries:.0f} B/entry",
-                      flush=True)
+                step(f"S6 {r['s6_refresh_s']:.1f} s, {proxy.total / entries:.0f} B/entry")
                 # S7
                 r.update(per_change(slapd, consumer, proxy, accounts))
             finally:
@@ -462,9 +471,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     out = args.out or ROOT / "docs" / f"benchmarks-scale-{args.accounts}.md"
+    partial = out.with_suffix(".partial.json")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mailgate-scale-") as tmp:
-        result = measure(args.accounts, Path(tmp), "")
+        result = measure(args.accounts, Path(tmp), "", partial)
+    partial.unlink(missing_ok=True)
     command = "bench/scale_bench.py " + " ".join(sys.argv[1:])
     text = render(result, command.strip(), (time.monotonic() - started) / 60)
     out.write_text(text, encoding="utf-8")
