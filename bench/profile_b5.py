@@ -1,9 +1,11 @@
 """Where a ``GET /mail/account/{id}/`` spends its CPU: py-spy on one serving worker.
 
     python bench/profile_b5.py [--config granian:1x4] [--seconds 15] [--path healthz]
+    python bench/profile_b5.py --path list --accounts 100000   (B6: pages of 10 000)
 
 Serves the gateway (bench/servers.py launcher) against a slapd with 10 000
-accounts, drives it with wrk (8 clients) and samples the worker process with
+accounts, drives it with wrk (8 clients; ``--path list``: one client paging through every
+account in pages of 10 000, as B6 does) and samples the worker process with
 py-spy (``pip install py-spy``; needs ptrace, i.e. root or CAP_SYS_PTRACE).
 Prints the heaviest frames by own time and by inclusive time (share of the
 samples in which the frame is on the stack), GIL-holding samples only
@@ -19,8 +21,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
+import api_bench
+import requests
+import urllib3
 from common import children, production_slapd, write_ldif
 from servers import launched
 
@@ -63,6 +69,26 @@ def _short(frame: str) -> str:
     return f"{name} ({'/'.join(parts[-2:])})" if where else name
 
 
+def list_pages(url: str, seconds: float) -> dict[str, float]:
+    """Page through every account (pages of 10 000), again and again, for ``seconds``."""
+    session = requests.Session()
+    start, pages, listings = time.monotonic(), 0, 0
+    while time.monotonic() - start < seconds:
+        page = 1
+        while True:
+            response = session.get(f"{url}/mail/account/", params={
+                "page": page, "page_size": 10000}, headers=api_bench.HEADERS, verify=False,
+                timeout=600)
+            response.raise_for_status()
+            pages += 1
+            if response.json()["next"] is None:
+                break
+            page += 1
+        listings += 1
+    elapsed = time.monotonic() - start
+    return {"pages": pages, "listings": listings, "s_per_page": elapsed / pages}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,10 +98,12 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--gil", action="store_true", help="only samples holding the GIL")
     parser.add_argument("--native", action="store_true", help="native frames too")
-    parser.add_argument("--path", choices=["account", "healthz"], default="account")
+    parser.add_argument("--path", choices=["account", "healthz", "list"], default="account")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     from api_bench import _wrk
+
+    urllib3.disable_warnings()  # the self-signed certificate of the profiled gateway
 
     with tempfile.TemporaryDirectory(prefix="mailgate-profile-") as tmp:
         work = Path(tmp)
@@ -95,8 +123,12 @@ def main() -> int:
             else:
                 record.append("--nonblocking")
             result: dict[str, float] = {}
-            load = threading.Thread(target=lambda: result.update(
-                _wrk(url, args.accounts, args.seconds, 8, floor=args.path == "healthz")))
+            if args.path == "list":
+                load = threading.Thread(target=lambda: result.update(
+                    list_pages(url, args.seconds)))
+            else:
+                load = threading.Thread(target=lambda: result.update(
+                    _wrk(url, args.accounts, args.seconds, 8, floor=args.path == "healthz")))
             load.start()
             subprocess.run(record, check=True, capture_output=True)
             load.join()
