@@ -14,19 +14,12 @@ from flask import Flask
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
-from ..errors import DirectoryUnavailable, MailgateError
+from ..errors import MailgateError
 from ..version import __version__
 from . import accounts, aliases, audit, health, metrics, sync
+from .answers import JSON, error_answer, error_body, output_json
 
 log = logging.getLogger(__name__)
-
-
-def error_body(message: str, errors: dict[str, str] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"message": message}
-    if errors:
-        body["errors"] = errors
-    return body
-
 
 # Swagger UI renders descriptions as Markdown and drops anything that looks like
 # an HTML tag ("<token>"): placeholders are written as TOKEN, in code spans.
@@ -99,15 +92,13 @@ def init_api(app: Flask) -> Api:
         description=DESCRIPTION, doc="/docs/", catch_all_404s=True,
         authorizations=AUTHORIZATIONS, security=["token", "basic"],
     )
+    api.representations[JSON] = output_json
     for ns in (accounts.ns, aliases.ns, health.ns, sync.ns, metrics.ns, audit.ns):
         api.add_namespace(ns)
 
     @api.errorhandler(MailgateError)
     def _mailgate_error(exc: MailgateError) -> Any:
-        # An unavailable directory is logged by the pool, once per outage.
-        if exc.status >= 500 and not isinstance(exc, DirectoryUnavailable):
-            log.warning("%s: %s", type(exc).__name__, exc.message)
-        return error_body(exc.message, exc.errors), exc.status, exc.headers()
+        return error_answer(exc)
 
     @api.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

@@ -44,7 +44,8 @@ class _View:
 
 def entries(data: list[tuple[str | None, Any]]) -> list[Entry]:
     """Search results as entries (references and the like left out)."""
-    return [Entry(dn, attrs) for dn, attrs in data or ()
+    new = tuple.__new__
+    return [new(Entry, (dn, attrs)) for dn, attrs in data or ()
             if dn is not None and isinstance(attrs, dict)]
 
 
