@@ -14,9 +14,10 @@ from flask import Flask, current_app, g, request
 
 from . import logs, metrics
 from .api import init_api
+from .api.hot import HotReads
 from .errors import DirectoryUnavailable
 from .proxies import TrustedProxies
-from .services import Services
+from .services import Services, current
 from .settings import Settings
 
 
@@ -53,6 +54,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.after_request(_security_headers)
     app.after_request(_count)
     app.teardown_request(_end)
+    # One account or alias by id: answered in front of Flask (gateway.api.hot).
+    app.wsgi_app = HotReads(current(app), app.wsgi_app,  # type: ignore[method-assign]
+                            SECURITY_HEADERS)
     return app
 
 

@@ -33,8 +33,9 @@ from ..tokens import Scope
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _presented_token() -> str | None:
-    header = request.headers.get("Authorization", "").strip()
+def presented_token(authorization: str) -> str | None:
+    """The token an ``Authorization`` header value carries, if any."""
+    header = authorization.strip()
     scheme, sep, value = header.partition(" ")
     if not sep:
         # One word: the bare token (Swagger UI sends its "Authorize" field as is).
@@ -55,7 +56,7 @@ def _presented_token() -> str | None:
 def authenticate() -> Scope:
     """The caller's scope; Unauthorized, RateLimited or DirectoryUnavailable."""
     services = current()
-    token = _presented_token()
+    token = presented_token(request.headers.get("Authorization", ""))
     scope: Scope | None = services.tokens.authenticate(token) if token else None
     if scope is not None:
         # A valid token is never locked out: failures from the same address
