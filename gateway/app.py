@@ -45,9 +45,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         RESTX_MASK_SWAGGER=False,
         JSON_SORT_KEYS=False,
     )
-    if settings.trusted_proxies:
-        app.wsgi_app = TrustedProxies(app.wsgi_app,  # type: ignore[method-assign]
-                                      settings.trusted_proxies)
     Services.build(settings).install(app)
     init_api(app)
     app.before_request(_begin)
@@ -57,6 +54,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     # One account or alias by id: answered in front of Flask (gateway.api.hot).
     app.wsgi_app = HotReads(current(app), app.wsgi_app,  # type: ignore[method-assign]
                             SECURITY_HEADERS)
+    if settings.trusted_proxies:
+        # Outermost: the client's address is known before either path (and the
+        # access log, outside the app) sees the request.
+        app.wsgi_app = TrustedProxies(app.wsgi_app,  # type: ignore[method-assign]
+                                      settings.trusted_proxies)
     return app
 
 

@@ -20,7 +20,9 @@ import pytest
 from flask import Flask
 from werkzeug.test import Client as WsgiClient
 
+from gateway.accesslog import AccessLog
 from gateway.app import create_app
+from gateway.proxies import parse_networks
 from gateway.services import current
 from gateway.settings import Settings
 from gateway.slapd import free_port
@@ -190,3 +192,25 @@ def test_an_unreachable_directory_is_a_503_on_both_paths(unreachable_app: Flask,
     assert hot and answer.status_code == 503
     assert answer.headers["Retry-After"]
     assert "unreachable" in answer.get_json()["message"].lower()
+
+
+def test_behind_a_proxy_the_access_log_names_the_client(settings: Settings,
+                                                        tmp_path: Path) -> None:
+    proxied = dataclasses.replace(settings, trusted_proxies=parse_networks("127.0.0.1"))
+    application = create_app(proxied)
+    try:
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        assert Client(application).post("/mail/account/", json={
+            "name": "dave", "domain": "example.com", "password": "pw"}).status_code == 201
+        with (tmp_path / "access.log").open("w") as stream:
+            served = WsgiClient(AccessLog(application.wsgi_app, stream, "text"))
+            answer = served.get("/mail/account/dave@example.com/",
+                                headers={**admin, "X-Forwarded-For": "203.0.113.9"},
+                                environ_base={"REMOTE_ADDR": "127.0.0.1"})
+            assert answer.status_code == 200
+            answer.close()   # the line is written when the answer is done
+        line = (tmp_path / "access.log").read_text()
+        assert ': 203.0.113.9 "GET /mail/account/dave@example.com/ HTTP/1.1" 200 ' in line, line
+        assert answer.headers["X-Request-ID"] in line
+    finally:
+        current(application).directory.close()
