@@ -4,6 +4,7 @@ baseline from the same run, on slapd with production settings (fsync on).
     python bench/scale_bench.py                      100 000 accounts (about 6 min here)
     python bench/scale_bench.py --accounts 1000000   the million (make bench-scale; 30+ min)
     python bench/scale_bench.py --accounts 10000 --out /tmp/scale.md   quick
+    python bench/scale_bench.py --accounts 1000000 --seed-only   S6 and S8 alone
 
 S1  JSON import into an empty directory (SyncRunner.run) / ``ldapadd -c`` of the
     same entries into an identical fresh slapd.
@@ -22,6 +23,8 @@ S6  a fresh consumer (ldif/replica.ldif) replicating the whole directory: time
 S7  cost per change while a consumer follows: 1 000 password modifies and 1 000
     adds through the gateway's Directory: bytes on the replication wire, CPU
     of the provider and of the consumer (from /proc), per change.
+S8  a new consumer seeded offline (``slapcat`` of the running provider,
+    ``slapadd -q -w``, start, caught up) / S6 (the same consumer filled by syncrepl).
 """
 
 from __future__ import annotations
@@ -317,31 +320,19 @@ def measure(accounts: int, work: Path, runs_note: str,
             r["s5_rate"] = postmap_rate(slapd, work, keys)
             step(f"S5 {r['s5_rate']:.0f} lookups/s")
             # S6
-            consumer, proxy = attach_consumer(slapd, work)
-            base_start = time.perf_counter()
-            subprocess.run(["ldapsearch", *ldap_tool_args(slapd, "replicator"), "-LLL",
-                            "-E", "pr=10000/noprompt", "-b", BASE_DN, "(objectClass=*)",
-                            "*", "+"], check=True, capture_output=True)
-            r["s6_ldapsearch_s"] = time.perf_counter() - base_start
-            started = time.monotonic()
-            consumer.start()
+            figures, consumer, proxy = replicate_from_scratch(slapd, work, timeout=7200)
+            r.update(figures)
             try:
-                r["s6_refresh_s"] = (time.monotonic() - started) + wait_caught_up(
-                    consumer, slapd, timeout=7200)
-                r["s6_refresh_bytes"] = proxy.total
-                r["s6_refresh_bytes_to_provider"] = proxy.to_provider
-                r["s6_entries_equal"] = count_entries(consumer, slapd) == count_entries(
-                    slapd, slapd)
-                if not r["s6_entries_equal"]:
-                    raise RuntimeError("the consumer does not hold every entry")
-                r["s6_consumer_mdb_bytes"] = mdb_used(consumer.db_dir)
-                r["s6_consumer_rss_mb"] = rss_mb(consumer.pid)
                 step(f"S6 {r['s6_refresh_s']:.1f} s, {proxy.total / entries:.0f} B/entry")
                 # S7
                 r.update(per_change(slapd, consumer, proxy, accounts))
             finally:
                 consumer.stop()
                 proxy.close()
+            step("S7 done")
+            # S8
+            r.update(seed_offline(slapd, work / "seeded"))
+            step(f"S8 {r['s8_total_s']:.1f} s")
     finally:
         server.close()
     # S5 baseline: the same lookups against a 1 000-account directory.
@@ -350,6 +341,87 @@ def measure(accounts: int, work: Path, runs_note: str,
         keys = [random.Random(7).choice(account_ids(1000)) for _ in range(min(20_000, accounts))]
         r["s5_small_rate"] = postmap_rate(slapd, work / "small-pf", keys)
     r["note"] = runs_note
+    return r
+
+
+def replicate_from_scratch(provider: ManagedSlapd, work: Path, timeout: float,
+                           ) -> tuple[dict[str, Any], ReplicaSlapd, CountingProxy]:
+    """S6: a fresh consumer replicates everything through a counting proxy; its
+    figures, and the consumer still running (the caller stops it and the proxy)."""
+    r: dict[str, Any] = {}
+    consumer, proxy = attach_consumer(provider, work)
+    base_start = time.perf_counter()
+    subprocess.run(["ldapsearch", *ldap_tool_args(provider, "replicator"), "-LLL",
+                    "-E", "pr=10000/noprompt", "-b", BASE_DN, "(objectClass=*)",
+                    "*", "+"], check=True, capture_output=True)
+    r["s6_ldapsearch_s"] = time.perf_counter() - base_start
+    started = time.monotonic()
+    consumer.start()
+    try:
+        r["s6_refresh_s"] = (time.monotonic() - started) + wait_caught_up(
+            consumer, provider, timeout=timeout)
+        r["s6_refresh_bytes"] = proxy.total
+        r["s6_refresh_bytes_to_provider"] = proxy.to_provider
+        r["s6_entries_equal"] = count_entries(consumer, provider) == count_entries(
+            provider, provider)
+        if not r["s6_entries_equal"]:
+            raise RuntimeError("the consumer does not hold every entry")
+        r["s6_consumer_mdb_bytes"] = mdb_used(consumer.db_dir)
+        r["s6_consumer_rss_mb"] = rss_mb(consumer.pid)
+    except BaseException:
+        consumer.stop()
+        proxy.close()
+        raise
+    return r, consumer, proxy
+
+
+def seed_offline(provider: ManagedSlapd, work: Path) -> dict[str, Any]:
+    """S8: a new consumer seeded offline, the standard OpenLDAP way: ``slapcat``
+    of the running provider, ``slapadd -q -w`` into the new consumer, start it;
+    syncrepl then sends only what changed since the copy. Until caught up (equal
+    contextCSN, every entry there)."""
+    r: dict[str, Any] = {}
+    seed = work / "seed.ldif"
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    subprocess.run(["slapcat", "-n1", "-F", str(provider.config_dir), "-l", str(seed)],
+                   check=True, capture_output=True)
+    r["s8_slapcat_s"] = time.perf_counter() - start
+    consumer, proxy = attach_consumer(provider, work)
+    try:
+        consumer.ensure_initialised()
+        start = time.perf_counter()
+        subprocess.run(["slapadd", "-q", "-w", "-n1", "-F", str(consumer.config_dir),
+                        "-l", str(seed)], check=True, capture_output=True)
+        r["s8_slapadd_s"] = time.perf_counter() - start
+        started = time.monotonic()
+        consumer.start()
+        r["s8_catch_up_s"] = (time.monotonic() - started) + wait_caught_up(
+            consumer, provider, timeout=3600)
+        r["s8_bytes"] = proxy.total
+        if count_entries(consumer, provider) != count_entries(provider, provider):
+            raise RuntimeError("the seeded consumer does not hold every entry")
+        r["s8_total_s"] = r["s8_slapcat_s"] + r["s8_slapadd_s"] + r["s8_catch_up_s"]
+    finally:
+        consumer.stop()
+        proxy.close()
+        seed.unlink(missing_ok=True)
+    return r
+
+
+def measure_seeding(accounts: int, work: Path) -> dict[str, Any]:
+    """``--seed-only``: S6 and S8 side by side on a provider loaded with slapadd."""
+    aliases = accounts // 5
+    ldif = write_ldif(work / "entries.ldif", accounts, aliases)
+    r: dict[str, Any] = {"accounts": accounts, "aliases": aliases,
+                         "entries": sum(1 for line in ldif.open() if line.startswith("dn: "))}
+    with production_slapd(work / "provider", preload=ldif) as slapd:
+        figures, consumer, proxy = replicate_from_scratch(slapd, work, timeout=7200)
+        consumer.stop()
+        proxy.close()
+        r.update(figures)
+        print(f"S6 {r['s6_refresh_s']:.1f} s", flush=True)
+        r.update(seed_offline(slapd, work / "seeded"))
     return r
 
 
@@ -417,6 +489,7 @@ def render(r: dict[str, Any], command: str, minutes: float) -> str:
          f"{r['s6_refresh_s']:.1f} s, {r['s6_refresh_bytes'] / e:.0f} B/entry on the wire",
          "`ldapsearch` of every entry with `+` as the replicator",
          f"{r['s6_ldapsearch_s']:.2f} s", f"{r['s6_refresh_s'] / r['s6_ldapsearch_s']:.1f}"),
+        seeding_row(r),
     ]
     lines = [
         f"# Scale benchmarks: {r['accounts']} accounts",
@@ -464,20 +537,61 @@ def render(r: dict[str, Any], command: str, minutes: float) -> str:
     return "\n".join(lines)
 
 
+def seeding_row(r: dict[str, Any]) -> tuple[str, ...]:
+    return ("S8", "a new consumer seeded offline: `slapcat` of the provider, `slapadd -q -w`, "
+                  "start, caught up",
+            f"{r['s8_total_s']:.1f} s (slapcat {r['s8_slapcat_s']:.1f}, slapadd "
+            f"{r['s8_slapadd_s']:.1f}, catch-up {r['s8_catch_up_s']:.1f}; "
+            f"{r['s8_bytes'] / 2**10:.0f} KiB on the wire)",
+            "S6: the same consumer filled by syncrepl from empty", f"{r['s6_refresh_s']:.1f} s",
+            f"{r['s8_total_s'] / r['s6_refresh_s']:.2f}")
+
+
+def render_seeding(r: dict[str, Any], command: str, minutes: float) -> str:
+    a, b, c, d, f, g = seeding_row(r)
+    return "\n".join([
+        f"# Seeding a consumer: {r['accounts']} accounts",
+        "",
+        f"Written by `{command}` on {datetime.date.today().isoformat()} ({minutes:.0f} min), "
+        f"one run. Machine: {machine()}.",
+        "",
+        f"{r['entries']} entries ({r['accounts']} accounts, {r['aliases']} aliases), loaded "
+        "into the provider with slapadd; slapd with production settings (fsync on).",
+        "",
+        "| | what | figure | baseline | baseline figure | ratio |",
+        "|---|---|---|---|---|---|",
+        f"| {a} | {b} | {c} | {d} | {f} | {g} |",
+        "",
+        "Raw figures: `" + json.dumps(r) + "`",
+        "",
+    ])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--seed-only", action="store_true",
+                        help="only S6 and S8 (a fresh consumer: syncrepl vs offline seeding)")
     args = parser.parse_args()
+    command = ("bench/scale_bench.py " + " ".join(sys.argv[1:])).strip()
+    if args.seed_only:
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="mailgate-seed-") as tmp:
+            seeded = measure_seeding(args.accounts, Path(tmp))
+        out = args.out or ROOT / "docs" / f"benchmarks-seeding-{args.accounts}.md"
+        out.write_text(render_seeding(seeded, command, (time.monotonic() - started) / 60),
+                       encoding="utf-8")
+        print(out.read_text(encoding="utf-8"))
+        return 0
     out = args.out or ROOT / "docs" / f"benchmarks-scale-{args.accounts}.md"
     partial = out.with_suffix(".partial.json")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mailgate-scale-") as tmp:
         result = measure(args.accounts, Path(tmp), "", partial)
     partial.unlink(missing_ok=True)
-    command = "bench/scale_bench.py " + " ".join(sys.argv[1:])
-    text = render(result, command.strip(), (time.monotonic() - started) / 60)
+    text = render(result, command, (time.monotonic() - started) / 60)
     out.write_text(text, encoding="utf-8")
     print(text)
     return 0
