@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from passlib.hash import sha512_crypt
 
-from gateway.directory import Directory
+from gateway.directory import Directory, views
 
 from tests.support.api import Client
 from tests.support.constants import BASE_DN
@@ -278,6 +279,35 @@ def test_later_pages_continue_the_snapshot_of_page_one(client: Client) -> None:
     assert create(client, name="zed").status_code == 201
     tail = client.get("/mail/account/?page_size=2&page=2").json
     assert [a["name"] for a in tail["results"]] == ["carol"]
+
+
+def test_a_listing_that_keeps_paging_keeps_its_snapshot(
+        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The view lives VIEW_TTL after its last page, not after page 1: a long
+    listing (a million accounts take a minute) keeps its cursor; an idle one is
+    closed and the next continued page sorts afresh."""
+    ttl = 2.0
+    monkeypatch.setattr(views, "VIEW_TTL", ttl)
+    for name in ("bob", "carol", "dave", "erin"):
+        assert create(client, name=name).status_code == 201
+    assert names(client.get("/mail/account/?page_size=1").json) == ["bob"]
+    assert create(client, name="alice").status_code == 201
+    # Three more pages, each within the TTL of the one before but the whole
+    # walk longer than the TTL since page 1: still page 1's snapshot.
+    walked = []
+    started = time.monotonic()
+    for page in (2, 3, 4):
+        time.sleep(ttl * 0.4)
+        walked += names(client.get(f"/mail/account/?page_size=1&page={page}").json)
+    assert time.monotonic() - started > ttl
+    assert walked == ["carol", "dave", "erin"]
+    # Idle for longer than the TTL: the view is gone, page 2 sorts afresh.
+    time.sleep(ttl * 1.25)
+    assert names(client.get("/mail/account/?page_size=1&page=2").json) == ["bob"]
+
+
+def names(page: dict[str, Any]) -> list[str]:
+    return [a["name"] for a in page["results"]]
 
 
 def test_subaddress_extension_read_written_at_create_and_toggled(client: Client) -> None:

@@ -4,10 +4,11 @@ slapd sorts and counts, so a page of 10 000 out of 100 000 entries never needs
 the whole result in the gateway's memory. A list view is slapd's sorted
 snapshot of a result, bound to the connection that asked for it. Page 1 of a
 list always sorts afresh; later pages continue the newest view of the same
-search while it is younger than ``VIEW_TTL``, so paging through 100 000
-entries sorts once, not once a page, and sees one consistent snapshot (like a
-cursor). Views are taken out of the table while in use: two requests never
-share one.
+search while it was last used less than ``VIEW_TTL`` ago, so paging through
+a million entries sorts once, not once a page, and sees one consistent
+snapshot (like a cursor) however long the whole listing takes; a view nobody
+pages on for ``VIEW_TTL`` is closed. Views are taken out of the table while in
+use: two requests never share one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .filters import Filter
 from .model import Entry, SortedPage
 
 SORT_RULE = "caseIgnoreOrderingMatch"
-VIEW_TTL = 30.0
+VIEW_TTL = 30.0  # seconds since the view's last page
 MAX_VIEWS = 2  # per process; slapd's olcSssVlvMax bounds all of them
 # offsetRangeError (61), virtualListViewError (76): slapd's answer to a view
 # of an empty result.
@@ -39,7 +40,7 @@ _EMPTY_VIEW = (61, 76)
 class _View:
     conn: Any
     context: bytes | None
-    created: float
+    used: float      # time.monotonic() of its last page
 
 
 def entries(data: list[tuple[str | None, Any]]) -> list[Entry]:
@@ -101,6 +102,7 @@ class ListViews:
             raise DirectoryUnavailable("the directory did not answer the list view control "
                                        "(is the sssvlv overlay loaded?)")
         view.context = vlv[0].context_id
+        view.used = time.monotonic()
         self._keep(key, view)
         total = int(vlv[0].content_count)
         return SortedPage(total, entries(data) if offset <= total else [])
@@ -108,7 +110,7 @@ class ListViews:
     def _take(self, key: tuple[Any, ...]) -> _View | None:
         with self._lock:
             view = self._views.pop(key, None)
-        if view is not None and time.monotonic() - view.created > VIEW_TTL:
+        if view is not None and time.monotonic() - view.used > VIEW_TTL:
             _pool.close(view.conn)
             return None
         return view
@@ -117,9 +119,9 @@ class ListViews:
         now = time.monotonic()
         with self._lock:
             dropped = [v for k, v in self._views.items()
-                       if k == key or now - v.created > VIEW_TTL]
+                       if k == key or now - v.used > VIEW_TTL]
             self._views = {k: v for k, v in self._views.items()
-                           if k != key and now - v.created <= VIEW_TTL}
+                           if k != key and now - v.used <= VIEW_TTL}
             self._views[key] = view
             while len(self._views) > MAX_VIEWS:
                 dropped.append(self._views.pop(next(iter(self._views))))
