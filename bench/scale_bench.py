@@ -5,6 +5,7 @@ baseline from the same run, on slapd with production settings (fsync on).
     python bench/scale_bench.py --accounts 1000000   the million (make bench-scale; 30+ min)
     python bench/scale_bench.py --accounts 10000 --out /tmp/scale.md   quick
     python bench/scale_bench.py --accounts 1000000 --seed-only   S6 and S8 alone
+    python bench/scale_bench.py --accounts 1000000 --list-only   S3 alone, --runs times
 
 S1  JSON import into an empty directory (SyncRunner.run) / ``ldapadd -c`` of the
     same entries into an identical fresh slapd.
@@ -37,6 +38,7 @@ import os
 import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -425,6 +427,43 @@ def measure_seeding(accounts: int, work: Path) -> dict[str, Any]:
     return r
 
 
+def measure_listing(accounts: int, work: Path, runs: int) -> dict[str, Any]:
+    """``--list-only``: S3 alone, ``runs`` times interleaved with its baseline, on a
+    provider loaded with slapadd."""
+    aliases = accounts // 5
+    ldif = write_ldif(work / "entries.ldif", accounts, aliases)
+    r: dict[str, Any] = {"accounts": accounts, "aliases": aliases, "runs": runs,
+                         "s3_gateway_s": [], "s3_ldapsearch_s": []}
+    with production_slapd(work / "provider", preload=ldif) as slapd:
+        for _ in range(runs):
+            seconds, r["s3_listed"] = list_all_gateway(slapd)
+            r["s3_gateway_s"].append(seconds)
+            r["s3_ldapsearch_s"].append(list_all_ldapsearch(slapd))
+            print(f"S3 {seconds:.2f} s / {r['s3_ldapsearch_s'][-1]:.2f} s", flush=True)
+    return r
+
+
+def render_listing(r: dict[str, Any], command: str, minutes: float) -> str:
+    ratios = [g / b for g, b in zip(r["s3_gateway_s"], r["s3_ldapsearch_s"], strict=True)]
+    runs = ", ".join(f"{g:.1f} s / {b:.1f} s = {g / b:.2f}"
+                     for g, b in zip(r["s3_gateway_s"], r["s3_ldapsearch_s"], strict=True))
+    return "\n".join([
+        f"# Listing everything: {r['accounts']} accounts",
+        "",
+        f"Written by `{command}` on {datetime.date.today().isoformat()} ({minutes:.0f} min). "
+        f"Machine: {machine()}.",
+        "",
+        f"S3: every account and alias ({r['s3_listed']} items) through `GET /mail/account/` "
+        "and `GET /mail/alias/` in pages of 10 000 (the app in process, no TLS), against "
+        "`ldapsearch -E pr=10000` of the same attributes; slapd loaded with slapadd, "
+        f"production settings. {r['runs']} runs, interleaved: {runs}; median ratio "
+        f"{statistics.median(ratios):.2f}.",
+        "",
+        "Raw figures: `" + json.dumps(r) + "`",
+        "",
+    ])
+
+
 def per_change(provider: ManagedSlapd, consumer: ReplicaSlapd, proxy: CountingProxy,
                accounts: int) -> dict[str, float]:
     settings = Settings(ldap_url=provider.url, ldap_base_dn=BASE_DN,
@@ -574,6 +613,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--seed-only", action="store_true",
                         help="only S6 and S8 (a fresh consumer: syncrepl vs offline seeding)")
+    parser.add_argument("--list-only", action="store_true",
+                        help="only S3 (listing everything against ldapsearch), --runs times")
+    parser.add_argument("--runs", type=int, default=3, help="with --list-only")
     args = parser.parse_args()
     command = ("bench/scale_bench.py " + " ".join(sys.argv[1:])).strip()
     if args.seed_only:
@@ -582,6 +624,15 @@ def main() -> int:
             seeded = measure_seeding(args.accounts, Path(tmp))
         out = args.out or ROOT / "docs" / f"benchmarks-seeding-{args.accounts}.md"
         out.write_text(render_seeding(seeded, command, (time.monotonic() - started) / 60),
+                       encoding="utf-8")
+        print(out.read_text(encoding="utf-8"))
+        return 0
+    if args.list_only:
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="mailgate-list-") as tmp:
+            listed = measure_listing(args.accounts, Path(tmp), args.runs)
+        out = args.out or ROOT / "docs" / f"benchmarks-listing-{args.accounts}.md"
+        out.write_text(render_listing(listed, command, (time.monotonic() - started) / 60),
                        encoding="utf-8")
         print(out.read_text(encoding="utf-8"))
         return 0
