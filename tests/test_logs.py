@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import logging
@@ -90,3 +91,16 @@ def test_text_and_json_formats() -> None:
     assert Settings.from_env({"MAILGATE_LOG_FORMAT": "JSON"}).log_format == "json"
     with pytest.raises(ConfigError, match="MAILGATE_LOG_FORMAT"):
         Settings.from_env({"MAILGATE_LOG_FORMAT": "xml"})
+
+
+def test_timestamps_match_the_calendar_across_seconds() -> None:
+    """The per-second cache of the date part never shows a stale second."""
+    def expected(when: float) -> str:
+        stamp = dt.datetime.fromtimestamp(when, dt.UTC)
+        return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+    # Same second twice, the next second, back to an earlier one, a new day.
+    for when in (1764549912.125, 1764549912.5, 1764549913.004, 1764549912.9,
+                 1764633599.999, 1764633599.9999996, 1764633600.0, 0.25):
+        assert logs.timestamp(when) == expected(when)
+    assert logs.timestamp(1764549912.125) == "2025-12-01T00:45:12.125Z"
