@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import BASE_DN, HASH, write_ldif
-from scale_bench import CountingProxy, cpu_seconds, mdb_used, wait_caught_up
+from common import BASE_DN, write_ldif
+from scale_bench import CountingProxy, apply_changes, cpu_seconds, mdb_used, wait_caught_up
 
 from gateway.directory import Directory
 from gateway.replication import ReplicaSlapd, share_secrets
@@ -109,20 +109,13 @@ def probe(mode: str, work: Path, changes: int) -> dict[str, float]:
         ops = [("modify", f"user{i:07d}@{domain}") for i in range(changes)]
         ops += [("add", f"new{i:05d}@{domain}") for i in range(changes)]
         for kind in ("modify", "add"):
-            batch = [address for op, address in ops if op == kind]
+            batch = [(op, address) for op, address in ops if op == kind]
             wire, disk = proxy.total, mdb_used(provider.db_dir)
             if mode == "delta":
                 disk += mdb_used(provider.root / "accesslog")
             p_cpu, c_cpu = cpu_seconds(provider.pid), cpu_seconds(consumer.pid)
             start = time.monotonic()
-            for i, address in enumerate(batch):
-                dn = f"mail={address},dc={domain},ou=domains,{BASE_DN}"
-                if kind == "modify":
-                    directory.modify(dn, {"userPassword": [f"{{CRYPT}}{HASH}{i % 10}"]})
-                else:
-                    directory.add(dn, "mailgateAccount", {
-                        "mail": [address], "userPassword": [f"{{CRYPT}}{HASH}"],
-                        "mailgateOrigin": ["api"]})
+            apply_changes(directory, batch)
             wait_caught_up(consumer, provider, 600)
             n = len(batch)
             after_disk = mdb_used(provider.db_dir) + (

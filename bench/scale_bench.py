@@ -464,6 +464,18 @@ def render_listing(r: dict[str, Any], command: str, minutes: float) -> str:
     ])
 
 
+def apply_changes(directory: Directory, ops: list[tuple[str, str]]) -> None:
+    """("modify", address): a new password hash; ("add", address): a new account."""
+    for i, (op, address) in enumerate(ops):
+        dn = f"mail={address},dc={address.split('@')[1]},ou=domains,{BASE_DN}"
+        if op == "modify":
+            directory.modify(dn, {"userPassword": [f"{{CRYPT}}{HASH}{i % 10}"]})
+        else:
+            directory.add(dn, "mailgateAccount", {
+                "mail": [address], "userPassword": [f"{{CRYPT}}{HASH}"],
+                "mailgateOrigin": ["api"]})
+
+
 def per_change(provider: ManagedSlapd, consumer: ReplicaSlapd, proxy: CountingProxy,
                accounts: int) -> dict[str, float]:
     settings = Settings(ldap_url=provider.url, ldap_base_dn=BASE_DN,
@@ -480,14 +492,7 @@ def per_change(provider: ManagedSlapd, consumer: ReplicaSlapd, proxy: CountingPr
             wire, to_provider = proxy.total, proxy.to_provider
             p_cpu, c_cpu = cpu_seconds(provider.pid), cpu_seconds(consumer.pid)
             start = time.monotonic()
-            for i, (op, address) in enumerate(ops):
-                dn = f"mail={address},dc={address.split('@')[1]},ou=domains,{BASE_DN}"
-                if op == "modify":
-                    directory.modify(dn, {"userPassword": [f"{{CRYPT}}{HASH}{i % 10}"]})
-                else:
-                    directory.add(dn, "mailgateAccount", {
-                        "mail": [address], "userPassword": [f"{{CRYPT}}{HASH}"],
-                        "mailgateOrigin": ["api"]})
+            apply_changes(directory, ops)
             wait_caught_up(consumer, provider, timeout=600)
             n = len(ops)
             out[f"s7_{kind}_wall_ms"] = (time.monotonic() - start) / n * 1000
