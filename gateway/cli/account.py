@@ -22,11 +22,10 @@ from typing import Any
 from ..client import ApiClient, ConfigError
 from .remote import (
     action,
-    common_options,
     join_items,
-    list_options,
     print_json,
     read_password,
+    resource_commands,
     show,
     show_deleted,
     show_list,
@@ -40,15 +39,7 @@ HIDDEN = ("password",)
 
 
 def add_commands(subparsers: Any) -> None:
-    group = subparsers.add_parser(
-        "account", help="mail accounts, through a running gateway's REST API",
-        description=__doc__.split("\n\n")[0] if __doc__ else None)
-    sub = group.add_subparsers(dest="action", required=True)
-    common = common_options()
-
-    listing = action(sub, "list", _list, "list accounts (every page)", common)
-    list_options(listing)
-    action(sub, "show", _show, "show one account", common).add_argument("address")
+    sub, common = resource_commands(subparsers, "account", "accounts", __doc__, _list, _show)
 
     create = action(sub, "create", _create, "create an account", common)
     create.add_argument("address", help="name@domain")

@@ -18,9 +18,8 @@ from typing import Any
 from ..client import ApiClient
 from .remote import (
     action,
-    common_options,
     join_items,
-    list_options,
+    resource_commands,
     show,
     show_deleted,
     show_list,
@@ -32,15 +31,7 @@ HEADERS = ("ALIAS", "TO")
 
 
 def add_commands(subparsers: Any) -> None:
-    group = subparsers.add_parser(
-        "alias", help="mail aliases, through a running gateway's REST API",
-        description=__doc__.split("\n\n")[0] if __doc__ else None)
-    sub = group.add_subparsers(dest="action", required=True)
-    common = common_options()
-
-    listing = action(sub, "list", _list, "list aliases (every page)", common)
-    list_options(listing)
-    action(sub, "show", _show, "show one alias", common).add_argument("address")
+    sub, common = resource_commands(subparsers, "alias", "aliases", __doc__, _list, _show)
     for name, handler, help in (("create", _create, "create an alias"),
                                 ("set", _set, "replace an alias's recipients")):
         parser = action(sub, name, handler, help, common)

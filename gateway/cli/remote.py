@@ -44,6 +44,20 @@ def common_options() -> argparse.ArgumentParser:
     return common
 
 
+def resource_commands(subparsers: Any, kind: str, plural: str, doc: str | None,
+                      lister: Handler, shower: Handler) -> tuple[Any, argparse.ArgumentParser]:
+    """``mailgate <kind>`` with its ``list`` and ``show`` actions: (the actions'
+    subparsers, the common options) for the kind's other actions."""
+    group = subparsers.add_parser(
+        kind, help=f"mail {plural}, through a running gateway's REST API",
+        description=doc.split("\n\n")[0] if doc else None)
+    sub = group.add_subparsers(dest="action", required=True)
+    common = common_options()
+    list_options(action(sub, "list", lister, f"list {plural} (every page)", common))
+    action(sub, "show", shower, f"show one {kind}", common).add_argument("address")
+    return sub, common
+
+
 def action(sub: Any, name: str, handler: Handler, help: str,
            common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
