@@ -24,6 +24,7 @@ from gateway.slapd import ManagedSlapd
 from tests.support.api import Client, LiveGateway, serving
 from tests.support.constants import ADMIN_TOKEN, BASE_DN, TEST_ROUNDS
 from tests.support.slapd import empty_directory, running_slapd
+from tests.test_serve import Served
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +76,14 @@ def app(settings: Settings) -> Iterator[object]:
 @pytest.fixture
 def client(app: object) -> Client:
     return Client(app)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """``mailgate serve`` in a child process, not started (tests/test_serve.py);
+    stopped after the test. Tests that need other settings define their own."""
+    server = Served(tmp_path / "var")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -10,7 +10,6 @@ import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,15 +76,6 @@ class Served:
                                 headers=headers,
                                 verify=str(self.data / "tls" / "cert.pem"), timeout=30,
                                 **kwargs)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    server = Served(tmp_path / "var")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _port_open(port: int) -> bool:

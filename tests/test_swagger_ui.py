@@ -53,15 +53,6 @@ def artefact_dir() -> Path:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    server = Served(tmp_path / "var")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
     for program in (CHROMIUM, CHROMEDRIVER):
         assert program.exists(), (f"{program} is missing: deploy/install-system-packages.sh "
