@@ -72,6 +72,19 @@ def ldap_tool(slapd: ManagedSlapd, tool: str, *args: str, input: str | None = No
          *args], input=input, capture_output=True, text=True, check=check, timeout=60)
 
 
+def mail_entry(slapd: ManagedSlapd, address: str, *extra: str) -> dict[str, list[str]]:
+    """The entry of ``address`` as ldapsearch (the directory admin) sees it: each
+    attribute's values ({} if there is none); ``extra`` operational attributes too."""
+    out = ldap_tool(slapd, "ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-b",
+                    f"ou=domains,{slapd.base_dn}", f"(mail={address})", "*", *extra).stdout
+    found: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        name, sep, value = line.partition(": ")
+        if sep:
+            found.setdefault(name, []).append(value)
+    return found
+
+
 def empty_directory(slapd: ManagedSlapd) -> None:
     """Delete every domain, token and gateway state entry (the DIT as slapd was made)."""
     base_dn = slapd.base_dn

@@ -12,7 +12,7 @@ from gateway.slapd import ManagedSlapd
 
 from tests.support.constants import BASE_DN
 from tests.support.httpsserver import DocServer
-from tests.support.slapd import ldap_tool
+from tests.support.slapd import ldap_tool, mail_entry
 from tests.support.sync import (
     BOB_HASH,
     BOB_PASSWORD,
@@ -23,18 +23,6 @@ from tests.support.sync import (
     MakeRunner,
     spec_document,
 )
-
-
-def attrs(slapd: ManagedSlapd, address: str) -> dict[str, list[str]]:
-    """The entry of ``address`` as ldapsearch (the directory admin) sees it."""
-    out = ldap_tool(slapd, "ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-b",
-                    f"ou=domains,{BASE_DN}", f"(mail={address})", "*").stdout
-    found: dict[str, list[str]] = {}
-    for line in out.splitlines():
-        name, sep, value = line.partition(": ")
-        if sep:
-            found.setdefault(name, []).append(value)
-    return found
 
 
 def test_spec_document_is_imported_and_accounts_bind(
@@ -64,7 +52,7 @@ def test_spec_document_is_imported_and_accounts_bind(
     assert not directory.compare_password(bob.dn, "wrong")
     assert not directory.compare_password(alice.dn, "wrong")
     # Ownership is visible to LDAP tools.
-    assert attrs(slapd, "bob@example.com")["mailgateOrigin"] == ["sync"]
+    assert mail_entry(slapd, "bob@example.com")["mailgateOrigin"] == ["sync"]
 
 
 def test_second_run_writes_nothing(make_runner: MakeRunner, docs: DocServer) -> None:
@@ -362,9 +350,9 @@ def test_subaddress_extension_is_synced_and_kept_when_not_stated(
     (skip,) = report.skipped
     assert skip.name == "*" and "catch-all" in skip.reason
     assert mail.get_account("alice@example.com").subaddress_extension
-    assert attrs(slapd, "alice@example.com")["mailgateSubaddress"] == ["TRUE"]
+    assert mail_entry(slapd, "alice@example.com")["mailgateSubaddress"] == ["TRUE"]
     assert not mail.get_account("bob@example.com").subaddress_extension
-    assert "mailgateSubaddress" not in attrs(slapd, "bob@example.com")
+    assert "mailgateSubaddress" not in mail_entry(slapd, "bob@example.com")
     # Not stated: an API toggle survives; stated: the document wins.
     mail.set_subaddress_extension("bob@example.com", True)
     del accounts[1]["subaddress_extension"]
@@ -393,7 +381,7 @@ def test_an_address_listed_as_account_and_alias_is_both_and_its_roles_follow_the
     runner = make_runner("/mail.json", sync_max_delete_fraction=1.0)
     report = runner.run()
     assert report.result == "applied" and report.counts["created"] == 4, report.as_json()
-    found = attrs(slapd, "info@example.com")
+    found = mail_entry(slapd, "info@example.com")
     assert len(found["dn"]) == 1
     assert sorted(found["objectClass"]) == ["mailgateAccount", "mailgateForwarding"]
     assert mail.get_account("info@example.com").subaddress_extension
@@ -402,21 +390,21 @@ def test_an_address_listed_as_account_and_alias_is_both_and_its_roles_follow_the
     # Only the account now: the forwarding goes (one modify, the entry stays).
     serve(account)
     assert runner.run().counts["updated"] == 1
-    assert attrs(slapd, "info@example.com")["objectClass"] == ["mailgateAccount"]
+    assert mail_entry(slapd, "info@example.com")["objectClass"] == ["mailgateAccount"]
     # Only an alias (a kind change of a sync-owned entry: replaced).
     serve(alias)
     assert runner.run().counts["replaced"] == 1
-    assert attrs(slapd, "info@example.com")["objectClass"] == ["mailgateAlias"]
+    assert mail_entry(slapd, "info@example.com")["objectClass"] == ["mailgateAlias"]
     # Both again: the alias gets its mailbox in place (structural class changes).
     serve(account, alias)
     assert runner.run().counts["updated"] == 1
-    found = attrs(slapd, "info@example.com")
+    found = mail_entry(slapd, "info@example.com")
     assert sorted(found["objectClass"]) == ["mailgateAccount", "mailgateForwarding"]
     assert mail.get_account("info@example.com").password == CHEAP_HASH
     # Only the alias again: the mailbox goes, the forwarding stays.
     serve(alias)
     assert runner.run().counts["updated"] == 1
-    found = attrs(slapd, "info@example.com")
+    found = mail_entry(slapd, "info@example.com")
     assert found["objectClass"] == ["mailgateAlias"] and "userPassword" not in found
     assert "mailgateSubaddress" not in found
     assert mail.get_alias("info@example.com").to == "alice@example.com"
@@ -436,7 +424,7 @@ def test_roles_made_through_the_api(make_runner: MakeRunner, docs: DocServer,
     report = runner.run()
     # A role is added to an API entry (taken over); one is never taken away from it.
     assert report.result == "partial" and report.counts["taken_over"] == 1
-    assert sorted(attrs(slapd, "sales@example.com")["objectClass"]) == [
+    assert sorted(mail_entry(slapd, "sales@example.com")["objectClass"]) == [
         "mailgateAccount", "mailgateForwarding"]
     assert mail.get_alias("sales@example.com").origin == "sync"
     (skip,) = report.skipped
