@@ -72,12 +72,10 @@ def _begin() -> None:
 
 def _count(response: Any) -> Any:
     """The request in the metrics, and its id in the answer."""
-    made = metrics.get()
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    made.requests.labels(route, request.method, str(response.status_code)).inc()
     started = g.get("started")
-    if started is not None:
-        made.latency.labels(route, request.method).observe(time.perf_counter() - started)
+    metrics.record_request(route, request.method, response.status_code,
+                           None if started is None else time.perf_counter() - started)
     if "request_id" in g:
         response.headers["X-Request-ID"] = g.request_id
     return response

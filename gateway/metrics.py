@@ -152,6 +152,14 @@ def _make() -> Metrics:
     )
 
 
+def record_request(route: str, method: str, status: int, seconds: float | None) -> None:
+    """One answered request (the app's hook and the hot reads both count here)."""
+    made = get()
+    made.requests.labels(route, method, str(status)).inc()
+    if seconds is not None:
+        made.latency.labels(route, method).observe(seconds)
+
+
 def record_sync(result: str, duration: float, counts: dict[str, int]) -> None:
     made = get()
     made.sync_runs.labels(result).inc()

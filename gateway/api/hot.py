@@ -90,9 +90,7 @@ class HotReads:
             return self.app(environ, start_response)
         status, body, extra = answer
         environ["mailgate.request_id"] = request_id   # for the access log
-        made = metrics.get()
-        made.requests.labels(read.rule, "GET", str(status)).inc()
-        made.latency.labels(read.rule, "GET").observe(time.perf_counter() - started)
+        metrics.record_request(read.rule, "GET", status, time.perf_counter() - started)
         start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}", [
             ("Content-Type", JSON), ("Content-Length", str(len(body))),
             *extra.items(), *self._headers, ("X-Request-ID", request_id)])
