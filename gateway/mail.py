@@ -91,12 +91,15 @@ MAX_VLV_OFFSET = 2**31 - 1
 LAST_PAGE = "last"   # ``page=last`` of the lists: the page number it stands for
 _CREATE_ATTEMPTS = 4
 
-ItemT = TypeVar("ItemT", Account, Alias)
 T = TypeVar("T")
+ItemT = TypeVar("ItemT")
 
 
 @dataclass(frozen=True)
 class Page(Generic[ItemT]):
+    """One page of a list: ``results`` are accounts or aliases, or what the
+    caller's ``shape`` made of each (``list_accounts_as``)."""
+
     count: int
     page: int
     page_size: int
@@ -105,6 +108,10 @@ class Page(Generic[ItemT]):
     @property
     def has_next(self) -> bool:
         return self.page * self.page_size < self.count
+
+
+def _itself(item: T) -> T:
+    return item
 
 
 class _Fields:
@@ -257,8 +264,10 @@ class MailDirectory:
             self.dir.delete_if_leaf(parent)
 
     def _page(self, object_class: str, attrs: Iterable[str], domains: Iterable[str] | None,
-              page: int | str, page_size: int) -> tuple[int, list[Entry], int]:
-        """(total, the entries of the page, its number: LAST_PAGE resolved)."""
+              page: int | str, page_size: int,
+              convert: Callable[[Entry], T]) -> tuple[int, list[T], int]:
+        """(total, the page's entries through ``convert``, its number: LAST_PAGE
+        resolved)."""
         last = page == LAST_PAGE
         if not last and (not isinstance(page, int) or page < 1):
             raise Invalid("invalid page", {"page": "must be 1 or more, or last"})
@@ -280,12 +289,12 @@ class MailDirectory:
         if last:
             # The first page says how many there are; the last one then
             # continues slapd's sorted snapshot of that same search.
-            result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL, 1, page_size)
+            result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL, 1, page_size, convert)
             number = max(1, -(-result.total // page_size))
             if number == 1:
                 return result.total, result.entries, 1
         result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL,
-                                      (number - 1) * page_size + 1, page_size,
+                                      (number - 1) * page_size + 1, page_size, convert,
                                       continuation=number > 1)
         if number > 1 and (number - 1) * page_size >= result.total:
             raise NotFound("Invalid page.", {"page": "beyond the last page"})
@@ -328,9 +337,18 @@ class MailDirectory:
 
     def list_accounts(self, domains: Iterable[str] | None, page: int | str = 1,
                       page_size: int = 100) -> Page[Account]:
-        total, entries, page = self._page(OC_ACCOUNT, ACCOUNT_LIST_ATTRS, domains,
-                                          page, page_size)
-        return Page(total, page, page_size, [decode_account(e) for e in entries])
+        """A page of the accounts of ``domains`` (None: all), ordered by id."""
+        return self.list_accounts_as(_itself, domains, page, page_size)
+
+    def list_accounts_as(self, shape: Callable[[Account], T], domains: Iterable[str] | None,
+                         page: int | str = 1, page_size: int = 100) -> Page[T]:
+        """As list_accounts, each account as ``shape`` makes it (the API: its
+        JSON object), made while the next entries arrive from slapd."""
+        def convert(entry: Entry) -> T:
+            return shape(decode_account(entry))
+        total, items, page = self._page(OC_ACCOUNT, ACCOUNT_LIST_ATTRS, domains,
+                                        page, page_size, convert)
+        return Page(total, page, page_size, items)
 
     def set_password(self, entry_id: str, password: object) -> Account:
         fields = _Fields()
@@ -407,9 +425,17 @@ class MailDirectory:
 
     def list_aliases(self, domains: Iterable[str] | None, page: int | str = 1,
                      page_size: int = 100) -> Page[Alias]:
-        total, entries, page = self._page(OC_ALIAS, ALIAS_LIST_ATTRS, domains,
-                                          page, page_size)
-        return Page(total, page, page_size, [decode_alias(e) for e in entries])
+        """A page of the aliases of ``domains`` (None: all), ordered by id."""
+        return self.list_aliases_as(_itself, domains, page, page_size)
+
+    def list_aliases_as(self, shape: Callable[[Alias], T], domains: Iterable[str] | None,
+                        page: int | str = 1, page_size: int = 100) -> Page[T]:
+        """As list_aliases, each alias as ``shape`` makes it."""
+        def convert(entry: Entry) -> T:
+            return shape(decode_alias(entry))
+        total, items, page = self._page(OC_ALIAS, ALIAS_LIST_ATTRS, domains,
+                                        page, page_size, convert)
+        return Page(total, page, page_size, items)
 
     def set_alias_targets(self, entry_id: str, to: object) -> Alias:
         fields = _Fields()

@@ -4,14 +4,18 @@ DNs; the gateway rides out a slapd restart."""
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import contextlib
 from pathlib import Path
 
+import ldap
 import pytest
+from ldap.controls import SimplePagedResultsControl
 
 from gateway.app import create_app
 from gateway.directory import Directory
+from gateway.directory.views import collect
 from gateway.services import current
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
@@ -203,3 +207,55 @@ def test_after_a_restart_no_request_fails_on_a_dead_pooled_connection(tmp_path: 
                 assert directory.pool.idle_count() == 1, attempt
         finally:
             directory.close()
+
+
+def test_a_big_search_read_one_message_at_a_time_is_complete(directory: Directory,
+                                                             slapd: ManagedSlapd) -> None:
+    """views.collect (every list page and the sync's read) gets what ldapsearch
+    gets, through python-ldap's C call and, should a python-ldap release drop
+    it, through the public wrapper; the final result's controls decoded both ways."""
+    count = 1200
+    ldif = [f"dn: dc=bulk.example,ou=domains,{BASE_DN}\nobjectClass: mailgateDomain\n"
+            "dc: bulk.example\n"]
+    for i in range(count):
+        ldif.append(f"dn: mail=u{i:04d}@bulk.example,dc=bulk.example,ou=domains,{BASE_DN}\n"
+                    f"objectClass: mailgateAccount\nmail: u{i:04d}@bulk.example\n"
+                    f"userPassword: {{CRYPT}}$1$salt{i}$hash\n")
+    ldap_tool(slapd, "ldapadd", input="\n".join(ldif))
+    listed = ldap_tool(slapd, "ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-b",
+                       f"dc=bulk.example,ou=domains,{BASE_DN}",
+                       "(objectClass=mailgateAccount)", "mail", "userPassword").stdout
+    expected = {block.splitlines()[0][4:]: sorted(ldif_value(line)
+                                                  for line in block.splitlines()[1:])
+                for block in listed.strip().split("\n\n")}
+    assert len(expected) == count
+
+    class Wrapped:
+        """The connection as python-ldap's public methods show it (no ``_l``)."""
+
+        def __init__(self, conn: object) -> None:
+            self.timeout = conn.timeout  # type: ignore[attr-defined]
+            self.result3 = conn.result3  # type: ignore[attr-defined]
+
+    paging = SimplePagedResultsControl(True, size=count + 10, cookie="")
+    with directory.pool.borrow() as (conn, _reused):
+        assert hasattr(conn, "_l"), "python-ldap's C connection moved: lists take the slow path"
+        for reader in (conn, Wrapped(conn)):
+            msgid = conn.search_ext(f"dc=bulk.example,ou=domains,{BASE_DN}",
+                                    ldap.SCOPE_SUBTREE, "(objectClass=mailgateAccount)",
+                                    ["mail", "userPassword"], serverctrls=[paging])
+            found, controls = collect(reader, msgid, lambda e: (e.dn, sorted(
+                f"{name}: {value.decode()}" for name, values in e.attrs.items()
+                for value in values)))
+            assert dict(found) == expected and len(found) == count
+            # All in one page: slapd's paged results control says no more.
+            assert [c.cookie for c in controls
+                    if isinstance(c, SimplePagedResultsControl)] == [b""]
+
+
+def ldif_value(line: str) -> str:
+    """``name: value`` of an LDIF line, a base64 value (``name:: ...``) decoded."""
+    name, _, value = line.partition(": ")
+    if name.endswith(":"):
+        return f"{name[:-1]}: {base64.b64decode(value).decode()}"
+    return line

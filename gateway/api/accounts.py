@@ -35,8 +35,9 @@ class AccountList(Resource):
         one page at a time: `next` and `previous` link the neighbouring pages.
         """
         domain, page, page_size = list_args()
-        result = auth.mail().list_accounts(auth.list_scope(domain), page, page_size)
-        return page_json(result, [account_json(a) for a in result.results])
+        result = auth.mail().list_accounts_as(account_json, auth.list_scope(domain), page,
+                                              page_size)
+        return page_json(result)
 
     @ns.expect(models["new_account"])
     @ns.response(201, "Created; the account as stored", models["account"])

@@ -33,8 +33,9 @@ class AliasList(Resource):
         one page at a time: `next` and `previous` link the neighbouring pages.
         """
         domain, page, page_size = list_args()
-        result = auth.mail().list_aliases(auth.list_scope(domain), page, page_size)
-        return page_json(result, [alias_json(a) for a in result.results])
+        result = auth.mail().list_aliases_as(alias_json, auth.list_scope(domain), page,
+                                             page_size)
+        return page_json(result)
 
     @ns.expect(models["new_alias"])
     @ns.response(201, "Created; the alias as stored", models["alias"])

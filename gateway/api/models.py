@@ -158,11 +158,11 @@ def _page_url(number: int) -> str:
     return f"{public or ''}{request.script_root}{request.path}?{urlencode(args)}"
 
 
-def page_json(page: Page[Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+def page_json(page: Page[dict[str, Any]]) -> dict[str, Any]:
     """The list envelope of the original service: count, next, previous, results."""
     return {
         "count": page.count,
         "next": _page_url(page.page + 1) if page.has_next else None,
         "previous": _page_url(page.page - 1) if page.page > 1 else None,
-        "results": items,
+        "results": page.results,
     }

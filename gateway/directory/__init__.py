@@ -24,7 +24,7 @@ dependency.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import ldap as _pl
 from ldap.controls import RequestControl, SimplePagedResultsControl
@@ -46,12 +46,15 @@ from .filters import (
     rdn,
 )
 from .model import Attrs, Changes, Entry, SortedPage, Write
-from .views import ListViews, entries
+from .views import ListViews, as_entry, collect, entries
 
 __all__ = [
     "AssertionFailed", "Attrs", "Changes", "Directory", "Entry", "Filter", "SortedPage",
-    "Write", "all_of", "any_of", "ends_with", "eq", "not_", "parent_dn", "present", "rdn",
+    "Write", "all_of", "any_of", "as_entry", "ends_with", "eq", "not_", "parent_dn", "present",
+    "rdn",
 ]
+
+T = TypeVar("T")
 
 # OpenLDAP's Relax Rules control (draft-zeilenga-ldap-relax): a modify may
 # change the structural object class. slapd accepts it from the gateway's
@@ -166,7 +169,7 @@ class Directory:
                 msgid: int | None = conn.search_ext(base, _pl.SCOPE_SUBTREE, flt, names,
                                                     serverctrls=[paging])
                 while msgid is not None:
-                    _type, data, _msgid, response = conn.result3(msgid)
+                    data, response = collect(conn, msgid, as_entry)
                     cookies = [c.cookie for c in response
                                if c.controlType == SimplePagedResultsControl.controlType]
                     msgid = None
@@ -174,21 +177,24 @@ class Directory:
                         paging.cookie = cookies[0]
                         msgid = conn.search_ext(base, _pl.SCOPE_SUBTREE, flt, names,
                                                 serverctrls=[paging])
-                    yield from entries(data)
+                    yield from data
             except _pl.NO_SUCH_OBJECT:
                 return
             except _pl.LDAPError as exc:
                 raise _pool.unavailable(exc) from None
 
     def sorted_page(self, base: str, flt: Filter, attrs: Sequence[str], sort_attr: str,
-                    offset: int, count: int, continuation: bool = False) -> SortedPage:
-        """Entries ``offset`` (1-based) to ``offset+count-1`` in ``sort_attr`` order.
+                    offset: int, count: int, convert: Callable[[Entry], T],
+                    continuation: bool = False) -> SortedPage[T]:
+        """Entries ``offset`` (1-based) to ``offset+count-1`` in ``sort_attr`` order,
+        each as ``convert`` makes it of the entry (``as_entry``: the entry itself).
 
         ``continuation``: a later page of a listing, which may continue slapd's
         sorted snapshot of the same search made at most 30 s ago.
         """
         self._searches.inc()
-        return self.views.page(base, flt, attrs, sort_attr, offset, count, continuation)
+        return self.views.page(base, flt, attrs, sort_attr, offset, count, continuation,
+                               convert)
 
     def compare_password(self, dn: str, password: str) -> bool:
         """Does a simple bind as ``dn`` succeed? (used by tests and the CLI)"""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from .filters import Filter
 
@@ -27,10 +27,16 @@ class Entry(NamedTuple):
         return [v.decode("utf-8", "replace") for v in self.attrs.get(name, ())]
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class SortedPage:
+class SortedPage(Generic[T]):
+    """Part of a sorted result: how many entries it has in all, and the
+    page's entries as the caller converted them."""
+
     total: int
-    entries: list[Entry]
+    entries: list[T]
 
 
 @dataclass(frozen=True)
