@@ -61,12 +61,12 @@ def collect(conn: Any, msgid: int,
     """A search's entries, each through ``convert`` as it arrives, and the
     controls of its final result; all within the connection's timeout.
 
-    One message at a time, not ``result3(msgid)`` (all at once): libldap 2.5
-    looks through every message received so far each time another one
-    arrives, so a page of 10 000 entries cost it 50 million steps while
-    slapd waited on a reader that had fallen behind. Converting each entry
-    as it arrives works while slapd sends the next ones, and leaves nothing
-    but the converted page in memory (docs/benchmarks.md, B6).
+    One message at a time, not ``result3(msgid)`` (all at once), so that
+    Python turns each entry into objects while slapd still sends the next
+    ones instead of after the last: 11-13 µs of wall time an entry instead of
+    17-19, and less of slapd's CPU (``bench/read_modes.py``). Converting each
+    entry as it arrives leaves only the converted page in memory (B6's peak
+    went from 77 to 70 MiB). docs/benchmarks.md, B6.
     """
     deadline = time.monotonic() + conn.timeout
     found: list[T] = []
@@ -76,7 +76,7 @@ def collect(conn: Any, msgid: int,
     # python-ldap's C call without the Python wrapper around it, when it has
     # one: the wrapper's lock guards a connection against other threads (a
     # borrowed connection has one user) and it decodes the controls of every
-    # entry (which have none); a quarter of the gateway's work on a page.
+    # entry (which have none): a quarter of the GIL time of a page (py-spy).
     low = getattr(conn, "_l", None)
     while True:
         timeout = max(0.001, deadline - clock())
