@@ -51,7 +51,8 @@ TARGETS: dict[str, tuple[str, str, str, Callable[[dict[str, Any]], bool]]] = {
            lambda r: r["ratio"].median >= 0.25 and r["p99"].median < 10
            and r["vs_healthz"].median >= 0.5),
     "B5b": ("GET /mail/account/{id}/ rate with 64 keep-alive clients / the 8-client rate of "
-            "B5 in the same run", "rate ratio", ">= 1.0, no error, p99 < 50 ms",
+            "B5 in the same round, measured next to it (in turns before and after)",
+            "rate ratio", ">= 1.0, no error, p99 < 50 ms",
             lambda r: r["ratio"].median >= 1.0 and _max(r, "errors") == 0
             and r["p99"].median < 50),
     "B6": ("list all accounts through GET /mail/account/ in pages of 10 000 / "
