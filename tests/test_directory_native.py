@@ -213,7 +213,8 @@ def test_a_big_search_read_one_message_at_a_time_is_complete(directory: Director
                                                              slapd: ManagedSlapd) -> None:
     """views.collect (every list page and the sync's read) gets what ldapsearch
     gets, through python-ldap's C call and, should a python-ldap release drop
-    it, through the public wrapper; the final result's controls decoded both ways."""
+    it, through the public wrapper; the final result's controls decoded both
+    ways; and it keeps to the connection's timeout for the whole answer."""
     count = 1200
     ldif = [f"dn: dc=bulk.example,ou=domains,{BASE_DN}\nobjectClass: mailgateDomain\n"
             "dc: bulk.example\n"]
@@ -251,6 +252,17 @@ def test_a_big_search_read_one_message_at_a_time_is_complete(directory: Director
             # All in one page: slapd's paged results control says no more.
             assert [c.cookie for c in controls
                     if isinstance(c, SimplePagedResultsControl)] == [b""]
+    # The timeout bounds the whole answer, not each message: with none left,
+    # the read stops with TIMEOUT however fast the entries come.
+    conn = directory.pool.connect()
+    try:
+        conn.timeout = 0
+        msgid = conn.search_ext(f"dc=bulk.example,ou=domains,{BASE_DN}", ldap.SCOPE_SUBTREE,
+                                "(objectClass=mailgateAccount)", ["mail"])
+        with pytest.raises(ldap.TIMEOUT):
+            collect(conn, msgid, lambda e: e.dn)
+    finally:
+        conn.unbind_s()
 
 
 def ldif_value(line: str) -> str:

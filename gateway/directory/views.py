@@ -79,7 +79,9 @@ def collect(conn: Any, msgid: int,
     # entry (which have none): a quarter of the GIL time of a page (py-spy).
     low = getattr(conn, "_l", None)
     while True:
-        timeout = max(0.001, deadline - clock())
+        timeout = deadline - clock()
+        if timeout <= 0:   # as result3(msgid) would: the whole answer within the timeout
+            raise _pl.TIMEOUT({"desc": "Timed out", "info": "search result not complete"})
         if low is not None:
             kind, data, _msgid, controls = low.result4(msgid, 0, timeout, 0, 0, 0)
         else:
