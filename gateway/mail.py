@@ -110,10 +110,6 @@ class Page(Generic[ItemT]):
         return self.page * self.page_size < self.count
 
 
-def _itself(item: T) -> T:
-    return item
-
-
 class _Fields:
     """Collects per-field validation errors so one 400 names every bad field.
 
@@ -264,10 +260,9 @@ class MailDirectory:
             self.dir.delete_if_leaf(parent)
 
     def _page(self, object_class: str, attrs: Iterable[str], domains: Iterable[str] | None,
-              page: int | str, page_size: int,
-              convert: Callable[[Entry], T]) -> tuple[int, list[T], int]:
-        """(total, the page's entries through ``convert``, its number: LAST_PAGE
-        resolved)."""
+              page: int | str, page_size: int, convert: Callable[[Entry], T]) -> Page[T]:
+        """The page, each entry through ``convert`` as it arrives (LAST_PAGE
+        resolved to its number)."""
         last = page == LAST_PAGE
         if not last and (not isinstance(page, int) or page < 1):
             raise Invalid("invalid page", {"page": "must be 1 or more, or last"})
@@ -281,7 +276,7 @@ class MailDirectory:
         if domains is not None:
             names = sorted(set(domains))
             if not names:
-                return 0, [], 1
+                return Page(0, 1, page_size, [])
             if len(names) == 1:
                 base = self.domain_dn(names[0])
             else:
@@ -292,13 +287,13 @@ class MailDirectory:
             result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL, 1, page_size, convert)
             number = max(1, -(-result.total // page_size))
             if number == 1:
-                return result.total, result.entries, 1
+                return Page(result.total, 1, page_size, result.entries)
         result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL,
                                       (number - 1) * page_size + 1, page_size, convert,
                                       continuation=number > 1)
         if number > 1 and (number - 1) * page_size >= result.total:
             raise NotFound("Invalid page.", {"page": "beyond the last page"})
-        return result.total, result.entries, number
+        return Page(result.total, number, page_size, result.entries)
 
     # -- accounts -----------------------------------------------------------
 
@@ -338,17 +333,15 @@ class MailDirectory:
     def list_accounts(self, domains: Iterable[str] | None, page: int | str = 1,
                       page_size: int = 100) -> Page[Account]:
         """A page of the accounts of ``domains`` (None: all), ordered by id."""
-        return self.list_accounts_as(_itself, domains, page, page_size)
+        return self._page(OC_ACCOUNT, ACCOUNT_LIST_ATTRS, domains, page, page_size,
+                          decode_account)
 
     def list_accounts_as(self, shape: Callable[[Account], T], domains: Iterable[str] | None,
                          page: int | str = 1, page_size: int = 100) -> Page[T]:
         """As list_accounts, each account as ``shape`` makes it (the API: its
         JSON object), made while the next entries arrive from slapd."""
-        def convert(entry: Entry) -> T:
-            return shape(decode_account(entry))
-        total, items, page = self._page(OC_ACCOUNT, ACCOUNT_LIST_ATTRS, domains,
-                                        page, page_size, convert)
-        return Page(total, page, page_size, items)
+        return self._page(OC_ACCOUNT, ACCOUNT_LIST_ATTRS, domains, page, page_size,
+                          lambda entry: shape(decode_account(entry)))
 
     def set_password(self, entry_id: str, password: object) -> Account:
         fields = _Fields()
@@ -426,16 +419,13 @@ class MailDirectory:
     def list_aliases(self, domains: Iterable[str] | None, page: int | str = 1,
                      page_size: int = 100) -> Page[Alias]:
         """A page of the aliases of ``domains`` (None: all), ordered by id."""
-        return self.list_aliases_as(_itself, domains, page, page_size)
+        return self._page(OC_ALIAS, ALIAS_LIST_ATTRS, domains, page, page_size, decode_alias)
 
     def list_aliases_as(self, shape: Callable[[Alias], T], domains: Iterable[str] | None,
                         page: int | str = 1, page_size: int = 100) -> Page[T]:
         """As list_aliases, each alias as ``shape`` makes it."""
-        def convert(entry: Entry) -> T:
-            return shape(decode_alias(entry))
-        total, items, page = self._page(OC_ALIAS, ALIAS_LIST_ATTRS, domains,
-                                        page, page_size, convert)
-        return Page(total, page, page_size, items)
+        return self._page(OC_ALIAS, ALIAS_LIST_ATTRS, domains, page, page_size,
+                          lambda entry: shape(decode_alias(entry)))
 
     def set_alias_targets(self, entry_id: str, to: object) -> Alias:
         fields = _Fields()
