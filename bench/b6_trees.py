@@ -30,10 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
-import requests
 import urllib3
-from api_bench import HEADERS, LIST_ATTRS
+from api_bench import LIST_ATTRS, list_all
 from common import BASE_DN, children, gateway, ldap_tool_args, production_slapd, write_ldif
 
 
@@ -47,23 +45,6 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
-
-
-def listing(url: str, accounts: int) -> float:
-    session = requests.Session()
-    start = time.perf_counter()
-    seen = 0
-    for page in range(1, accounts // 10_000 + 2):
-        response = session.get(f"{url}/mail/account/", params={
-            "page": page, "page_size": 10_000}, headers=HEADERS, verify=False, timeout=600)
-        response.raise_for_status()
-        body = orjson.loads(response.content)
-        seen += len(body["results"])
-        if body["next"] is None:
-            break
-    if seen != accounts:
-        raise RuntimeError(f"listed {seen} of {accounts} accounts")
-    return time.perf_counter() - start
 
 
 def measured(call: object, slapd_pid: int, served: list[int]) -> dict[str, float]:
@@ -102,10 +83,10 @@ def main() -> int:
                     os.environ["PYTHONPATH"] = str(tree)
                     with gateway(server, work / f"r{rnd}t{number}", workers=1) as (url, proc):
                         served = [proc.pid, *children(proc.pid)]
-                        listing(url, args.accounts)
+                        list_all(url, args.accounts)
                         for _ in range(2):
                             runs[tree].append(measured(
-                                lambda url=url: listing(url, args.accounts), slapd_pid, served))
+                                lambda url=url: list_all(url, args.accounts), slapd_pid, served))
 
                 def search() -> float:
                     start = time.perf_counter()

@@ -74,16 +74,7 @@ def list_pages(url: str, seconds: float) -> dict[str, float]:
     session = requests.Session()
     start, pages, listings = time.monotonic(), 0, 0
     while time.monotonic() - start < seconds:
-        page = 1
-        while True:
-            response = session.get(f"{url}/mail/account/", params={
-                "page": page, "page_size": 10000}, headers=api_bench.HEADERS, verify=False,
-                timeout=600)
-            response.raise_for_status()
-            pages += 1
-            if response.json()["next"] is None:
-                break
-            page += 1
+        pages += api_bench.page_through(session, url)[1]
         listings += 1
     elapsed = time.monotonic() - start
     return {"pages": pages, "listings": listings, "s_per_page": elapsed / pages}
