@@ -10,7 +10,7 @@ set -euo pipefail
 # chromium, chromium-driver: tests/test_swagger_ui.py drives Swagger UI headless.
 packages=(slapd ldap-utils gcc libc6-dev libldap2-dev libsasl2-dev postfix postfix-ldap
           postfix-pcre dovecot-core dovecot-imapd dovecot-lmtpd dovecot-ldap libmilter-dev
-          systemd chromium chromium-driver)
+          systemd chromium chromium-driver prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
