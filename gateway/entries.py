@@ -61,15 +61,27 @@ A_TOKEN_HASH = "mailgateTokenHash"  # noqa: S105 (an attribute name)
 A_TOKEN_DOMAIN = "mailgateTokenDomain"  # noqa: S105 (an attribute name)
 A_TOKEN_READ_ONLY = "mailgateTokenReadOnly"  # noqa: S105 (an attribute name)
 A_DESCRIPTION = "description"
+A_QUOTA = "mailgateQuota"
+# A domain's limits (0 or absent: none) and its counters (gateway.tenants).
+A_MAX_ACCOUNTS = "mailgateMaxAccounts"
+A_MAX_ALIASES = "mailgateMaxAliases"
+A_DEFAULT_QUOTA = "mailgateDefaultQuota"
+A_MAX_QUOTA = "mailgateMaxQuota"
+A_ACCOUNT_COUNT = "mailgateAccountCount"
+A_ALIAS_COUNT = "mailgateAliasCount"
+A_QUOTA_ALLOCATED = "mailgateQuotaAllocated"
+DOMAIN_LIMIT_ATTRS = (A_MAX_ACCOUNTS, A_MAX_ALIASES, A_DEFAULT_QUOTA, A_MAX_QUOTA)
+DOMAIN_COUNTER_ATTRS = (A_ACCOUNT_COUNT, A_ALIAS_COUNT, A_QUOTA_ALLOCATED)
+DOMAIN_ATTRS = (A_DC, *DOMAIN_LIMIT_ATTRS, *DOMAIN_COUNTER_ATTRS)
 
-ACCOUNT_ATTRS = (A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_SUBADDRESS, A_ORIGIN)
+ACCOUNT_ATTRS = (A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_SUBADDRESS, A_QUOTA, A_ORIGIN)
 ALIAS_ATTRS = (A_MAIL, A_TARGET, A_ORIGIN)
 # Lists show no origin: reading less is what makes 10 000-entry pages fast.
 ACCOUNT_LIST_ATTRS = ACCOUNT_ATTRS[:-1]
 ALIAS_LIST_ATTRS = ALIAS_ATTRS[:-1]
 # What the sync compares, for accounts and aliases alike.
 SYNC_ATTRS = ("objectClass", A_MAIL, A_PASSWORD, A_SENDER, A_DISABLED, A_SUBADDRESS, A_TARGET,
-              A_ORIGIN)
+              A_ORIGIN, A_QUOTA)
 
 # The two roles an address may have; "both" is an account with a forwarding.
 KIND_ACCOUNT, KIND_ALIAS, KIND_BOTH = "account", "alias", "both"
@@ -132,6 +144,21 @@ def decode_bool(values: list[bytes] | None) -> bool:
     return values is not None and bool(values) and values[0].upper() == _TRUE
 
 
+def encode_int(value: int) -> list[str]:
+    """A count, limit or quota; 0 (none) is the attribute's absence."""
+    return [str(value)] if value else []
+
+
+def decode_int(values: list[bytes] | None) -> int:
+    """0 for an absent attribute; a value made by hand that is no integer reads as 0."""
+    if not values:
+        return 0
+    try:
+        return max(0, int(values[0]))
+    except ValueError:
+        return 0
+
+
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
@@ -150,6 +177,7 @@ class Account(NamedTuple):
     subaddress_extension: bool = False
     origin: str | None = None
     dn: str = ""
+    quota: int = 0                       # bytes; 0: no limit
 
 
 class Alias(NamedTuple):
@@ -163,7 +191,8 @@ class Alias(NamedTuple):
 
 def account_attrs(address: str, crypt_hash: str, whitelist: Iterable[str],
                   submission_disabled: bool | None, origin: str,
-                  subaddress_extension: bool | None = False) -> dict[str, list[str]]:
+                  subaddress_extension: bool | None = False,
+                  quota: int = 0) -> dict[str, list[str]]:
     """The attributes of a new account entry (object class :data:`OC_ACCOUNT`)."""
     return {
         A_MAIL: [address],
@@ -171,6 +200,7 @@ def account_attrs(address: str, crypt_hash: str, whitelist: Iterable[str],
         A_SENDER: list(whitelist),
         A_DISABLED: encode_bool(submission_disabled),
         A_SUBADDRESS: encode_bool(subaddress_extension),
+        A_QUOTA: encode_int(quota),
         A_ORIGIN: [origin],
     }
 
@@ -195,7 +225,7 @@ def role_changes(kind: str) -> dict[str, list[str]]:
     changes the structural class: send it with the Relax Rules control."""
     attrs: dict[str, list[str]] = {"objectClass": role_classes(kind)}
     if kind == KIND_ALIAS:
-        for name in (A_PASSWORD, A_SENDER, A_DISABLED, A_SUBADDRESS):
+        for name in (A_PASSWORD, A_SENDER, A_DISABLED, A_SUBADDRESS, A_QUOTA):
             attrs[name] = []
     elif kind == KIND_ACCOUNT:
         attrs[A_TARGET] = []
@@ -207,7 +237,8 @@ def field_changes(changes: Mapping[str, object]) -> dict[str, list[str]]:
 
     ``password`` is a crypt hash; ``spoofing_whitelist`` and ``to`` are
     lists; ``submission_disabled`` and ``subaddress_extension`` booleans;
-    ``origin`` a string; ``kind`` the new role set (:func:`role_changes`).
+    ``quota`` an integer (bytes); ``origin`` a string; ``kind`` the new role
+    set (:func:`role_changes`).
     """
     attrs: dict[str, list[str]] = {}
     for name, value in changes.items():
@@ -219,6 +250,8 @@ def field_changes(changes: Mapping[str, object]) -> dict[str, list[str]]:
             attrs[A_DISABLED] = encode_bool(bool(value))
         elif name == "subaddress_extension":
             attrs[A_SUBADDRESS] = encode_bool(bool(value))
+        elif name == "quota":
+            attrs[A_QUOTA] = encode_int(int(value))  # type: ignore[call-overload]
         elif name == "to":
             attrs[A_TARGET] = [str(v) for v in value]  # type: ignore[attr-defined]
         elif name == "origin":
@@ -229,6 +262,53 @@ def field_changes(changes: Mapping[str, object]) -> dict[str, list[str]]:
         for attr, values in role_changes(str(changes["kind"])).items():
             attrs.setdefault(attr, values)
     return attrs
+
+
+class Domain(NamedTuple):
+    """A domain entry: its limits (0: none) and its counters (SPEC.md section 8).
+
+    ``counted`` is False for a domain entry without counters (made by hand, or
+    by a mailgate before domains had them): :mod:`gateway.tenants` counts it
+    before the first change that needs the counts.
+    """
+
+    name: str
+    max_accounts: int = 0
+    max_aliases: int = 0
+    default_quota: int = 0
+    max_quota: int = 0
+    accounts: int = 0
+    aliases: int = 0
+    quota_allocated: int = 0
+    counted: bool = True
+    dn: str = ""
+
+    @property
+    def over_limit(self) -> bool:
+        return any(0 < limit < used for limit, used in (
+            (self.max_accounts, self.accounts), (self.max_aliases, self.aliases),
+            (self.max_quota, self.quota_allocated)))
+
+
+def decode_domain(entry: Entry) -> Domain:
+    attrs = entry.attrs
+    values = attrs.get(A_DC)
+    name = values[0].decode("utf-8", "replace").lower() if values else ""
+    return Domain(name, decode_int(attrs.get(A_MAX_ACCOUNTS)),
+                  decode_int(attrs.get(A_MAX_ALIASES)), decode_int(attrs.get(A_DEFAULT_QUOTA)),
+                  decode_int(attrs.get(A_MAX_QUOTA)), decode_int(attrs.get(A_ACCOUNT_COUNT)),
+                  decode_int(attrs.get(A_ALIAS_COUNT)),
+                  decode_int(attrs.get(A_QUOTA_ALLOCATED)),
+                  all(a in attrs for a in DOMAIN_COUNTER_ATTRS), entry.dn)
+
+
+def domain_limit_attrs(limits: Mapping[str, int]) -> dict[str, list[str]]:
+    """LDAP replacements for a domain's limits by their API names (0 removes one)."""
+    names = dict(zip(DOMAIN_LIMIT_FIELDS, DOMAIN_LIMIT_ATTRS, strict=True))
+    return {names[field]: encode_int(value) for field, value in limits.items()}
+
+
+DOMAIN_LIMIT_FIELDS = ("max_accounts", "max_aliases", "default_quota", "max_quota")
 
 
 # Lists turn up to 10 000 entries into accounts per request: these read the
@@ -265,8 +345,10 @@ def decode_account(entry: Entry) -> Account:
     subaddress = values[0].upper() == _TRUE if values else False
     values = attrs.get(A_ORIGIN)
     origin = (values[0].decode("utf-8", "replace") or None) if values else None
+    values = attrs.get(A_QUOTA)
+    quota = decode_int(values) if values else 0
     return _new(Account, (address, name, domain, password, whitelist, disabled, subaddress,
-                          origin, entry.dn))
+                          origin, entry.dn, quota))
 
 
 def decode_alias(entry: Entry) -> Alias:
@@ -300,6 +382,7 @@ class Existing(NamedTuple):
     submission_disabled: bool = False
     targets: tuple[str, ...] = ()
     subaddress_extension: bool = False
+    quota: int = 0
 
     @property
     def domain(self) -> str:
@@ -363,8 +446,9 @@ def decode_existing(entry: Entry) -> Existing | None:
         if kind == KIND_BOTH:
             values = attrs.get(A_TARGET)
             targets = tuple(map(_text, values)) if values else ()
+        values = attrs.get(A_QUOTA)
         return _new(Existing, (entry.dn, address, kind, origin, password, whitelist, disabled,
-                               targets, subaddress))
+                               targets, subaddress, decode_int(values) if values else 0))
     values = attrs.get(A_TARGET)
     return _new(Existing, (entry.dn, address, kind, origin, "", (), False,
-                           tuple(map(_text, values)) if values else (), False))
+                           tuple(map(_text, values)) if values else (), False, 0))

@@ -11,7 +11,8 @@ answer needs (:meth:`MailgateError.headers`), so that handler needs no
     ├── Forbidden                    403  authenticated, but no rights here
     ├── NotFound                     404  no such account, alias, token or page
     ├── Conflict                     409  the address is taken (account or alias)
-    │   └── AssertionFailed          409  a conditional write found the entry changed
+    │   ├── AssertionFailed          409  a conditional write found the entry changed
+    │   └── LimitExceeded            409  a domain's limit (``limit``) would be passed
     ├── LockLost                     409  the sync lock was taken over or expired
     ├── UnsupportedMediaType         415  a body that is not JSON or a form
     ├── RateLimited                  429  too many failed authentications (Retry-After)
@@ -69,6 +70,16 @@ class Conflict(MailgateError):
 
 class AssertionFailed(Conflict):
     """A write's assertion (RFC 4528) no longer matched the entry; nothing changed."""
+
+
+class LimitExceeded(Conflict):
+    """A create or quota change would take a domain past one of its limits
+    (``limit``: max_accounts, max_aliases or max_quota); nothing changed."""
+
+    def __init__(self, message: str, limit: str, value: int) -> None:
+        super().__init__(message, {limit: f"the domain's limit is {value}"})
+        self.limit = limit
+        self.value = value
 
 
 class LockLost(MailgateError):

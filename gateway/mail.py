@@ -11,11 +11,15 @@ removing one role of an address is one atomic modify of that entry, guarded
 by an assertion on its object classes (and, where the structural class
 changes between mailgateAccount and mailgateAlias, sent with the Relax Rules
 control), so two concurrent requests cannot both add the same role.
+
+Every create, delete and quota change goes through its domain's counters
+(:mod:`gateway.tenants`): the claim is taken before the write and given back
+if the write does not happen, so the domain's limits hold under any
+concurrency.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -41,15 +45,14 @@ from .directory import (
     ends_with,
     eq,
     not_,
-    parent_dn,
     present,
 )
 from .entries import (
-    A_DC,
     A_DISABLED,
     A_MAIL,
     A_ORIGIN,
     A_PASSWORD,
+    A_QUOTA,
     A_SENDER,
     A_SUBADDRESS,
     A_TARGET,
@@ -63,7 +66,6 @@ from .entries import (
     KIND_ALIAS,
     OC_ACCOUNT,
     OC_ALIAS,
-    OC_DOMAIN,
     OC_FORWARDING,
     ORIGIN_API,
     Account,
@@ -73,12 +75,15 @@ from .entries import (
     alias_attrs,
     decode_account,
     decode_alias,
+    decode_int,
     encode_bool,
+    encode_int,
     role_changes,
 )
 from .errors import Conflict, Invalid, NotFound
+from .tenants import MAX_QUOTA, Domain, Tenants, parse_size
 
-__all__ = ["Account", "Alias", "MailDirectory", "Page"]
+__all__ = ["Account", "Alias", "Domain", "MailDirectory", "Page"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +139,14 @@ class _Fields:
                 self.errors[field] = str(exc)
         return cast(T, None)
 
+    def size(self, field: str, value: object, most: int) -> int:
+        """A non-negative integer (a quota, a limit) from JSON or a form."""
+        try:
+            return parse_size(value, most)
+        except ValueError as exc:
+            self.errors[field] = str(exc)
+            return 0
+
     def done(self) -> None:
         if self.errors:
             raise Invalid("invalid input", self.errors)
@@ -149,6 +162,7 @@ class MailDirectory:
         self.layout = Layout(directory.base_dn)
         self.base = self.layout.domains
         self.password_rounds = password_rounds
+        self.domains = Tenants(directory, audit)
 
     def _changed(self, operation: str, address: str,
                  fields: dict[str, object] | None = None) -> None:
@@ -188,7 +202,7 @@ class MailDirectory:
         """Add the entry (and its domain if needed); Conflict if the address is taken."""
         dn = self.entry_dn(address)
         for _attempt in range(_CREATE_ATTEMPTS):
-            self._ensure_domain(address.domain)
+            self.domains.ensure(address.domain)
             try:
                 self.dir.add(dn, object_class, attrs)
                 return dn
@@ -198,11 +212,6 @@ class MailDirectory:
                 raise Conflict(f"{address} already exists as {self._kind_of(address)}",
                                {"name": "address already in use"}) from None
         raise Conflict(f"{address}: its domain entry keeps disappearing; try again")
-
-    def _ensure_domain(self, domain: str) -> None:
-        with contextlib.suppress(Conflict):
-            self.dir.add(self.domain_dn(domain), OC_DOMAIN,
-                         {A_DC: [domain], A_ORIGIN: [ORIGIN_API]})
 
     def _add_role(self, address: Address, role: str, changes: dict[str, list[str]]) -> str:
         """Give the existing entry of ``address`` the other role; Conflict if it has it.
@@ -252,12 +261,8 @@ class MailDirectory:
             return "an alias"
         return "an account" if found else "an entry"
 
-    def _remove_parent(self, dn: str) -> None:
-        # Drop the domain entry when its last address goes, but only if mailgate
-        # made it: a domain entry made by hand stays.
-        parent = parent_dn(dn)
-        if self.dir.read(parent, eq(A_ORIGIN, ORIGIN_API), ["1.1"]) is not None:
-            self.dir.delete_if_leaf(parent)
+    def _remove_parent(self, address: str) -> None:
+        self.domains.remove_if_unused(address.rpartition("@")[2])
 
     def _page(self, object_class: str, attrs: Iterable[str], domains: Iterable[str] | None,
               page: int | str, page_size: int, convert: Callable[[Entry], T]) -> Page[T]:
@@ -299,7 +304,10 @@ class MailDirectory:
 
     def create_account(self, name: object, domain: object, password: object,
                        submission_disabled: bool = False, spoofing_whitelist: object = "",
-                       origin: str = ORIGIN_API, subaddress_extension: bool = False) -> Account:
+                       origin: str = ORIGIN_API, subaddress_extension: bool = False,
+                       quota: object = None) -> Account:
+        """A new account (or an alias's address gets a mailbox); ``quota`` in
+        bytes, None: the domain's default_quota. LimitExceeded past a limit."""
         fields = _Fields()
         local = fields.take("name", normalize_local, name)
         if local == CATCH_ALL:
@@ -307,25 +315,31 @@ class MailDirectory:
         dom = fields.take("domain", normalize_domain, domain)
         plain = fields.take("password", passwords.check_plain, password)
         whitelist = fields.take("spoofing_whitelist", parse_whitelist, spoofing_whitelist, "")
+        wanted = fields.size("quota", quota, MAX_QUOTA) if quota is not None else None
         fields.done()
         address = Address(local, dom)
         if len(str(address)) > 254:
             raise Invalid("invalid address", {"name": "the address is longer than 254 octets"})
         crypt_hash = passwords.hash_password(plain, self.password_rounds)
+        given = self.domains.claim(dom, accounts=1, quota=wanted, mailbox=True)
         attrs = account_attrs(str(address), crypt_hash, whitelist, submission_disabled, origin,
-                              subaddress_extension)
+                              subaddress_extension, given)
         try:
-            dn = self._create(address, OC_ACCOUNT, attrs)
-        except Conflict:
-            # An alias of that address gets the mailbox (it keeps forwarding).
-            del attrs[A_MAIL]
-            dn = self._add_role(address, OC_ACCOUNT, attrs)
+            try:
+                dn = self._create(address, OC_ACCOUNT, attrs)
+            except Conflict:
+                # An alias of that address gets the mailbox (it keeps forwarding).
+                del attrs[A_MAIL]
+                dn = self._add_role(address, OC_ACCOUNT, attrs)
+        except BaseException:
+            self.domains.release(dom, accounts=1, quota=given)
+            raise
         log.info("account created: %s (origin %s)", address, origin)
         self._changed("account.create", str(address), {
             "password": None, "spoofing_whitelist": ",".join(whitelist),
-            "submission_disabled": submission_disabled})
+            "submission_disabled": submission_disabled, "quota": given})
         return Account(str(address), local, dom, crypt_hash, ",".join(whitelist),
-                       submission_disabled, subaddress_extension, origin, dn)
+                       submission_disabled, subaddress_extension, origin, dn, given)
 
     def get_account(self, entry_id: str) -> Account:
         return decode_account(self._find(self.parse_id(entry_id), OC_ACCOUNT, ACCOUNT_ATTRS))
@@ -369,6 +383,39 @@ class MailDirectory:
         self._changed("account.set_subaddress", entry_id, {"subaddress_extension": enabled})
         return self.get_account(entry_id)
 
+    def set_quota(self, entry_id: str, quota: object) -> Account:
+        """The account's quota in bytes (0: none), within its domain's max_quota."""
+        fields = _Fields()
+        wanted = fields.size("quota", quota, MAX_QUOTA)
+        fields.done()
+        address = self.parse_id(entry_id)
+        for _attempt in range(_CREATE_ATTEMPTS):
+            entry = self._find(address, OC_ACCOUNT, [A_QUOTA])
+            old = decode_int(entry.attrs.get(A_QUOTA))
+            if old == wanted:
+                return self.get_account(entry_id)
+            unchanged = eq(A_QUOTA, str(old)) if old else not_(present(A_QUOTA))
+            raised = wanted > old or not wanted
+            if raised:
+                self.domains.claim(address.domain, quota=wanted, old_quota=old, mailbox=True)
+            try:
+                done = self.dir.modify_if(entry.dn, {A_QUOTA: encode_int(wanted)}, unchanged)
+            except BaseException:
+                if raised:
+                    self.domains.release(address.domain, quota=wanted - old)
+                raise
+            if not done:
+                # Changed meanwhile: give the claim back and look again.
+                if raised:
+                    self.domains.release(address.domain, quota=wanted - old)
+                continue
+            if not raised:
+                self.domains.release(address.domain, quota=old - wanted)
+            log.info("quota set: %s %d", address, wanted)
+            self._changed("account.set_quota", str(address), {"quota": wanted})
+            return self.get_account(entry_id)
+        raise Conflict(f"{address} changed during the request; try again")
+
     def set_spoofing_whitelist(self, entry_id: str, value: object) -> Account:
         fields = _Fields()
         # No value (or null) clears the list, as the original service did.
@@ -382,14 +429,18 @@ class MailDirectory:
         return self.get_account(entry_id)
 
     def delete_account(self, entry_id: str) -> None:
-        entry = self._find(self.parse_id(entry_id), OC_ACCOUNT, ["objectClass", A_MAIL])
+        address = self.parse_id(entry_id)
+        entry = self._find(address, OC_ACCOUNT, ["objectClass", A_MAIL, A_QUOTA])
+        quota = decode_int(entry.attrs.get(A_QUOTA))
         if self._remove_role(entry, OC_ACCOUNT):
+            self.domains.release(address.domain, accounts=1, quota=quota)
             log.info("account deleted: %s (its alias stays)", entry_id.lower())
             self._changed("account.delete", entry_id)
             return
         if not self.dir.delete_if(entry.dn, not_(eq("objectClass", OC_FORWARDING))):
             raise Conflict(f"{entry_id.lower()} changed meanwhile; try again")
-        self._remove_parent(entry.dn)
+        self.domains.release(address.domain, accounts=1, quota=quota)
+        self._remove_parent(str(address))
         log.info("account deleted: %s", entry_id.lower())
         self._changed("account.delete", entry_id)
 
@@ -404,11 +455,16 @@ class MailDirectory:
         fields.done()
         address = Address(local, dom)
         _check_not_self(address, targets)
+        self.domains.claim(dom, aliases=1)
         try:
-            dn = self._create(address, OC_ALIAS, alias_attrs(str(address), targets, origin))
-        except Conflict:
-            # An account of that address also forwards from now on.
-            dn = self._add_role(address, OC_ALIAS, {A_TARGET: targets, A_ORIGIN: [origin]})
+            try:
+                dn = self._create(address, OC_ALIAS, alias_attrs(str(address), targets, origin))
+            except Conflict:
+                # An account of that address also forwards from now on.
+                dn = self._add_role(address, OC_ALIAS, {A_TARGET: targets, A_ORIGIN: [origin]})
+        except BaseException:
+            self.domains.release(dom, aliases=1)
+            raise
         log.info("alias created: %s (origin %s)", address, origin)
         self._changed("alias.create", str(address), {"to": ",".join(targets)})
         return Alias(str(address), local, dom, ",".join(targets), origin, dn)
@@ -440,14 +496,17 @@ class MailDirectory:
         return self.get_alias(entry_id)
 
     def delete_alias(self, entry_id: str) -> None:
-        entry = self._find(self.parse_id(entry_id), OC_ALIAS, ["objectClass", A_MAIL])
+        address = self.parse_id(entry_id)
+        entry = self._find(address, OC_ALIAS, ["objectClass", A_MAIL])
         if self._remove_role(entry, OC_ALIAS):
+            self.domains.release(address.domain, aliases=1)
             log.info("alias deleted: %s (its account stays)", entry_id.lower())
             self._changed("alias.delete", entry_id)
             return
         if not self.dir.delete_if(entry.dn, not_(ACCOUNT_ROLE)):
             raise Conflict(f"{entry_id.lower()} changed meanwhile; try again")
-        self._remove_parent(entry.dn)
+        self.domains.release(address.domain, aliases=1)
+        self._remove_parent(str(address))
         log.info("alias deleted: %s", entry_id.lower())
         self._changed("alias.delete", entry_id)
 

@@ -38,7 +38,7 @@ import platform
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -101,6 +101,7 @@ class Metrics:
     sync_runs: Counter
     sync_duration: Histogram
     sync_entries: Counter
+    limit_refusals: Counter
     registry: CollectorRegistry
 
 
@@ -148,6 +149,9 @@ def _make() -> Metrics:
                                 registry=registry),
         sync_entries=counter("sync_entries_total", "Entries changed or skipped by the sync",
                              ("change",)),
+        limit_refusals=counter("limit_refusals_total",
+                               "Creates and quota changes refused by a domain's limit",
+                               ("limit", "source")),
         registry=registry,
     )
 
@@ -160,6 +164,11 @@ def record_request(route: str, method: str, status: int, seconds: float | None) 
         made.latency.labels(route, method).observe(seconds)
 
 
+def record_limit_refusal(limit: str, source: str) -> None:
+    """A create or quota change refused by a domain's ``limit`` (api or sync)."""
+    get().limit_refusals.labels(limit, source).inc()
+
+
 def record_sync(result: str, duration: float, counts: dict[str, int]) -> None:
     made = get()
     made.sync_runs.labels(result).inc()
@@ -170,11 +179,18 @@ def record_sync(result: str, duration: float, counts: dict[str, int]) -> None:
             made.sync_entries.labels(change).inc(counts[change])
 
 
+# (domain, resource, used, limit) for each limit a domain has: resource is
+# accounts, aliases or quota (bytes allocated against max_quota).
+DomainUsage = tuple[str, str, int, int]
+
+
 class _DeploymentCollector(Collector):
     """What is true of the deployment, computed at scrape time."""
 
-    def __init__(self, last_success: Callable[[], float | None]) -> None:
+    def __init__(self, last_success: Callable[[], float | None],
+                 domains: Callable[[], Iterable[DomainUsage]] | None = None) -> None:
         self.last_success = last_success
+        self.domains = domains
 
     def collect(self) -> Iterator[Any]:
         build = GaugeMetricFamily("mailgate_build_info", "The gateway's version",
@@ -187,9 +203,22 @@ class _DeploymentCollector(Collector):
                 "mailgate_sync_last_success_age_seconds",
                 "Seconds since the last JSON sync run that applied or found nothing to do",
                 value=max(0.0, time.time() - when))
+        if self.domains is not None:
+            usage = GaugeMetricFamily(
+                "mailgate_domain_usage", "What a domain with a limit holds, per resource "
+                "(accounts, aliases; quota: bytes allocated)", labels=["domain", "resource"])
+            limit = GaugeMetricFamily(
+                "mailgate_domain_limit", "A domain's limit per resource (only limits that "
+                "are set)", labels=["domain", "resource"])
+            for domain, resource, used, most in self.domains():
+                usage.add_metric([domain, resource], float(used))
+                limit.add_metric([domain, resource], float(most))
+            yield usage
+            yield limit
 
 
-def exposition(last_success: Callable[[], float | None]) -> bytes:
+def exposition(last_success: Callable[[], float | None],
+               domains: Callable[[], Iterable[DomainUsage]] | None = None) -> bytes:
     """The text a scrape gets: every process's counts and the deployment's figures."""
     if ENV in os.environ:
         registry = CollectorRegistry()
@@ -198,7 +227,7 @@ def exposition(last_success: Callable[[], float | None]) -> bytes:
         registry = get().registry
     scrape = CollectorRegistry()
     scrape.register(_Merged(registry))
-    scrape.register(_DeploymentCollector(last_success))
+    scrape.register(_DeploymentCollector(last_success, domains))
     return bytes(generate_latest(scrape))
 
 

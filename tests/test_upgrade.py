@@ -108,13 +108,16 @@ def test_a_previous_directory_is_upgraded_on_start(old_directory: ManagedSlapd,
     assert "mailgateSubaddress" not in before
     text, index = slapd.upgrade_changes()
     assert "add: olcAttributeTypes" in text and "mailgateForwarding" in text
-    assert index == ["mailgateSubaddress"]
+    assert index == ["mailgateSubaddress", "mailgateQuota"]
 
     # The directory predates the replicator identity: no password file for it.
     slapd.password_file("replicator").unlink()
     slapd.start()          # upgrades first
     after = config(slapd)
     assert "olcDbIndex: mailgateSubaddress eq" in after
+    assert "olcDbIndex: mailgateQuota eq" in after
+    (quota_acl,) = [line for line in after.splitlines() if "attrs=mailgateQuota " in line]
+    assert 'dn.exact="cn=dovecot,ou=services,dc=mail,dc=old" read' in quota_acl
     assert "mailgateSubmissionDisabled,mailgateSubaddress" in after   # the ACL line
     assert "NAME 'mailgateForwarding'" in after
     assert list((slapd.root).glob("slapd.d-before-upgrade-*.ldif"))   # a backup
@@ -138,6 +141,11 @@ def test_a_previous_directory_is_upgraded_on_start(old_directory: ManagedSlapd,
         mail.create_account("office", "example.com", "pw", subaddress_extension=True)
         assert mail.get_account("office@example.com").subaddress_extension
         assert mail.get_alias("office@example.com").to == "alice@example.com"
+        # The old domain entry had no counters: counted at its first change.
+        domain = mail.domains.get("example.com")
+        assert (domain.accounts, domain.aliases, domain.quota_allocated) == (2, 2, 0)
+        assert mail.set_quota("alice@example.com", 1000).quota == 1000
+        assert mail.domains.get("example.com").quota_allocated == 1000
     finally:
         directory.close()
     # The identity added since has a password and an entry, and binds.

@@ -38,6 +38,7 @@ from .filters import (
     all_of,
     any_of,
     assertion,
+    at_most,
     ends_with,
     eq,
     not_,
@@ -50,8 +51,8 @@ from .views import ListViews, as_entry, collect, entries
 
 __all__ = [
     "AssertionFailed", "Attrs", "Changes", "Directory", "Entry", "Filter", "SortedPage",
-    "Write", "all_of", "any_of", "as_entry", "ends_with", "eq", "not_", "parent_dn", "present",
-    "rdn",
+    "Write", "all_of", "any_of", "as_entry", "at_most", "ends_with", "eq", "not_", "parent_dn",
+    "present", "rdn",
 ]
 
 T = TypeVar("T")
@@ -80,6 +81,9 @@ def _send(conn: Any, write: Write) -> int:
         return int(conn.add_ext(write.dn, modlist, serverctrls=controls))
     if write.op == "modify":
         mods = [(_pl.MOD_REPLACE, k, _values(v) or None) for k, v in write.attrs.items()]
+        return int(conn.modify_ext(write.dn, mods, serverctrls=controls))
+    if write.op == "increment":
+        mods = [(_pl.MOD_INCREMENT, k, _values(v)) for k, v in write.attrs.items()]
         return int(conn.modify_ext(write.dn, mods, serverctrls=controls))
     if write.op in ("add_values", "delete_values"):
         op = _pl.MOD_ADD if write.op == "add_values" else _pl.MOD_DELETE
@@ -278,6 +282,24 @@ class Directory:
             raise error
         return True
 
+    def increment_if(self, dn: str, deltas: Mapping[str, int],
+                     assertion: Filter | None = None) -> bool:
+        """Add each delta (negative: subtract) to an INTEGER attribute, in one
+        atomic modify (RFC 4525), only while the entry matches ``assertion``.
+
+        False if the entry does not match; NotFound if it or an attribute is
+        missing (slapd increments only a value that is there).
+        """
+        changes = {k: [str(int(v))] for k, v in deltas.items() if v}
+        if not changes:
+            return True
+        error = self._write(Write("increment", dn, changes, assertion=assertion))
+        if isinstance(error, AssertionFailed):
+            return False
+        if error is not None:
+            raise error
+        return True
+
     def delete(self, dn: str) -> None:
         error = self._write(Write("delete", dn))
         if error is not None:
@@ -295,10 +317,12 @@ class Directory:
             raise error
         return True
 
-    def delete_if_leaf(self, dn: str) -> bool:
-        """Delete ``dn`` if it has no children; False if it has or is gone."""
-        error = self._write(Write("delete", dn), tolerated=(_pl.NOT_ALLOWED_ON_NONLEAF,))
-        if isinstance(error, NotFound):
+    def delete_if_leaf(self, dn: str, assertion: Filter | None = None) -> bool:
+        """Delete ``dn`` if it has no children (and matches ``assertion``);
+        False if it has, does not match or is gone."""
+        error = self._write(Write("delete", dn, assertion=assertion),
+                            tolerated=(_pl.NOT_ALLOWED_ON_NONLEAF,))
+        if isinstance(error, NotFound | AssertionFailed):
             return False
         if error is not None:
             raise error

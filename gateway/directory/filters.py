@@ -25,6 +25,11 @@ def present(attr: str) -> Filter:
     return Filter(f"({attr}=*)")
 
 
+def at_most(attr: str, value: int) -> Filter:
+    """``(attr<=value)`` for an INTEGER attribute with an ordering rule."""
+    return Filter(f"({attr}<={int(value)})")
+
+
 def ends_with(attr: str, suffix: str) -> Filter:
     """``(attr=*suffix)``, the suffix escaped."""
     return Filter(f"({attr}=*{escape_filter_chars(suffix)})")

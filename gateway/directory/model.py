@@ -46,7 +46,9 @@ class Write:
     ``add``: a new entry of ``object_class`` with ``attrs`` (empty lists are
     left out); ``modify``: each attribute of ``attrs`` is replaced (an empty
     list deletes it); ``add_values`` / ``delete_values``: the values are added
-    to or removed from each attribute; ``delete``: ``attrs`` is unused. ``assertion`` (modify,
+    to or removed from each attribute; ``increment``: each attribute's one
+    integer value is increased by the (signed) value given (RFC 4525);
+    ``delete``: ``attrs`` is unused. ``assertion`` (modify, increment,
     delete): change the entry only while it matches (RFC 4528), atomically.
     ``relax`` (modify): send OpenLDAP's Relax Rules control, which lets a
     modify change the entry's structural object class (an account becoming

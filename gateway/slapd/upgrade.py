@@ -67,15 +67,24 @@ class Upgrading:
             raise SlapdError("the directory has no mailgate schema: not made by mailgate")
         changes: list[str] = []
         mods: list[str] = []
+        deletes: list[str] = []
         for attr in ("olcAttributeTypes", "olcObjectClasses"):
             have = {_oid(v): v for v in stored[schema_dn].get(attr, [])}
+            changed: list[str] = []
             for value in shipped_schema_entry.get(attr, []):
                 old = have.get(_oid(value))
                 if old is not None and _norm(_ORDER.sub("", old)) == _norm(value):
                     continue
                 if old is not None:
-                    mods.append(f"delete: {attr}\n{attr}: {old}\n-")
+                    changed.append(old)
                 mods.append(f"add: {attr}\n{attr}: {_norm(value)}\n-")
+            # Deleting the value {N} renumbers those after it: the highest go
+            # first, so that each {N} still names the value read; classes
+            # before the attribute types they use. All deletes come before the
+            # adds, in the same atomic modify.
+            changed.sort(key=_position, reverse=True)
+            deletes[:0] = [f"delete: {attr}\n{attr}: {old}\n-" for old in changed]
+        mods[:0] = deletes
         if mods:
             changes.append(f"dn: {schema_dn}\nchangetype: modify\n" + "\n".join(mods))
         values = self._template_values(ldif_dir=self.root / "rendered")
@@ -176,6 +185,12 @@ def _parse_ldif(text: str) -> dict[str, dict[str, list[str]]]:
 
 def _norm(value: str) -> str:
     return " ".join(value.split())
+
+
+def _position(value: str) -> int:
+    """N of a cn=config ordered value ``{N}...`` (-1 without one)."""
+    found = _ORDER.match(value)
+    return int(found.group(0)[1:-1]) if found else -1
 
 
 def _oid(value: str) -> str:

@@ -104,7 +104,7 @@ class Applier:
         try:
             for domain in plan.domains:
                 self._check()
-                self.mail._ensure_domain(domain)
+                self.mail.domains.ensure(domain)
                 self._count(result, "domains_created")
             self._pipelined(plan, result)
             for replace in plan.replaces:
@@ -184,7 +184,7 @@ class Applier:
     def _created(self, create: Create, error: MailgateError | None) -> tuple[str, ...]:
         if isinstance(error, NotFound):
             # The domain entry went away since the plan was made: make it again.
-            self.mail._ensure_domain(create.want.domain)
+            self.mail.domains.ensure(create.want.domain)
             try:
                 self._add(create.want)
             except Conflict as exc:
@@ -238,7 +238,7 @@ class Applier:
         try:
             self._add(replace.want)
         except NotFound:
-            self.mail._ensure_domain(replace.want.domain)
+            self.mail.domains.ensure(replace.want.domain)
             self._add(replace.want)
         except Conflict:
             raise Conflict(f"{old.address}: could not replace the {old.kind} with an "

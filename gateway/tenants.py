@@ -1,0 +1,429 @@
+"""Domains as objects: their limits, their counters, and how the limits hold.
+
+SPEC.md section 8. A domain entry (``dc=<domain>,ou=domains``) carries its
+limits (``max_accounts``, ``max_aliases``, ``default_quota``, ``max_quota``;
+0 or absent: none) and three counters: how many accounts and aliases it
+holds and the sum of its accounts' quotas. Reads of a domain are one entry;
+nothing is counted at read time.
+
+How a limit holds under concurrency (many clients, several gateway
+processes, the sync): before an entry is added, or a quota raised, the
+claim is taken from the domain's counter with **one modify that increments
+the counter (RFC 4525) under an assertion (RFC 4528)** that the counter is
+at most ``limit - claim`` and the limit is still the one read. slapd applies
+a modify to one entry atomically, so two claims can never both pass the
+same last place: one of them finds the assertion false and nothing changed.
+Unlike a read-compare-write of the counter (an assertion on its exact old
+value), an increment does not fail because another claim came first, so 16
+clients creating accounts at once do not retry each other into a storm:
+only claims past the limit fail, and they fail with the limit's name.
+Chosen over the alternatives the directory offers: an exact-value assertion
+(retries under contention), OpenLDAP's ``constraint`` overlay with
+``count`` (per-attribute value counts, not children of an entry) and a
+cluster lock (one more writer in the path of every create).
+
+The order is claim, then write, then give back on failure: a claim whose
+write never happens (a crash between the two, a refused add) leaves the
+counter too high, never too low, so a crash can only make a domain refuse
+early, never hold more than its limit. A counter that is off (a crash, an
+entry added by hand with ``ldapadd``) is repaired by :meth:`Tenants.recount`
+(``mailgate domain recount``, and every full reconcile of the sync): it
+counts the entries and writes the counters under an assertion that they did
+not change meanwhile.
+
+Entries made with LDAP tools directly are not limited (the directory's
+administrators are trusted); they are counted at the next recount.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from . import metrics
+from .addresses import normalize_domain
+from .audit import AuditLog
+from .directory import Directory, Filter, Write, all_of, any_of, at_most, eq, not_, present
+from .entries import (
+    A_ACCOUNT_COUNT,
+    A_ALIAS_COUNT,
+    A_DC,
+    A_MAX_ACCOUNTS,
+    A_MAX_ALIASES,
+    A_MAX_QUOTA,
+    A_ORIGIN,
+    A_QUOTA,
+    A_QUOTA_ALLOCATED,
+    ACCOUNT_ROLE,
+    ALIAS_ROLE,
+    DOMAIN_ATTRS,
+    DOMAIN_LIMIT_ATTRS,
+    DOMAIN_LIMIT_FIELDS,
+    OC_DOMAIN,
+    ORIGIN_API,
+    Domain,
+    Layout,
+    decode_domain,
+    decode_int,
+    domain_limit_attrs,
+    kind_of,
+)
+from .errors import Conflict, Invalid, LimitExceeded, NotFound
+
+__all__ = ["MAX_COUNT", "MAX_QUOTA", "Domain", "Tenants", "parse_size"]
+
+log = logging.getLogger(__name__)
+
+# The largest quota or limit in bytes accepted: 1 PiB. Larger is a typing
+# mistake (and past 2**53 a JavaScript client would round it).
+MAX_QUOTA = 2**50
+# The largest account or alias limit: an LDAP INTEGER slapd and Dovecot read
+# as 32-bit signed everywhere.
+MAX_COUNT = 2**31 - 1
+_ATTEMPTS = 4
+# Entries deleted per batch by a cascade delete (one pipelined write_many each).
+CASCADE_BATCH = 500
+
+
+def parse_size(value: object, most: int) -> int:
+    """A non-negative integer from JSON (int) or a form (decimal string);
+    ValueError says why not. Booleans and floats are refused."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError("must be an integer")
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isascii() or not text.isdigit():
+            raise ValueError("must be a non-negative integer")
+        if len(text) > 20:
+            raise ValueError(f"must be at most {most}")
+        value = int(text)
+    if not isinstance(value, int):
+        raise ValueError("must be an integer")
+    if value < 0:
+        raise ValueError("must be 0 or more (0: no limit)")
+    if value > most:
+        raise ValueError(f"must be at most {most}")
+    return value
+
+
+def parse_limits(values: Mapping[str, object], partial: bool) -> dict[str, int]:
+    """The limit fields of a domain's body; Invalid naming each bad field.
+
+    ``partial``: fields left out keep their value (PUT); otherwise they are 0.
+    """
+    limits: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    for field in DOMAIN_LIMIT_FIELDS:
+        if field not in values:
+            if not partial:
+                limits[field] = 0
+            continue
+        most = MAX_COUNT if field in ("max_accounts", "max_aliases") else MAX_QUOTA
+        try:
+            limits[field] = parse_size(values[field], most)
+        except ValueError as exc:
+            errors[field] = str(exc)
+    unknown = sorted(set(values) - set(DOMAIN_LIMIT_FIELDS) - {"name"})
+    for field in unknown:
+        errors[field] = "not a field of a domain (name is read-only after create)"
+    if errors:
+        raise Invalid("invalid input", errors)
+    return limits
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What a domain delete removed."""
+
+    name: str
+    accounts: int
+    aliases: int
+    entries: int
+
+
+class Tenants:
+    """The domains of the directory: reads, the admin's changes, and the
+    claims that keep their limits (every method may raise DirectoryUnavailable)."""
+
+    def __init__(self, directory: Directory, audit: AuditLog | None = None) -> None:
+        self.dir = directory
+        self.audit = audit
+        self.layout = Layout(directory.base_dn)
+
+    # -- reads ------------------------------------------------------------------
+
+    def find(self, name: str) -> Domain | None:
+        entry = self.dir.read(self.layout.domain(name), eq("objectClass", OC_DOMAIN),
+                              DOMAIN_ATTRS)
+        return None if entry is None else decode_domain(entry)
+
+    def get(self, name: str) -> Domain:
+        """The domain, counted if its entry has no counters yet; NotFound."""
+        domain = self.find(name)
+        if domain is None:
+            raise NotFound(f"no domain {name}")
+        return domain if domain.counted else self.recount(name)
+
+    def limited(self) -> Iterator[metrics.DomainUsage]:
+        """(domain, resource, used, limit) of every limit set (for /metrics)."""
+        flt = all_of(eq("objectClass", OC_DOMAIN),
+                     any_of(*(present(a) for a in DOMAIN_LIMIT_ATTRS)))
+        for entry in self.dir.iterate(self.layout.domains, flt, DOMAIN_ATTRS):
+            d = decode_domain(entry)
+            for resource, used, most in (("accounts", d.accounts, d.max_accounts),
+                                         ("aliases", d.aliases, d.max_aliases),
+                                         ("quota", d.quota_allocated, d.max_quota)):
+                if most:
+                    yield d.name, resource, used, most
+
+    # -- the admin's changes ------------------------------------------------------
+
+    def create(self, name: object, limits: Mapping[str, object]) -> Domain:
+        """An empty domain with its limits; Conflict if it exists."""
+        try:
+            domain = normalize_domain(name) if isinstance(name, str) else None
+        except ValueError as exc:
+            raise Invalid("invalid input", {"name": str(exc)}) from None
+        if domain is None:
+            raise Invalid("invalid input", {"name": "must be a string"})
+        values = parse_limits(limits, partial=False)
+        _check_default(values["default_quota"], values["max_quota"])
+        attrs = {A_DC: [domain], **_zero_counters(),
+                 **domain_limit_attrs({k: v for k, v in values.items() if v})}
+        try:
+            self.dir.add(self.layout.domain(domain), OC_DOMAIN, attrs)
+        except Conflict:
+            raise Conflict(f"the domain {domain} exists", {"name": "domain exists"}) from None
+        log.info("domain created: %s", domain)
+        self._changed("domain.create", domain, values)
+        return self.get(domain)
+
+    def set_limits(self, name: str, limits: Mapping[str, object]) -> Domain:
+        """Change the limits given (others kept). Lowering one below what the
+        domain holds is allowed: the domain is then ``over_limit``."""
+        values = parse_limits(limits, partial=True)
+        current = self.get(name)
+        merged = {f: values.get(f, getattr(current, f)) for f in DOMAIN_LIMIT_FIELDS}
+        _check_default(merged["default_quota"], merged["max_quota"])
+        if values:
+            self.dir.modify(current.dn, domain_limit_attrs(values))
+        domain = self.get(name)
+        log.info("domain limits set: %s %s", domain.name, values)
+        self._changed("domain.set_limits", domain.name, values,
+                      over_limit=domain.over_limit or None)
+        return domain
+
+    def ensure(self, name: str) -> None:
+        """The domain's entry, made (with no limits) by its first account or alias."""
+        with contextlib.suppress(Conflict):
+            self.dir.add(self.layout.domain(name), OC_DOMAIN,
+                         {A_DC: [name], A_ORIGIN: [ORIGIN_API], **_zero_counters()})
+
+    def remove_if_unused(self, name: str) -> None:
+        """Drop the domain entry when its last address went, if mailgate made it
+        implicitly and it has no limits: a domain made by hand, by ``POST
+        /mail/domain/`` or given limits stays. The assertion on the counters
+        keeps it while a claim for a new entry is in flight."""
+        guard = all_of(eq(A_ORIGIN, ORIGIN_API), eq(A_ACCOUNT_COUNT, "0"),
+                       eq(A_ALIAS_COUNT, "0"),
+                       *(not_(present(a)) for a in DOMAIN_LIMIT_ATTRS))
+        self.dir.delete_if_leaf(self.layout.domain(name), guard)
+
+    def delete(self, name: str, cascade: bool) -> Deleted:
+        """Delete the domain; Conflict while it holds entries unless ``cascade``.
+
+        A cascade deletes its entries in batches of :data:`CASCADE_BATCH`, then
+        the domain; interrupted, a second call finishes it (what is left is
+        found again). One audit event for the whole delete.
+        """
+        domain = self.get(name)
+        if not cascade and (domain.accounts or domain.aliases or self._has_children(domain)):
+            raise Conflict(f"the domain {domain.name} holds {domain.accounts} accounts and "
+                           f"{domain.aliases} aliases; delete them first or use "
+                           "?cascade=true", {"cascade": "the domain is not empty"})
+        accounts = aliases = entries = 0
+        for _attempt in range(_ATTEMPTS):
+            while True:
+                batch = self.dir.find(domain.dn, any_of(ACCOUNT_ROLE, ALIAS_ROLE),
+                                      ["objectClass"], limit=CASCADE_BATCH)
+                batch = [e for e in batch if e.dn.lower() != domain.dn.lower()]
+                if not batch:
+                    break
+                for _write, error in self.dir.write_many(Write("delete", e.dn) for e in batch):
+                    if error is not None and not isinstance(error, NotFound):
+                        raise error
+                    entries += 1
+                for entry in batch:
+                    kind = kind_of(entry)
+                    accounts += kind in ("account", "both")
+                    aliases += kind in ("alias", "both")
+            others = self.dir.find(domain.dn, present("objectClass"), ["1.1"], limit=2)
+            if any(e.dn.lower() != domain.dn.lower() for e in others):
+                # Entries of other classes (made by hand): the domain's entry
+                # cannot go while they are there.
+                raise Conflict(f"the domain {domain.name} holds entries mailgate does not "
+                               "manage; remove them with LDAP tools first")
+            if self.dir.delete_if_leaf(domain.dn) or self.find(domain.name) is None:
+                break
+        else:
+            raise Conflict(f"entries keep being added to {domain.name}; try again")
+        log.info("domain deleted: %s (%d entries)", domain.name, entries)
+        self._changed("domain.delete", domain.name, None, cascade=cascade or None,
+                      accounts=accounts, aliases=aliases, entries=entries)
+        return Deleted(domain.name, accounts, aliases, entries)
+
+    def _has_children(self, domain: Domain) -> bool:
+        found = self.dir.find(domain.dn, present("objectClass"), ["1.1"], limit=2)
+        return any(e.dn.lower() != domain.dn.lower() for e in found)
+
+    # -- claims -------------------------------------------------------------------
+
+    def claim(self, name: str, *, accounts: int = 0, aliases: int = 0,
+              quota: int | None = 0, old_quota: int = 0, mailbox: bool = False,
+              source: str = "api") -> int:
+        """Take ``accounts`` and ``aliases`` places and the mailbox's quota from
+        the domain's counters, or raise LimitExceeded changing nothing.
+
+        ``mailbox``: the claim gives a mailbox the quota ``quota`` (None: the
+        domain's default_quota) in place of ``old_quota``; the result is that
+        quota (0 otherwise). Give it back with :meth:`release` if the write
+        it was for does not happen.
+        """
+        for _attempt in range(_ATTEMPTS):
+            domain = self.find(name)
+            if domain is None:
+                self.ensure(name)
+                continue
+            if not domain.counted:
+                self.recount(name)
+                continue
+            wanted = 0
+            if mailbox:
+                wanted = domain.default_quota if quota is None else quota
+                if domain.max_quota and not wanted:
+                    self._refuse(domain, "max_quota", source, f"{name} has max_quota "
+                                 f"{domain.max_quota}: each of its accounts needs a quota")
+            delta = wanted - old_quota if mailbox else 0
+            guards: list[Filter] = []
+            for field, attr, limit, used, claim, counter in (
+                    ("max_accounts", A_MAX_ACCOUNTS, domain.max_accounts, domain.accounts,
+                     accounts, A_ACCOUNT_COUNT),
+                    ("max_aliases", A_MAX_ALIASES, domain.max_aliases, domain.aliases,
+                     aliases, A_ALIAS_COUNT),
+                    ("max_quota", A_MAX_QUOTA, domain.max_quota, domain.quota_allocated,
+                     delta, A_QUOTA_ALLOCATED)):
+                if claim <= 0 or not limit:
+                    continue
+                if used + claim > limit:
+                    self._refuse(domain, field, source, _past(name, field, limit, used, claim))
+                guards += [eq(attr, str(limit)), at_most(counter, limit - claim)]
+            deltas = {A_ACCOUNT_COUNT: accounts, A_ALIAS_COUNT: aliases,
+                      A_QUOTA_ALLOCATED: delta}
+            try:
+                if self.dir.increment_if(domain.dn, deltas,
+                                         all_of(*guards) if guards else None):
+                    return wanted
+            except NotFound:
+                continue   # the entry went (or lost its counters) meanwhile
+        raise Conflict(f"the domain {name} changed during the request; try again")
+
+    def release(self, name: str, *, accounts: int = 0, aliases: int = 0,
+                quota: int = 0) -> None:
+        """Give places and quota back (after a delete, or a claim not used).
+
+        A failure here leaves the counter too high (the safe side); recount
+        repairs it.
+        """
+        deltas = {A_ACCOUNT_COUNT: -accounts, A_ALIAS_COUNT: -aliases,
+                  A_QUOTA_ALLOCATED: -quota}
+        # No domain entry or no counters: the next recount counts.
+        with contextlib.suppress(NotFound):
+            self.dir.increment_if(self.layout.domain(name), deltas)
+
+    def _refuse(self, domain: Domain, field: str, source: str, message: str) -> None:
+        metrics.record_limit_refusal(field, source)
+        if source == "api":   # the sync's refusals are in its run's skip report
+            self._changed("domain.limit_refused", domain.name, None, limit=field,
+                          value=getattr(domain, field))
+        raise LimitExceeded(message, field, getattr(domain, field))
+
+    # -- repair -------------------------------------------------------------------
+
+    def recount(self, name: str) -> Domain:
+        """Count the domain's entries and write its counters (repairs a drift).
+
+        The counters are written only if they did not change while counting;
+        otherwise it counts again (a few times, then Conflict).
+        """
+        dn = self.layout.domain(name)
+        for _attempt in range(_ATTEMPTS):
+            before = self.find(name)
+            if before is None:
+                raise NotFound(f"no domain {name}")
+            accounts = aliases = allocated = 0
+            for entry in self.dir.iterate(dn, any_of(ACCOUNT_ROLE, ALIAS_ROLE),
+                                          ["objectClass", A_QUOTA]):
+                kind = kind_of(entry)
+                if kind in ("account", "both"):
+                    accounts += 1
+                    allocated += decode_int(entry.attrs.get(A_QUOTA))
+                if kind in ("alias", "both"):
+                    aliases += 1
+            counted = {A_ACCOUNT_COUNT: accounts, A_ALIAS_COUNT: aliases,
+                       A_QUOTA_ALLOCATED: allocated}
+            if before.counted:
+                unchanged = all_of(eq(A_ACCOUNT_COUNT, str(before.accounts)),
+                                   eq(A_ALIAS_COUNT, str(before.aliases)),
+                                   eq(A_QUOTA_ALLOCATED, str(before.quota_allocated)))
+            else:
+                unchanged = not_(present(A_ACCOUNT_COUNT))
+            if self.dir.modify_if(dn, {k: [str(v)] for k, v in counted.items()}, unchanged):
+                if (before.accounts, before.aliases, before.quota_allocated) != (
+                        accounts, aliases, allocated) or not before.counted:
+                    log.info("domain %s recounted: %d accounts, %d aliases, %d bytes",
+                             name, accounts, aliases, allocated)
+                domain = self.find(name)
+                if domain is None:
+                    raise NotFound(f"no domain {name}")
+                return domain
+        raise Conflict(f"the domain {name} keeps changing; recount it again later")
+
+    def recount_all(self, names: Iterable[str] | None = None) -> list[Domain]:
+        """:meth:`recount` every domain (or those named); the repaired ones."""
+        if names is None:
+            names = [decode_domain(e).name for e in self.dir.iterate(
+                self.layout.domains, eq("objectClass", OC_DOMAIN), [A_DC])]
+        repaired = []
+        for name in names:
+            before = self.find(name)
+            after = self.recount(name)
+            if before is None or (before.accounts, before.aliases, before.quota_allocated,
+                                  before.counted) != (after.accounts, after.aliases,
+                                                      after.quota_allocated, True):
+                repaired.append(after)
+        return repaired
+
+    def _changed(self, operation: str, domain: str, fields: Mapping[str, object] | None,
+                 **detail: object) -> None:
+        if self.audit is not None:
+            self.audit.record(operation, domain, fields, None, **detail)
+
+
+def _zero_counters() -> dict[str, list[str]]:
+    return {A_ACCOUNT_COUNT: ["0"], A_ALIAS_COUNT: ["0"], A_QUOTA_ALLOCATED: ["0"]}
+
+
+def _check_default(default_quota: int, max_quota: int) -> None:
+    if max_quota and default_quota > max_quota:
+        raise Invalid("invalid input", {
+            "default_quota": f"must not be more than max_quota ({max_quota})"})
+
+
+def _past(name: str, field: str, limit: int, used: int, claim: int) -> str:
+    if field == "max_quota":
+        return (f"{name} has {limit - used} of its max_quota ({limit} bytes) left; "
+                f"{claim} more bytes asked")
+    what = "accounts" if field == "max_accounts" else "aliases"
+    return f"{name} holds {used} {what}, its {field} is {limit}"
