@@ -54,7 +54,8 @@ SYNC_CHUNK = 500
 OC_OU = "organizationalUnit"
 # Field values that are recorded; everything else is recorded by name only.
 SHOWN_FIELDS = frozenset({"spoofing_whitelist", "submission_disabled", "to", "domains",
-                          "read_only", "subaddress_extension"})
+                          "read_only", "subaddress_extension", "quota", "max_accounts",
+                          "max_aliases", "default_quota", "max_quota"})
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,8 @@ def _within(event: dict[str, Any], domains: frozenset[str]) -> dict[str, Any] | 
         changes = [c for c in event["changes"] if _domain_of(c.get("target", "")) in domains]
         return {**event, "changes": changes} if changes else None
     target = event.get("target")
-    if target and "@" in str(target) and _domain_of(target) in domains:
+    # An account's or alias's address, or a domain itself (domain.* events).
+    names = "@" in str(target) or str(event.get("operation", "")).startswith("domain.")
+    if target and names and _domain_of(target) in domains:
         return event
     return None

@@ -48,6 +48,7 @@ from .directory import (
     present,
 )
 from .entries import (
+    A_DC,
     A_DISABLED,
     A_MAIL,
     A_ORIGIN,
@@ -62,10 +63,12 @@ from .entries import (
     ALIAS_ATTRS,
     ALIAS_LIST_ATTRS,
     ALIAS_ROLE,
+    DOMAIN_ATTRS,
     KIND_ACCOUNT,
     KIND_ALIAS,
     OC_ACCOUNT,
     OC_ALIAS,
+    OC_DOMAIN,
     OC_FORWARDING,
     ORIGIN_API,
     Account,
@@ -75,6 +78,7 @@ from .entries import (
     alias_attrs,
     decode_account,
     decode_alias,
+    decode_domain,
     decode_int,
     encode_bool,
     encode_int,
@@ -141,6 +145,9 @@ class _Fields:
 
     def size(self, field: str, value: object, most: int) -> int:
         """A non-negative integer (a quota, a limit) from JSON or a form."""
+        if value is None:
+            self.errors[field] = "this field is required"
+            return 0
         try:
             return parse_size(value, most)
         except ValueError as exc:
@@ -268,14 +275,7 @@ class MailDirectory:
               page: int | str, page_size: int, convert: Callable[[Entry], T]) -> Page[T]:
         """The page, each entry through ``convert`` as it arrives (LAST_PAGE
         resolved to its number)."""
-        last = page == LAST_PAGE
-        if not last and (not isinstance(page, int) or page < 1):
-            raise Invalid("invalid page", {"page": "must be 1 or more, or last"})
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise Invalid("invalid page size", {"page_size": f"must be 1 to {MAX_PAGE_SIZE}"})
-        number = page if isinstance(page, int) else 1
-        if (number - 1) * page_size + 1 > MAX_VLV_OFFSET:
-            raise NotFound("Invalid page.", {"page": "beyond the last page"})
+        _check_page(page, page_size)
         flt = _role(object_class)
         base = self.base
         if domains is not None:
@@ -286,19 +286,45 @@ class MailDirectory:
                 base = self.domain_dn(names[0])
             else:
                 flt = all_of(flt, any_of(*(ends_with(A_MAIL, "@" + d) for d in names)))
+        return self._sorted(base, flt, attrs, A_MAIL, page, page_size, convert)
+
+    def _sorted(self, base: str, flt: Filter, attrs: Iterable[str], sort_attr: str,
+                page: int | str, page_size: int, convert: Callable[[Entry], T]) -> Page[T]:
+        last = page == LAST_PAGE
+        number = page if isinstance(page, int) else 1
         if last:
             # The first page says how many there are; the last one then
             # continues slapd's sorted snapshot of that same search.
-            result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL, 1, page_size, convert)
+            result = self.dir.sorted_page(base, flt, list(attrs), sort_attr, 1, page_size,
+                                          convert)
             number = max(1, -(-result.total // page_size))
             if number == 1:
                 return Page(result.total, 1, page_size, result.entries)
-        result = self.dir.sorted_page(base, flt, list(attrs), A_MAIL,
+        result = self.dir.sorted_page(base, flt, list(attrs), sort_attr,
                                       (number - 1) * page_size + 1, page_size, convert,
                                       continuation=number > 1)
         if number > 1 and (number - 1) * page_size >= result.total:
             raise NotFound("Invalid page.", {"page": "beyond the last page"})
         return Page(result.total, number, page_size, result.entries)
+
+    # -- domains ------------------------------------------------------------
+
+    def list_domains(self, names: Iterable[str] | None, page: int | str = 1,
+                     page_size: int = 100) -> Page[Domain]:
+        """A page of the domains (None: all; else those named), ordered by name."""
+        _check_page(page, page_size)
+        flt = eq("objectClass", OC_DOMAIN)
+        if names is not None:
+            wanted = sorted(set(names))
+            if not wanted:
+                return Page(0, 1, page_size, [])
+            flt = all_of(flt, any_of(*(eq(A_DC, n) for n in wanted)))
+        found = self._sorted(self.base, flt, DOMAIN_ATTRS, A_DC, page, page_size,
+                             decode_domain)
+        # A domain entry without counters (made by hand, or before they
+        # existed) is counted once, here.
+        results = [d if d.counted else self.domains.recount(d.name) for d in found.results]
+        return Page(found.count, found.page, found.page_size, results)
 
     # -- accounts -----------------------------------------------------------
 
@@ -509,6 +535,15 @@ class MailDirectory:
         self._remove_parent(str(address))
         log.info("alias deleted: %s", entry_id.lower())
         self._changed("alias.delete", entry_id)
+
+
+def _check_page(page: int | str, page_size: int) -> None:
+    if page != LAST_PAGE and (not isinstance(page, int) or page < 1):
+        raise Invalid("invalid page", {"page": "must be 1 or more, or last"})
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise Invalid("invalid page size", {"page_size": f"must be 1 to {MAX_PAGE_SIZE}"})
+    if isinstance(page, int) and (page - 1) * page_size + 1 > MAX_VLV_OFFSET:
+        raise NotFound("Invalid page.", {"page": "beyond the last page"})
 
 
 def _role(object_class: str) -> Filter:

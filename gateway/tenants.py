@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from . import metrics
 from .addresses import normalize_domain
 from .audit import AuditLog
-from .directory import Directory, Filter, Write, all_of, any_of, at_most, eq, not_, present
+from .directory import Directory, Entry, Filter, Write, all_of, any_of, at_most, eq, not_, present
 from .entries import (
     A_ACCOUNT_COUNT,
     A_ALIAS_COUNT,
@@ -246,9 +246,8 @@ class Tenants:
         accounts = aliases = entries = 0
         for _attempt in range(_ATTEMPTS):
             while True:
-                batch = self.dir.find(domain.dn, any_of(ACCOUNT_ROLE, ALIAS_ROLE),
-                                      ["objectClass"], limit=CASCADE_BATCH)
-                batch = [e for e in batch if e.dn.lower() != domain.dn.lower()]
+                batch = self._children(domain, any_of(ACCOUNT_ROLE, ALIAS_ROLE),
+                                       CASCADE_BATCH)
                 if not batch:
                     break
                 for _write, error in self.dir.write_many(Write("delete", e.dn) for e in batch):
@@ -259,8 +258,7 @@ class Tenants:
                     kind = kind_of(entry)
                     accounts += kind in ("account", "both")
                     aliases += kind in ("alias", "both")
-            others = self.dir.find(domain.dn, present("objectClass"), ["1.1"], limit=2)
-            if any(e.dn.lower() != domain.dn.lower() for e in others):
+            if self._children(domain, present("objectClass"), 1):
                 # Entries of other classes (made by hand): the domain's entry
                 # cannot go while they are there.
                 raise Conflict(f"the domain {domain.name} holds entries mailgate does not "
@@ -275,8 +273,24 @@ class Tenants:
         return Deleted(domain.name, accounts, aliases, entries)
 
     def _has_children(self, domain: Domain) -> bool:
-        found = self.dir.find(domain.dn, present("objectClass"), ["1.1"], limit=2)
-        return any(e.dn.lower() != domain.dn.lower() for e in found)
+        return bool(self._children(domain, present("objectClass"), 1))
+
+    def _children(self, domain: Domain, flt: Filter, most: int) -> list[Entry]:
+        """Up to ``most`` entries below the domain's (a paged read: a size limit
+        would make slapd answer with none at all when there are more)."""
+        found: list[Entry] = []
+        pages = self.dir.iterate(domain.dn, flt, ["objectClass"], page_size=most + 1)
+        try:
+            for entry in pages:
+                if entry.dn.lower() != domain.dn.lower():
+                    found.append(entry)
+                    if len(found) >= most:
+                        break
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+        return found
 
     # -- claims -------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from tests.support.api import Client
 from tests.support.constants import BASE_DN
 
 ACCOUNT_KEYS = {"id", "name", "domain", "password", "spoofing_whitelist", "submission_disabled",
-                "subaddress_extension"}
+                "subaddress_extension", "quota"}
 
 
 def create(client: Client, **fields: Any) -> Any:
@@ -83,7 +83,8 @@ def test_the_password_set_through_the_api_binds_in_slapd(client: Client,
     ({"name": "a", "domain": "example.com", "password": "x", "submission_disabled": "maybe"},
      "submission_disabled"),
     ({"name": "a", "domain": "example.com", "password": "x", "id": "a@example.com"}, "id"),
-    ({"name": "a", "domain": "example.com", "password": "x", "quota": 5}, "quota"),
+    ({"name": "a", "domain": "example.com", "password": "x", "quota": -5}, "quota"),
+        ({"name": "a", "domain": "example.com", "password": "x", "mailbox_size": 5}, "mailbox_size"),
 ])
 def test_invalid_input_is_400_naming_the_field(client: Client, body: dict[str, Any],
                                                field: str) -> None:

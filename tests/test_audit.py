@@ -56,7 +56,7 @@ def test_api_changes_are_recorded_without_secrets(client: Client, directory: Dir
     assert create["who"] == "admin" and create["client"] == "192.0.2.7"
     assert create["request_id"] == "r-1"
     assert create["fields"] == {"password": None, "spoofing_whitelist": "example.com",
-                                "submission_disabled": False}
+                                "submission_disabled": False, "quota": 0}
     assert password["fields"] == {"password": None}
     assert str(alias["who"]).startswith("token ") and alias["fields"] == {
         "to": "aud@example.com"}

@@ -130,7 +130,8 @@ def test_everything_else_goes_to_the_app(paths: Paths) -> None:
         ("/mail/account/alice@example.com/", ADMIN_TOKEN, "HEAD", {}, 200),
         ("/mail/account/alice@example.com/", ADMIN_TOKEN, "OPTIONS", {}, 200),
         ("/mail/account/", ADMIN_TOKEN, "GET", {}, 200),
-        ("/mail/domain/example.com/", ADMIN_TOKEN, "GET", {}, 404),
+        ("/mail/domain/example.com/", ADMIN_TOKEN, "GET", {}, 200),
+        ("/mail/nothing/example.com/", ADMIN_TOKEN, "GET", {}, 404),
         ("/mail/account/jos\u00e9@example.com/", ADMIN_TOKEN, "GET", {}, 404),
     ]
     for path, token, method, headers, status in cases:

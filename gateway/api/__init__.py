@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import MailgateError
 from ..version import __version__
-from . import accounts, aliases, audit, health, metrics, sync
+from . import accounts, aliases, audit, domains, health, metrics, sync
 from .answers import JSON, error_answer, error_body, output_json
 
 log = logging.getLogger(__name__)
@@ -46,16 +46,21 @@ AUTHORIZATIONS = {
 
 def _error_example(path: str, code: str) -> dict[str, Any] | None:
     """What an error answer of ``path`` with status ``code`` reads, as Swagger UI shows it."""
-    kind = "alias" if path.startswith("/mail/alias") else "account"
+    kind = ("alias" if path.startswith("/mail/alias") else
+            "domain" if path.startswith("/mail/domain") else "account")
+    missing = "example.com" if kind == "domain" else "alice@example.com"
     messages: dict[str, dict[str, Any]] = {
         "400": {"message": "invalid input", "errors": {"domain": "not a valid domain name"}},
         "401": {"message": "missing or invalid API token"},
         "403": ({"message": "only the admin token may do this"}
                 if path.startswith(("/sync", "/metrics"))
                 else {"message": "this token has no rights on example.net"}),
-        "404": ({"message": f"no {kind} alice@example.com"} if "{" in path
+        "404": ({"message": f"no {kind} {missing}"} if "{" in path
                 else {"message": "Invalid page.", "errors": {"page": "beyond the last page"}}),
         "409": ({"message": "a sync is already running"} if path.startswith("/sync")
+                else {"message": "example.com holds 100 accounts, its max_accounts is 100",
+                      "errors": {"max_accounts": "the domain's limit is 100"}}
+                if path.endswith("set_quota/") or kind == "domain"
                 else {"message": f"alice@example.com already exists as an {kind}",
                       "errors": {"name": "address already in use"}}),
         "413": {"message": "The data value transmitted exceeds the capacity limit."},
@@ -93,7 +98,7 @@ def init_api(app: Flask) -> Api:
         authorizations=AUTHORIZATIONS, security=["token", "basic"],
     )
     api.representations[JSON] = output_json
-    for ns in (accounts.ns, aliases.ns, health.ns, sync.ns, metrics.ns, audit.ns):
+    for ns in (accounts.ns, aliases.ns, domains.ns, health.ns, sync.ns, metrics.ns, audit.ns):
         api.add_namespace(ns)
 
     @api.errorhandler(MailgateError)

@@ -41,16 +41,18 @@ class AccountList(Resource):
 
     @ns.expect(models["new_account"])
     @ns.response(201, "Created; the account as stored", models["account"])
-    @ns.response(409, "The address exists (as an account or an alias)", models["error"])
+    @ns.response(409, "The address exists (as an account or an alias), or the domain is at "
+                      "a limit (max_accounts, max_quota: named in errors)", models["error"])
     def post(self) -> Any:
         """Create an account
 
         `name@domain` must not exist yet, as an account or an alias. The password
         is sent in plain text and stored as SHA512-crypt; the answer shows the hash.
+        `quota` in bytes (0: none); left out, the domain's `default_quota`.
         JSON or form bodies; unknown fields are refused (400).
         """
         body = read_body({"name", "domain", "password", "submission_disabled",
-                          "spoofing_whitelist", "subaddress_extension"})
+                          "spoofing_whitelist", "subaddress_extension", "quota"})
         disabled = as_bool("submission_disabled", body.get("submission_disabled"), False)
         subaddress = as_bool("subaddress_extension", body.get("subaddress_extension"), False)
         mail = auth.mail()
@@ -60,7 +62,8 @@ class AccountList(Resource):
         auth.require_whitelist_in_scope(body.get("spoofing_whitelist"))
         account = mail.create_account(body.get("name"), domain, body.get("password"),
                                       disabled, body.get("spoofing_whitelist"),
-                                      subaddress_extension=subaddress)
+                                      subaddress_extension=subaddress,
+                                      quota=body.get("quota"))
         return account_json(account), 201
 
 
@@ -89,14 +92,16 @@ class AccountItem(Resource):
         return "", 204
 
 
-def _action(path: str, summary: str, doc: str, fields: set[str], expect: Any = None) -> Any:
+def _action(path: str, summary: str, doc: str, fields: set[str], expect: Any = None,
+            errors: dict[int, str] | None = None) -> Any:
     """Register ``POST /mail/account/<id>/<path>/`` around a MailDirectory call."""
 
     document_body = ns.expect(expect) if expect is not None else (lambda func: func)
+    responses = documented_errors(ns, {**FORBIDDEN, 404: "No such account", **(errors or {})})
 
     def decorate(call: Any) -> Any:
         @ns.route(f"/<path:account_id>/{path}/")
-        @ns.doc(responses=ITEM_ERRORS, params={"account_id": "name@domain (any case)"})
+        @ns.doc(responses=responses, params={"account_id": "name@domain (any case)"})
         class Action(Resource):
             method_decorators = (auth.authenticated,)
 
@@ -157,3 +162,13 @@ def _disable_subaddress(mail: MailDirectory, account_id: str, body: dict[str, An
 def _set_whitelist(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
     auth.require_whitelist_in_scope(body.get("spoofing_whitelist"))
     return mail.set_spoofing_whitelist(account_id, body.get("spoofing_whitelist"))
+
+
+@_action("set_quota", "Set the mailbox quota",
+         "The quota in bytes (0: no limit), enforced by Dovecot from its next lookup: mail "
+         "past it is refused at RCPT (552 5.2.2). Raising it is refused (409) past the "
+         "domain's `max_quota`; in a domain with a `max_quota`, 0 is refused too.",
+         {"quota"}, models["quota"],
+         {409: "The domain's max_quota would be passed (named in errors)"})
+def _set_quota(mail: MailDirectory, account_id: str, body: dict[str, Any]) -> Any:
+    return mail.set_quota(account_id, body.get("quota"))

@@ -14,6 +14,7 @@ from flask import Response
 from flask_restx import Namespace, Resource
 
 from .. import metrics
+from ..errors import DirectoryUnavailable
 from ..services import current
 from ..sync.state import StateStore
 from . import auth
@@ -51,4 +52,14 @@ class Metrics(Resource):
         Every worker's counters added up, in the Prometheus text format. Admin token only.
         """
         auth.require_admin()
-        return Response(metrics.exposition(_last_success), mimetype=metrics.CONTENT_TYPE)
+        return Response(metrics.exposition(_last_success, _domain_limits),
+                        mimetype=metrics.CONTENT_TYPE)
+
+
+def _domain_limits() -> list[metrics.DomainUsage]:
+    """Every limit a domain has, with what it holds; none while LDAP is down (the
+    scrape still answers, with the directory's error counters)."""
+    try:
+        return list(current().mail.domains.limited())
+    except DirectoryUnavailable:
+        return []

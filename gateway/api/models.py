@@ -12,7 +12,8 @@ from urllib.parse import urlencode
 from flask import current_app, request
 from flask_restx import Namespace, fields
 
-from ..mail import Account, Alias, Page
+from ..mail import Account, Alias, Domain, Page
+from ..tenants import MAX_COUNT, MAX_QUOTA
 
 
 class NullableString(fields.String):
@@ -93,6 +94,9 @@ def register(ns: Namespace) -> dict[str, Any]:
     disabled = fields.Boolean(default=False, description="true: may not send (submission)")
     subaddress = fields.Boolean(
         default=False, description="mail to name+anything@domain goes to this account")
+    quota = fields.Integer(
+        min=0, max=MAX_QUOTA, example=1073741824,
+        description="mailbox quota in bytes, 0: no limit (Dovecot enforces it)")
     new_account = ns.model("NewAccount", {
         **address,
         "password": fields.String(required=True, example=EXAMPLE_PASSWORD,
@@ -100,6 +104,9 @@ def register(ns: Namespace) -> dict[str, Any]:
         "submission_disabled": disabled,
         "spoofing_whitelist": whitelist,
         "subaddress_extension": subaddress,
+        "quota": fields.Integer(min=0, max=MAX_QUOTA, example=1073741824,
+                                description="bytes, 0: no limit; left out: the domain's "
+                                            "default_quota"),
     })
     account = ns.model("Account", {
         "id": entry_id, **address,
@@ -108,6 +115,7 @@ def register(ns: Namespace) -> dict[str, Any]:
         "spoofing_whitelist": whitelist,
         "submission_disabled": disabled,
         "subaddress_extension": subaddress,
+        "quota": quota,
     })
     alias_fields = {
         "to": fields.String(required=True, description="comma-separated recipients",
@@ -132,6 +140,9 @@ def register(ns: Namespace) -> dict[str, Any]:
         "spoofing_whitelist": fields.String(
             required=True, example=EXAMPLE_WHITELIST,
             description="comma-separated addresses and domains, or *; empty: none")})
+    models["quota"] = ns.model("Quota", {
+        "quota": fields.Integer(required=True, min=0, max=MAX_QUOTA, example=1073741824,
+                                description="bytes, 0: no limit")})
     models["alias_update"] = ns.model("AliasUpdate", {
         "to": fields.String(required=True, description="comma-separated recipients",
                             example="alice@example.com,bob@example.net")})
@@ -142,7 +153,67 @@ def account_json(account: Account) -> dict[str, Any]:
     return {"id": account.id, "name": account.name, "domain": account.domain,
             "password": account.password, "spoofing_whitelist": account.spoofing_whitelist,
             "submission_disabled": account.submission_disabled,
-            "subaddress_extension": account.subaddress_extension}
+            "subaddress_extension": account.subaddress_extension, "quota": account.quota}
+
+
+def domain_json(domain: Domain) -> dict[str, Any]:
+    return {"name": domain.name, "accounts": domain.accounts, "aliases": domain.aliases,
+            "max_accounts": domain.max_accounts, "max_aliases": domain.max_aliases,
+            "default_quota": domain.default_quota, "max_quota": domain.max_quota,
+            "quota_allocated": domain.quota_allocated, "over_limit": domain.over_limit}
+
+
+def register_domains(ns: Namespace) -> dict[str, Any]:
+    """The domain models (SPEC.md section 8) on ``ns``."""
+    def count(description: str) -> Any:
+        return fields.Integer(min=0, max=MAX_COUNT, default=0, example=100,
+                              description=description)
+
+    def size(description: str) -> Any:
+        return fields.Integer(min=0, max=MAX_QUOTA, default=0, example=10737418240,
+                              description=description)
+
+    limits = {
+        "max_accounts": count("most accounts the domain may hold, 0: no limit"),
+        "max_aliases": count("most aliases the domain may hold, 0: no limit"),
+        "default_quota": size("quota in bytes of a new account created without one, "
+                              "0: none"),
+        "max_quota": size("the most bytes its accounts' quotas may add up to, 0: no limit"),
+    }
+    name = fields.String(required=True, example="example.com",
+                         description="the domain (stored as IDNA A-label, lower case)")
+    limits_model = ns.model("DomainLimits", limits)
+    new_domain = ns.model("NewDomain", {"name": name, **limits})
+    domain = ns.model("Domain", {
+        "name": fields.String(readonly=True, example="example.com",
+                              description="IDNA A-label, lower case"),
+        "accounts": fields.Integer(readonly=True, example=12, description="accounts now"),
+        "aliases": fields.Integer(readonly=True, example=3, description="aliases now"),
+        **limits,
+        "quota_allocated": fields.Integer(readonly=True, example=12884901888,
+                                          description="the sum of its accounts' quotas"),
+        "over_limit": fields.Boolean(readonly=True, example=False,
+                                     description="a limit was lowered below what exists: "
+                                                 "creates are refused until it is back under"),
+    })
+    usage = ns.model("DomainUsage", {
+        "name": fields.String(example="example.com"),
+        "accounts": fields.Integer(example=12, description="mailboxes summed"),
+        "quota_allocated": fields.Integer(example=12884901888),
+        "used_bytes": fields.Integer(example=734003200, description="from Dovecot"),
+        "used_messages": fields.Integer(example=5120, description="from Dovecot"),
+        "percent": fields.Float(example=5.7, x_nullable=True,
+                                description="used_bytes of max_quota (null: no max_quota)"),
+    })
+    page = ns.model("DomainPage", {
+        "count": fields.Integer(description="domains in the whole list", example=1),
+        "next": NullableString(description="the next page's link, null on the last page"),
+        "previous": NullableString(description="the previous page's link, null on the "
+                                               "first page"),
+        "results": fields.List(fields.Nested(domain)),
+    })
+    return {"error": error_model(ns), "limits": limits_model, "new_domain": new_domain,
+            "domain": domain, "page": page, "usage": usage}
 
 
 def alias_json(alias: Alias) -> dict[str, Any]:
