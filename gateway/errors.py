@@ -17,6 +17,7 @@ answer needs (:meth:`MailgateError.headers`), so that handler needs no
     ├── UnsupportedMediaType         415  a body that is not JSON or a form
     ├── RateLimited                  429  too many failed authentications (Retry-After)
     ├── DirectoryUnavailable         503  LDAP cannot be reached right now (Retry-After)
+    ├── DovecotUnavailable           503  Dovecot's doveadm API: down, refusing, not configured
     └── SetupError                   ---  a command cannot start (the CLI exits 2)
         ├── SlapdError                    the managed slapd cannot be made, started, stopped
         ├── AccessError                   a service's way to the directory is not known
@@ -121,6 +122,22 @@ class DirectoryUnavailable(MailgateError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class DovecotUnavailable(MailgateError):
+    """Dovecot's doveadm HTTP API gave no usable answer (:mod:`gateway.dovecot`):
+    not configured, unreachable, too slow, refusing the key, or an answer
+    that is not doveadm's. The message names Dovecot, never the directory.
+    ``retry_after`` None: retrying will not help (not configured)."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int | None = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 class SetupError(MailgateError):

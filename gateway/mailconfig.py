@@ -48,7 +48,17 @@ POSTFIX_MAPS = ("ldap-domains.cf", "ldap-mailboxes.cf", "ldap-aliases.cf", "ldap
                 "ldap-submission-disabled.cf")
 POSTFIX_TABLES = ("subaddress.pcre",)   # no password: world-readable
 DOVECOT_ARGS = ("dovecot-ldap-passdb.conf.ext", "dovecot-ldap-userdb.conf.ext")
+DOVEADM_KEY_FILE = "doveadm-api.conf.ext"
 DEFAULT_MILTER = "inet:127.0.0.1:10031"
+DEFAULT_QUOTA_STATUS = "unix:private/quota-status"            # as Postfix names it
+# Postfix asks Dovecot's quota-status at RCPT (docs/mail-servers.md). When it
+# cannot answer within the timeout, the recipient is deferred (451: the sender
+# retries), never accepted unchecked and never refused for good.
+QUOTA_POLICY = ("check_policy_service {{ {service}, timeout=10s,\n"
+                "    {{ default_action = 451 4.3.0 Mailbox quota check unavailable, "
+                "try again later }} }}")
+DEFAULT_QUOTA_STATUS_LISTEN = "unix:/var/spool/postfix/private/quota-status"
+DEFAULT_DOVEADM_LISTEN = "127.0.0.1:8080"
 # Postfix 3.7's default, used when postconf cannot tell us the local one.
 _PROXY_READ_MAPS_FALLBACK = (
     "$local_recipient_maps $mydestination $virtual_alias_maps $virtual_alias_domains "
@@ -83,9 +93,9 @@ def _template(service: str, name: str) -> str:
     return resources.template(service, name)
 
 
-def _check_password(password: str) -> str:
+def _check_password(password: str, what: str = "the LDAP password") -> str:
     if not password or any(c.isspace() or ord(c) < 32 or c == "#" for c in password):
-        raise RenderError("the LDAP password must be non-empty, without spaces, control "
+        raise RenderError(f"{what} must be non-empty, without spaces, control "
                           "characters or '#' (config files cannot quote it)")
     return password
 
@@ -121,11 +131,17 @@ def default_proxy_read_maps() -> str:
 def postfix_files(ldap: LdapAccess, *, map_dir: str, lmtp: str = "lmtp:unix:private/dovecot-lmtp",
                   sasl_path: str = "private/auth", milter: str | None = DEFAULT_MILTER,
                   submission_listen: str = "submission", submission_tls: str = "encrypt",
-                  chroot: bool = False, proxy_read_maps: str | None = None) -> list[Rendered]:
+                  chroot: bool = False, proxy_read_maps: str | None = None,
+                  quota_status: str | None = DEFAULT_QUOTA_STATUS) -> list[Rendered]:
     """The ldap_table maps, the sub-address pcre table, the main.cf and master.cf
-    fragments."""
+    fragments. ``quota_status``: Dovecot's quota-status service as Postfix names
+    it (``unix:private/quota-status``, ``inet:host:port``), None for no quota check."""
     if submission_tls not in ("encrypt", "may", "none"):
         raise RenderError("submission TLS must be encrypt, may or none")
+    if quota_status is not None and (
+            not re.fullmatch(r"(unix:[^\s,{}]+|inet:[^\s,{}]+:\d+)", quota_status)):
+        raise RenderError("the quota-status service must be unix:path or inet:host:port, "
+                          f"got {quota_status!r}")
     tls_lines = ""
     if ldap.starttls:
         tls_lines += "start_tls = yes\n"
@@ -144,6 +160,7 @@ def postfix_files(ldap: LdapAccess, *, map_dir: str, lmtp: str = "lmtp:unix:priv
         "submission_tls": submission_tls,
         "tls_auth_only": "no" if submission_tls == "none" else "yes",
         "chroot": "y" if chroot else "n",
+        "quota_policy": QUOTA_POLICY.format(service=quota_status) if quota_status else "",
     }
     files = [Rendered(name, render_template(_template("postfix", name), values), 0o640,
                       "postfix") for name in POSTFIX_MAPS]
@@ -164,19 +181,43 @@ def _listener(kind: str, spec: str, user: str, group: str) -> str:
         path = _absolute(spec[5:], f"the {kind} socket")
         return (f"  unix_listener {path} {{\n    mode = 0600\n    user = {user}\n"
                 f"    group = {group}\n  }}")
+    return _inet_listener(f"{kind}-mailgate", kind, spec)
+
+
+def _inet_listener(name: str, kind: str, spec: str) -> str:
     host, sep, port = spec.rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise RenderError(f"{kind} listener must be unix:/path or host:port, got {spec!r}")
-    return (f"  inet_listener {kind}-mailgate {{\n    address = {host.strip('[]')}\n"
+    return (f"  inet_listener {name} {{\n    address = {host.strip('[]')}\n"
             f"    port = {int(port)}\n  }}")
+
+
+def _doveadm_http(listen: str, api_key: str | None, conf_dir: str) -> str:
+    """The doveadm HTTP API: its key file included and a ``host:port`` listener
+    named ``http`` (the name makes it speak HTTP), or a note that it is off."""
+    if api_key is None:
+        return ("# No doveadm HTTP API (render with --doveadm-api-key-file to have one): the\n"
+                "# gateway's usage routes answer 503 without it.\n")
+    _check_password(api_key, "the doveadm API key")
+    block = _inet_listener("http", "doveadm HTTP", listen)
+    return ("# doveadm's HTTP API: the gateway reads mailbox usage here (quotaGet; its\n"
+            "# MAILGATE_DOVECOT_URL and MAILGATE_DOVECOT_API_KEY). The key is in a file of\n"
+            "# its own, mode 0600. Keep the listener off the Internet: the key allows\n"
+            "# every doveadm command.\n"
+            f"!include {conf_dir}/{DOVEADM_KEY_FILE}\n"
+            f"service doveadm {{\n{block}\n}}\n")
 
 
 def dovecot_files(ldap: LdapAccess, *, conf_dir: str, mail_root: str = "/var/vmail",
                   mail_user: str = "vmail", mail_group: str = "vmail",
                   lmtp_listen: str = "unix:/var/spool/postfix/private/dovecot-lmtp",
                   auth_listen: str = "unix:/var/spool/postfix/private/auth",
+                  quota_status_listen: str = DEFAULT_QUOTA_STATUS_LISTEN,
+                  doveadm_listen: str = DEFAULT_DOVEADM_LISTEN,
+                  doveadm_api_key: str | None = None,
                   socket_user: str = "postfix", socket_group: str = "postfix") -> list[Rendered]:
-    """The include file for dovecot.conf and the passdb/userdb LDAP args files."""
+    """The include file for dovecot.conf, the passdb/userdb LDAP args files and,
+    with ``doveadm_api_key``, the doveadm HTTP API's key file and listener."""
     tls_lines = ""
     if ldap.starttls:
         tls_lines += "tls = yes\n"
@@ -192,18 +233,26 @@ def dovecot_files(ldap: LdapAccess, *, conf_dir: str, mail_root: str = "/var/vma
         print(f"mailgate: warning: no user {mail_user!r} here; set first_valid_uid to its uid "
               "in the rendered mailgate.conf", file=sys.stderr)
         first_valid_uid = ""
+    conf_dir = _absolute(conf_dir, "the Dovecot config directory").rstrip("/") or "/"
     values = _ldap_values(ldap) | {
         "ldap_tls": tls_lines,
-        "conf_dir": _absolute(conf_dir, "the Dovecot config directory").rstrip("/") or "/",
+        "conf_dir": conf_dir,
         "mail_root": _absolute(mail_root, "the mail root").rstrip("/") or "/",
         "mail_user": mail_user,
         "mail_group": mail_group,
         "first_valid_uid": first_valid_uid,
         "lmtp_listener": _listener("lmtp", lmtp_listen, socket_user, socket_group),
         "auth_listener": _listener("auth", auth_listen, socket_user, socket_group),
+        "quota_status_listener": _listener("quota-status", quota_status_listen, socket_user,
+                                           socket_group),
+        "doveadm_http": _doveadm_http(doveadm_listen, doveadm_api_key, conf_dir),
     }
     files = [Rendered(name, render_template(_template("dovecot", name), values), 0o600)
              for name in DOVECOT_ARGS]
+    if doveadm_api_key is not None:
+        files.append(Rendered(DOVEADM_KEY_FILE, render_template(
+            _template("dovecot", DOVEADM_KEY_FILE), {"doveadm_api_key": doveadm_api_key}),
+            0o600))
     files.append(Rendered("mailgate.conf",
                           render_template(_template("dovecot", "mailgate.conf"), values), 0o644))
     return files

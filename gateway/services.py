@@ -14,6 +14,7 @@ from flask import Flask, current_app
 
 from .audit import AuditLog
 from .directory import Directory
+from .dovecot import Dovecot, not_configured
 from .limiter import FailureLimiter
 from .mail import MailDirectory
 from .settings import Settings
@@ -30,6 +31,9 @@ class Services:
     mail: MailDirectory
     tokens: TokenStore
     limiter: FailureLimiter
+    # Dovecot's doveadm HTTP API (mailbox usage); None: MAILGATE_DOVECOT_URL unset
+    # (gateway.dovecot.not_configured() is the answer then).
+    dovecot: Dovecot | None = None
     sync: Any = None   # the process's SyncRunner, made on first use (gateway.sync.job)
 
     @classmethod
@@ -40,10 +44,23 @@ class Services:
                    mail=MailDirectory(directory, settings.password_rounds, audit),
                    tokens=TokenStore(directory, settings.admin_token),
                    limiter=FailureLimiter(directory, settings.auth_fail_limit,
-                                          settings.auth_fail_window))
+                                          settings.auth_fail_window),
+                   dovecot=_dovecot(settings))
+
+    def usage_reader(self) -> Dovecot:
+        """The Dovecot client; DovecotUnavailable (503) when it is not configured."""
+        if self.dovecot is None:
+            raise not_configured()
+        return self.dovecot
 
     def install(self, app: Flask) -> None:
         app.extensions[KEY] = self
+
+
+def _dovecot(settings: Settings) -> Dovecot | None:
+    if settings.dovecot_url is None or settings.dovecot_api_key is None:
+        return None
+    return Dovecot(settings.dovecot_url, settings.dovecot_api_key, settings.dovecot_timeout)
 
 
 def current(app: Flask | None = None) -> Services:

@@ -26,7 +26,7 @@ PREFIX = "MAILGATE_"
 DEFAULT_WORKERS = (os.cpu_count() or 1) + 1
 DEFAULT_THREADS = 4
 JSON_TOTAL_FACTOR = 10
-SECRETS = ("LDAP_PASSWORD", "ADMIN_TOKEN", "JSON_AUTH_HEADER")
+SECRETS = ("LDAP_PASSWORD", "ADMIN_TOKEN", "JSON_AUTH_HEADER", "DOVECOT_API_KEY")
 
 
 class ConfigError(Exception):
@@ -84,6 +84,11 @@ class Settings:
     json_max_bytes: int = 256 * 1024 * 1024
     json_max_redirects: int = 3
     sync_max_delete_fraction: float = 0.25
+    # Dovecot's doveadm HTTP API (gateway/dovecot.py): mailbox usage. None: not
+    # configured (the usage routes answer 503).
+    dovecot_url: str | None = None
+    dovecot_api_key: str | None = field(default=None, repr=False)
+    dovecot_timeout: float = 5.0
     log_level: str = "INFO"
     # text (one line, ISO 8601 UTC time) or json (one object a line): gateway/logs.py.
     log_format: str = "text"
@@ -170,6 +175,12 @@ class Settings:
             if json_total < json_timeout:
                 raise ConfigError("JSON_TOTAL_TIMEOUT", f"must be at least MAILGATE_JSON_TIMEOUT "
                                                         f"({json_timeout:g} s)")
+        dovecot_url = env.get_str("DOVECOT_URL")
+        if dovecot_url is not None:
+            dovecot_url = _check_dovecot_url("DOVECOT_URL", dovecot_url)
+        dovecot_key = env.get_secret("DOVECOT_API_KEY")
+        if dovecot_url is not None and dovecot_key is None:
+            raise ConfigError("DOVECOT_API_KEY", "required when MAILGATE_DOVECOT_URL is set")
         log_format = (env.get_str("LOG_FORMAT") or cls.log_format).lower()
         if log_format not in ("text", "json"):
             raise ConfigError("LOG_FORMAT", f"expected text or json, got {log_format!r}")
@@ -210,6 +221,9 @@ class Settings:
             json_max_redirects=env.get_int("JSON_MAX_REDIRECTS", cls.json_max_redirects, 0, 20),
             sync_max_delete_fraction=env.get_float(
                 "SYNC_MAX_DELETE_FRACTION", cls.sync_max_delete_fraction, 0.0, 1.0),
+            dovecot_url=dovecot_url,
+            dovecot_api_key=dovecot_key,
+            dovecot_timeout=env.get_float("DOVECOT_TIMEOUT", cls.dovecot_timeout, 0.1, 300),
             log_level=log_level,
             log_format=log_format,
         )
@@ -317,16 +331,25 @@ def _check_listen(name: str, listen: str) -> None:
         raise ConfigError(name, f"expected host:port, got {listen!r}")
 
 
+def _check_dovecot_url(name: str, url: str) -> str:
+    """``http(s)://host:port[/path]`` of the doveadm HTTP API, no trailing slash."""
+    return _check_http_url(name, url, "http://host:port[/path]")
+
+
 def _check_public_url(name: str, url: str) -> str:
     """``https://host[:port][/path]`` without query, fragment or user info; no
     trailing slash."""
+    return _check_http_url(name, url, "https://host[:port][/path]")
+
+
+def _check_http_url(name: str, url: str, shape: str) -> str:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError on a bad port)
     except ValueError:
         raise ConfigError(name, f"not a valid URL: {url!r}") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigError(name, f"expected https://host[:port][/path], got {url!r}")
+        raise ConfigError(name, f"expected {shape}, got {url!r}")
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ConfigError(name, "must not carry a query, a fragment or credentials")
     if any(c.isspace() for c in url):
@@ -458,6 +481,19 @@ HELP: dict[str, Help] = {
         "Basic JSON sync",
         "A sync that would delete more than this share of the sync-managed entries is "
         "refused unless forced.", low=0.0, high=1.0),
+    "dovecot_url": Help(
+        "Dovecot",
+        "`http://host:port` of Dovecot's doveadm HTTP API (`render-config dovecot "
+        "--doveadm-api-key-file`), where the usage routes read mailbox usage; the path "
+        "`/doveadm/v1` is used when the URL has none. Keep it on loopback or a private "
+        "network. Unset: the usage routes answer 503.", default="unset: not configured"),
+    "dovecot_api_key": Help(
+        "Dovecot",
+        "The doveadm API key (Dovecot's `doveadm_api_key`, sent base64-encoded). Required "
+        "with `MAILGATE_DOVECOT_URL`.", default="unset"),
+    "dovecot_timeout": Help(
+        "Dovecot", "Seconds for connecting to and each answer of the doveadm API.",
+        low=0.1, high=300),
     "log_level": Help(
         "Logging", "Log level (case-insensitive).",
         values=("DEBUG", "INFO", "WARNING", "ERROR")),

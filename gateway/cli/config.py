@@ -16,7 +16,16 @@ from typing import Any
 
 from ..access import service_access
 from ..errors import AccessError, RenderError
-from ..mailconfig import DEFAULT_MILTER, dovecot_files, postfix_files, replica_files, write_files
+from ..mailconfig import (
+    DEFAULT_DOVEADM_LISTEN,
+    DEFAULT_MILTER,
+    DEFAULT_QUOTA_STATUS,
+    DEFAULT_QUOTA_STATUS_LISTEN,
+    dovecot_files,
+    postfix_files,
+    replica_files,
+    write_files,
+)
 from ..settings import Settings
 
 
@@ -67,6 +76,10 @@ def add_commands(subparsers: Any) -> None:
     postfix.add_argument("--submission-tls", choices=("encrypt", "may", "none"),
                          default="encrypt", help="smtpd_tls_security_level on submission "
                                                  "(default: %(default)s)")
+    postfix.add_argument("--quota-status", default=DEFAULT_QUOTA_STATUS,
+                         help="Dovecot's quota-status policy service as Postfix names it "
+                              "(unix:path or inet:host:port), asked at RCPT, or 'none' "
+                              "(default: %(default)s)")
     postfix.add_argument("--chroot", action="store_true",
                          help="run the submission smtpd chrooted (Debian's default services are)")
     dovecot.add_argument("--conf-dir", help="absolute directory the files are installed in "
@@ -78,6 +91,14 @@ def add_commands(subparsers: Any) -> None:
                          help="unix:/path or host:port (default: %(default)s)")
     dovecot.add_argument("--auth-listen", default="unix:/var/spool/postfix/private/auth",
                          help="unix:/path or host:port for Postfix SASL (default: %(default)s)")
+    dovecot.add_argument("--quota-status-listen", default=DEFAULT_QUOTA_STATUS_LISTEN,
+                         help="unix:/path or host:port of the quota policy service for "
+                              "Postfix (default: %(default)s)")
+    dovecot.add_argument("--doveadm-api-key-file", type=Path,
+                         help="file holding the doveadm HTTP API key (the gateway's "
+                              "MAILGATE_DOVECOT_API_KEY); without it: no HTTP API")
+    dovecot.add_argument("--doveadm-listen", default=DEFAULT_DOVEADM_LISTEN,
+                         help="host:port of the doveadm HTTP API (default: %(default)s)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -93,15 +114,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 ldap, map_dir=args.map_dir or str(out), lmtp=args.lmtp, sasl_path=args.sasl_path,
                 milter=None if args.milter == "none" else args.milter,
                 submission_listen=args.submission_listen, submission_tls=args.submission_tls,
-                chroot=args.chroot)
+                chroot=args.chroot,
+                quota_status=None if args.quota_status == "none" else args.quota_status)
         else:
             files = dovecot_files(
                 ldap, conf_dir=args.conf_dir or str(out), mail_root=args.mail_root,
                 mail_user=args.mail_user, mail_group=args.mail_group,
-                lmtp_listen=args.lmtp_listen, auth_listen=args.auth_listen)
+                lmtp_listen=args.lmtp_listen, auth_listen=args.auth_listen,
+                quota_status_listen=args.quota_status_listen,
+                doveadm_listen=args.doveadm_listen,
+                doveadm_api_key=_read_key(args.doveadm_api_key_file))
     except (AccessError, RenderError) as exc:
         print(f"mailgate: {exc}", file=sys.stderr)
         return 2
     for path in write_files(out, files):
         print(path)
     return 0
+
+
+def _read_key(path: Path | None) -> str | None:
+    """The doveadm API key from its file (stripped), None without a file."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RenderError(f"cannot read the doveadm API key file {path}: "
+                          f"{exc.__class__.__name__}") from None

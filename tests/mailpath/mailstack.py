@@ -59,6 +59,8 @@ class Ports:
     imap: int = field(default_factory=free_port)
     milter: int = field(default_factory=free_port)
     milter_ldap_down: int = field(default_factory=free_port)
+    quota_status: int = field(default_factory=free_port)
+    doveadm: int = field(default_factory=free_port)   # the doveadm HTTP API
     closed: int = field(default_factory=free_port)  # nothing ever listens here
 
 
@@ -78,14 +80,17 @@ class SendResult:
         return f"{self.stage}: {self.code} {self.text}"
 
 
-def message(subject: str, from_header: str | Sequence[str] | None, to: str) -> bytes:
-    """A small RFC 5322 message; ``from_header`` None omits From:, a list repeats it."""
+def message(subject: str, from_header: str | Sequence[str] | None, to: str,
+            padding: int = 0) -> bytes:
+    """A small RFC 5322 message; ``from_header`` None omits From:, a list repeats it;
+    ``padding`` lines of 78 characters (80 bytes with CRLF) after its one line of text."""
     froms = [] if from_header is None else (
         [from_header] if isinstance(from_header, str) else list(from_header))
     lines = [f"From: {value}" for value in froms]
     lines += [f"To: {to}", f"Subject: {subject}",
               f"Message-ID: <{uuid.uuid4().hex}@client.test>",
-              "Date: Mon, 23 Nov 2026 12:00:00 +0000", "", f"test message {subject}", ""]
+              "Date: Mon, 23 Nov 2026 12:00:00 +0000", "", f"test message {subject}",
+              *["x" * 78] * padding, ""]
     return "\r\n".join(lines).encode("utf-8")
 
 
@@ -105,6 +110,12 @@ class MailStack:
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self._postfix_started = False
         self.tls_cert, self.tls_key = ensure_self_signed(root / "tls", ["127.0.0.1"])
+        self.doveadm_key_file = root / "doveadm-api.key"
+        self.doveadm_key = "doveadm-" + uuid.uuid4().hex
+
+    @property
+    def doveadm_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.doveadm}"
 
     # -- configuration ---------------------------------------------------------
 
@@ -118,6 +129,7 @@ class MailStack:
             "--sasl-path", f"inet:127.0.0.1:{self.ports.auth}",
             "--milter", f"inet:127.0.0.1:{self.ports.milter}",
             "--submission-listen", f"127.0.0.1:{self.ports.submission}",
+            "--quota-status", f"inet:127.0.0.1:{self.ports.quota_status}",
         ])
         assert status == 0, "render-config postfix failed"
         status = cli.main([
@@ -127,6 +139,9 @@ class MailStack:
             "--mail-group", MAIL_GROUP,
             "--lmtp-listen", f"127.0.0.1:{self.ports.lmtp}",
             "--auth-listen", f"127.0.0.1:{self.ports.auth}",
+            "--quota-status-listen", f"127.0.0.1:{self.ports.quota_status}",
+            "--doveadm-listen", f"127.0.0.1:{self.ports.doveadm}",
+            "--doveadm-api-key-file", str(self.doveadm_key_file),
         ])
         assert status == 0, "render-config dovecot failed"
 
@@ -241,14 +256,16 @@ service imap-login {{
     # -- processes ------------------------------------------------------------
 
     def start(self) -> None:
+        fd = os.open(self.doveadm_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as key:
+            key.write(self.doveadm_key + "\n")
         self.render()
         self.mail_root.mkdir(parents=True)
         os.chown(self.mail_root, _uid(MAIL_USER), _gid(MAIL_GROUP))
         for sub in ("run", "state"):
             (self.dovecot_dir / sub).mkdir(parents=True, exist_ok=True)
         self.dovecot_conf.write_text(self._dovecot_conf())
-        self._spawn("dovecot", ["dovecot", "-F", "-c", str(self.dovecot_conf)],
-                    self.dovecot_dir / "stdout.log")
+        self._start_dovecot()
         milter_args = ["--base-dn", self.base_dn,
                        "--password-file", str(self.slapd.password_file("milter"))]
         self._spawn("milter", [sys.executable, "-m", "gateway.cli", "milter",
@@ -272,11 +289,35 @@ service imap-login {{
         self._postfix_started = True
         p = self.ports
         for port, what in ((p.imap, "Dovecot IMAP"), (p.lmtp, "Dovecot LMTP"),
-                           (p.auth, "Dovecot auth"), (p.milter, "milter"),
+                           (p.auth, "Dovecot auth"), (p.quota_status, "Dovecot quota-status"),
+                           (p.doveadm, "doveadm HTTP API"), (p.milter, "milter"),
                            (p.milter_ldap_down, "second milter"), (p.smtp, "Postfix smtpd"),
                            (p.submission, "Postfix submission")):
             self._check_alive()
             wait_until(lambda port=port: listening(port), f"{what} on port {port}", timeout=30)
+
+    def _start_dovecot(self) -> None:
+        self._spawn("dovecot", ["dovecot", "-F", "-c", str(self.dovecot_conf)],
+                    self.dovecot_dir / "stdout.log")
+
+    @contextlib.contextmanager
+    def dovecot_stopped(self) -> Iterator[None]:
+        """Dovecot (the master this stack started, and so all its services) is down
+        inside the block, and up again after it, even on failure."""
+        name, proc = next(item for item in self._procs if item[0] == "dovecot")
+        self._procs.remove((name, proc))
+        proc.terminate()
+        proc.wait(30)
+        wait_until(lambda: not listening(self.ports.doveadm), "doveadm HTTP API down",
+                   timeout=30)
+        try:
+            yield
+        finally:
+            self._start_dovecot()
+            for port in (self.ports.imap, self.ports.lmtp, self.ports.auth,
+                         self.ports.quota_status, self.ports.doveadm):
+                wait_until(lambda port=port: listening(port), f"Dovecot on port {port}",
+                           timeout=30)
 
     def postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["postfix", "-c", str(self.postfix_dir), *args],
@@ -331,6 +372,11 @@ service imap-login {{
                 return None
         except imaplib.IMAP4.error as exc:
             return str(exc)
+
+    def imap_session(self, user: str, password: str) -> contextlib.AbstractContextManager[
+            imaplib.IMAP4]:
+        """A logged-in IMAP session with INBOX selected (read-only), for the block."""
+        return self._imap(user, password)
 
     @contextlib.contextmanager
     def _imap(self, user: str, password: str) -> Iterator[imaplib.IMAP4]:
@@ -393,13 +439,15 @@ service imap-login {{
             return _transaction(smtp, mail_from, rcpts, message(subject, header, rcpts[0]))
 
     def send25(self, mail_from: str, rcpts: Sequence[str], from_header: str | None = "",
-               subject: str = "") -> SendResult:
-        """An unauthenticated SMTP transaction on the port-25 service."""
+               subject: str = "", padding: int = 0) -> SendResult:
+        """An unauthenticated SMTP transaction on the port-25 service (no SIZE
+        declared: the RCPT checks know nothing of the message)."""
         subject = subject or f"inbound {uuid.uuid4().hex[:12]}"
         header = mail_from if from_header == "" else from_header
         with smtplib.SMTP("127.0.0.1", self.ports.smtp, timeout=30) as smtp:
             smtp.ehlo("outside.test")
-            return _transaction(smtp, mail_from, rcpts, message(subject, header, rcpts[0]))
+            return _transaction(smtp, mail_from, rcpts,
+                                message(subject, header, rcpts[0], padding))
 
     def maildir(self, address: str) -> Path:
         local, _, domain = address.rpartition("@")
