@@ -21,7 +21,7 @@ concurrency.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
@@ -325,6 +325,13 @@ class MailDirectory:
         # existed) is counted once, here.
         results = [d if d.counted else self.domains.recount(d.name) for d in found.results]
         return Page(found.count, found.page, found.page_size, results)
+
+    def mailboxes(self, domain: str) -> Iterator[tuple[str, int]]:
+        """(address, quota) of every account of ``domain`` (a paged read)."""
+        for entry in self.dir.iterate(self.domain_dn(domain), ACCOUNT_ROLE, [A_MAIL, A_QUOTA]):
+            address = entry.first(A_MAIL)
+            if address:
+                yield address.lower(), decode_int(entry.attrs.get(A_QUOTA))
 
     # -- accounts -----------------------------------------------------------
 

@@ -7,9 +7,10 @@ from typing import Any
 from flask_restx import Namespace, Resource
 
 from ..mail import MailDirectory
+from ..services import current
 from . import auth
 from .body import as_bool, list_args, read_body
-from .models import account_json, documented_errors, page_json, register
+from .models import account_json, documented_errors, page_json, percent, register
 
 ns = Namespace("mail/account", description="Mail accounts", path="/mail/account")
 models = register(ns)
@@ -90,6 +91,29 @@ class AccountItem(Resource):
         auth.require_write(auth.domain_of(account_id))
         auth.mail().delete_account(account_id)
         return "", 204
+
+
+@ns.route("/<path:account_id>/usage/")
+@ns.doc(responses=documented_errors(ns, {**FORBIDDEN, 404: "No such account",
+                                         503: "Dovecot (or LDAP) unreachable, or Dovecot "
+                                              "not configured"}),
+        params={"account_id": "name@domain (any case)"})
+class AccountUsage(Resource):
+    method_decorators = (auth.authenticated,)
+
+    @ns.response(200, "What the mailbox holds", models["usage"])
+    def get(self, account_id: str) -> Any:
+        """Show a mailbox's usage
+
+        Bytes and messages as Dovecot counts them against the quota, read from
+        its doveadm HTTP API at each request (never part of the account's own read).
+        """
+        auth.require_read(auth.domain_of(account_id))
+        found = auth.mail().get_account(account_id)
+        usage = current().usage_reader().usage(found.id)
+        return {"quota": found.quota, "used_bytes": usage.used_bytes,
+                "used_messages": usage.used_messages,
+                "percent": percent(usage.used_bytes, found.quota)}
 
 
 def _action(path: str, summary: str, doc: str, fields: set[str], expect: Any = None,

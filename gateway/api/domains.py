@@ -15,9 +15,10 @@ from flask_restx import Namespace, Resource
 from ..addresses import normalize_domain
 from ..errors import Invalid, NotFound
 from ..mail import Page
+from ..services import current
 from . import auth
 from .body import as_bool, list_args, read_body
-from .models import documented_errors, domain_json, page_json, register_domains
+from .models import documented_errors, domain_json, page_json, percent, register_domains
 
 ns = Namespace("mail/domain", description="Domains: limits, counts and usage",
                path="/mail/domain")
@@ -127,3 +128,30 @@ class DomainItem(Resource):
         cascade = as_bool("cascade", request.args.get("cascade"), False)
         auth.mail().domains.delete(domain, cascade)
         return "", 204
+
+
+@ns.route("/<string:name>/usage/")
+@ns.doc(responses=documented_errors(ns, {**ITEM, 503: "Dovecot (or LDAP) unreachable, or "
+                                                      "Dovecot not configured"}),
+        params={"name": "the domain (any case, IDN)"})
+class DomainUsage(Resource):
+    method_decorators = (auth.authenticated,)
+
+    @ns.response(200, "What the domain's mailboxes hold", models["usage"])
+    def get(self, name: str) -> Any:
+        """Show a domain's usage
+
+        The sum of its mailboxes' usage as Dovecot counts it (its doveadm HTTP
+        API, asked in batches at each request).
+        """
+        domain = _name(name)
+        auth.require_read(domain)
+        mail = auth.mail()
+        found = mail.domains.get(domain)
+        reader = current().usage_reader()
+        total = reader.domain_usage(domain, (address for address, _quota in
+                                             mail.mailboxes(domain)))
+        return {"name": domain, "accounts": found.accounts,
+                "quota_allocated": found.quota_allocated, "used_bytes": total.used_bytes,
+                "used_messages": total.used_messages,
+                "percent": percent(total.used_bytes, found.max_quota)}

@@ -25,6 +25,15 @@ class NullableString(fields.String):
         return described
 
 
+class NullableFloat(fields.Float):
+    """A number that may be null (``x-nullable``)."""
+
+    def schema(self) -> dict[str, Any]:
+        described: dict[str, Any] = super().schema()
+        described["x-nullable"] = True
+        return described
+
+
 class NullableRaw(fields.Raw):
     """Any JSON object, or null."""
 
@@ -140,6 +149,12 @@ def register(ns: Namespace) -> dict[str, Any]:
         "spoofing_whitelist": fields.String(
             required=True, example=EXAMPLE_WHITELIST,
             description="comma-separated addresses and domains, or *; empty: none")})
+    models["usage"] = ns.model("Usage", {
+        "quota": fields.Integer(example=2147483648, description="bytes, 0: no limit"),
+        "used_bytes": fields.Integer(example=73400320, description="from Dovecot"),
+        "used_messages": fields.Integer(example=812, description="from Dovecot"),
+        "percent": NullableFloat(example=3.4, description="of the quota; null without one"),
+    })
     models["quota"] = ns.model("Quota", {
         "quota": fields.Integer(required=True, min=0, max=MAX_QUOTA, example=1073741824,
                                 description="bytes, 0: no limit")})
@@ -154,6 +169,11 @@ def account_json(account: Account) -> dict[str, Any]:
             "password": account.password, "spoofing_whitelist": account.spoofing_whitelist,
             "submission_disabled": account.submission_disabled,
             "subaddress_extension": account.subaddress_extension, "quota": account.quota}
+
+
+def percent(used: int, limit: int) -> float | None:
+    """``used`` as a percentage of ``limit``, one decimal; None without a limit."""
+    return round(100.0 * used / limit, 1) if limit else None
 
 
 def domain_json(domain: Domain) -> dict[str, Any]:
@@ -202,8 +222,8 @@ def register_domains(ns: Namespace) -> dict[str, Any]:
         "quota_allocated": fields.Integer(example=12884901888),
         "used_bytes": fields.Integer(example=734003200, description="from Dovecot"),
         "used_messages": fields.Integer(example=5120, description="from Dovecot"),
-        "percent": fields.Float(example=5.7, x_nullable=True,
-                                description="used_bytes of max_quota (null: no max_quota)"),
+        "percent": NullableFloat(example=5.7,
+                                 description="used_bytes of max_quota (null: no max_quota)"),
     })
     page = ns.model("DomainPage", {
         "count": fields.Integer(description="domains in the whole list", example=1),
