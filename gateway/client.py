@@ -1,7 +1,7 @@
 """A client of a running gateway's REST API (HTTPS, a token): no LDAP here.
 
-``mailgate account ...`` and ``mailgate alias ...`` (gateway/cli/account.py,
-gateway/cli/alias.py) are built on it. It needs only ``requests``.
+``mailgate account ...``, ``mailgate alias ...`` and ``mailgate domain ...``
+(gateway/cli/account.py, alias.py, domain.py) are built on it. It needs only ``requests``.
 
 Configuration, first found wins for each item:
 
@@ -226,8 +226,9 @@ def _origin(url: str) -> tuple[str, str, int]:
 
 
 def _quote_id(item_id: str) -> str:
+    """An address or a domain as one path segment of a route."""
     if not item_id or "/" in item_id:
-        raise ConfigError(f"not an address: {item_id!r}")
+        raise ConfigError(f"not an address or a domain: {item_id!r}")
     return quote(item_id, safe="@+")
 
 
@@ -354,6 +355,28 @@ class ApiClient:
                     raise Unavailable(f"GET {path}: a next link without a page number")
                 answer = self.request("GET", path, params={**params, "page": int(number)})
 
+    # -- domains -----------------------------------------------------------------
+
+    def domains(self, page: int | None = None,
+                page_size: int | None = None) -> Iterator[dict[str, Any]]:
+        return self.list_all("/mail/domain/", page=page, page_size=page_size)
+
+    def domain(self, name: str) -> Any:
+        return self.request("GET", f"/mail/domain/{_quote_id(name)}/")
+
+    def create_domain(self, name: str, limits: Mapping[str, int]) -> Any:
+        return self.request("POST", "/mail/domain/", json={"name": name, **limits})
+
+    def set_domain_limits(self, name: str, limits: Mapping[str, int]) -> Any:
+        return self.request("PUT", f"/mail/domain/{_quote_id(name)}/", json=dict(limits))
+
+    def delete_domain(self, name: str, cascade: bool = False) -> None:
+        self.request("DELETE", f"/mail/domain/{_quote_id(name)}/",
+                     params={"cascade": "true"} if cascade else None)
+
+    def domain_usage(self, name: str) -> Any:
+        return self.request("GET", f"/mail/domain/{_quote_id(name)}/usage/")
+
     # -- accounts ----------------------------------------------------------------
 
     def accounts(self, domain: str | None = None, page: int | None = None,
@@ -365,13 +388,18 @@ class ApiClient:
 
     def create_account(self, name: str, domain: str, password: str,
                        submission_disabled: bool | None = None,
-                       spoofing_whitelist: str | None = None) -> Any:
+                       spoofing_whitelist: str | None = None,
+                       quota: int | None = None) -> Any:
+        """``quota`` None: the domain's default_quota."""
         body: dict[str, Any] = {"name": name, "domain": domain, "password": password}
-        if submission_disabled is not None:
-            body["submission_disabled"] = submission_disabled
-        if spoofing_whitelist is not None:
-            body["spoofing_whitelist"] = spoofing_whitelist
+        for key, value in (("submission_disabled", submission_disabled),
+                           ("spoofing_whitelist", spoofing_whitelist), ("quota", quota)):
+            if value is not None:
+                body[key] = value
         return self.request("POST", "/mail/account/", json=body)
+
+    def account_usage(self, account_id: str) -> Any:
+        return self.request("GET", f"/mail/account/{_quote_id(account_id)}/usage/")
 
     def account_action(self, account_id: str, action: str,
                        body: Mapping[str, Any] | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""``mailgate account|alias``: the terminal client against a real gateway over HTTPS.
+"""``mailgate account|alias|domain``: the terminal client against a real gateway over HTTPS.
 
 The gateway is ``live_gateway`` (the real app, real TLS, a real slapd); the
 client is the real console script, run in-process through ``main()`` or as a
@@ -27,11 +27,12 @@ from gateway.cli import build_parser, main
 from gateway.cli.remote import print_item, rows
 from gateway.client import EXIT_CODES, load_config
 from gateway.directory import Directory
-from gateway.slapd import free_port
+from gateway.slapd import ManagedSlapd, free_port
 from gateway.tokens import TokenStore
 
 from tests.support.api import LiveGateway
-from tests.support.constants import ADMIN_TOKEN
+from tests.support.constants import ADMIN_TOKEN, BASE_DN
+from tests.support.slapd import ldap_tool
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -85,9 +86,9 @@ def test_account_commands(cli: Run, live_gateway: LiveGateway) -> None:
     code, out, _ = cli("account", "list")
     assert code == 0
     assert out.splitlines() == [
-        "ACCOUNT            SUBMISSION DISABLED  SPOOFING WHITELIST",
-        "alice@example.com  no                   office@example.com",
-        "bob@example.com    yes"]
+        "ACCOUNT            QUOTA      SUBMISSION DISABLED  SPOOFING WHITELIST",
+        "alice@example.com  unlimited  no                   office@example.com",
+        "bob@example.com    unlimited  yes"]
     code, out, _ = cli("account", "list", "--json", "--domain", "example.com")
     assert [a["id"] for a in json.loads(out)] == ["alice@example.com", "bob@example.com"]
 
@@ -369,3 +370,238 @@ def test_exit_codes_are_documented() -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "client.md").read_text()
     for code in EXIT_CODES:
         assert f"| {code} |" in text
+
+
+# -- tenants: domains, limits, quotas (SPEC.md section 8) -------------------------------
+
+GIB = 2**30
+
+
+def test_domain_commands(cli: Run, live_gateway: LiveGateway) -> None:
+    code, out, err = cli("domain", "create", "example.com", "--max-accounts", "10",
+                         "--max-aliases", "5", "--default-quota", "512M",
+                         "--max-quota", "1.5GiB")
+    assert (code, err) == (0, "")
+    assert re.search(r"^max_accounts: +10$", out, re.MULTILINE)
+    assert re.search(r"^default_quota: +512 MiB$", out, re.MULTILINE)
+    assert re.search(r"^max_quota: +1.5 GiB$", out, re.MULTILINE)
+    assert re.search(r"^quota_allocated: +0 B$", out, re.MULTILINE)
+    code, out, _ = cli("domain", "create", "example.org", "--json")
+    assert code == 0 and json.loads(out) == {
+        "name": "example.org", "accounts": 0, "aliases": 0, "max_accounts": 0,
+        "max_aliases": 0, "default_quota": 0, "max_quota": 0, "quota_allocated": 0,
+        "over_limit": False}
+    assert cli("account", "create", "a@example.com", "--password-stdin", stdin="pw\n")[0] == 0
+    assert cli("alias", "create", "x@example.com", "a@example.com")[0] == 0
+
+    code, out, _ = cli("domain", "show", "EXAMPLE.com", "--json")
+    assert code == 0 and json.loads(out) == {
+        "name": "example.com", "accounts": 1, "aliases": 1, "max_accounts": 10,
+        "max_aliases": 5, "default_quota": 512 * 2**20, "max_quota": 3 * GIB // 2,
+        "quota_allocated": 512 * 2**20, "over_limit": False}
+    code, out, _ = cli("domain", "show", "example.org")
+    assert code == 0 and re.search(r"^max_quota: +unlimited$", out, re.MULTILINE)
+    code, out, _ = cli("domain", "list")
+    assert (code, out.splitlines()) == (0, [
+        "DOMAIN       ACCOUNTS  ALIASES  QUOTA ALLOCATED  DEFAULT QUOTA  OVER LIMIT",
+        "example.com  1/10      1/5      512 MiB/1.5 GiB  512 MiB        no",
+        "example.org  0         0        0 B              unlimited      no"])
+    code, out, _ = cli("domain", "list", "--json", "--page-size", "1")
+    assert code == 0 and [d["name"] for d in json.loads(out)] == ["example.com", "example.org"]
+
+    # set-limits: the limits given change, the others stay; 0 removes one.
+    code, out, _ = cli("domain", "set-limits", "example.com", "--max-accounts", "0",
+                       "--max-quota", "2G", "--json")
+    changed = json.loads(out)
+    assert code == 0 and (changed["max_accounts"], changed["max_aliases"],
+                          changed["max_quota"]) == (0, 5, 2 * GIB)
+    # Lowered below what exists: allowed and shown.
+    code, out, _ = cli("domain", "set-limits", "example.com", "--max-aliases", "0",
+                       "--max-accounts", "1")
+    assert code == 0 and re.search(r"^over_limit: +no$", out, re.MULTILINE)
+    assert cli("alias", "create", "y@example.com", "a@example.com")[0] == 0
+    assert cli("domain", "set-limits", "example.com", "--max-aliases", "1")[0] == 0
+    code, out, _ = cli("domain", "list")
+    assert out.splitlines()[1].split() == ["example.com", "1/1", "2/1", "512", "MiB/2",
+                                           "GiB", "512", "MiB", "yes"]
+
+    # Bad command lines: 2, before any request.
+    code, _, err = cli("domain", "set-limits", "example.com")
+    assert code == 2 and "--max-accounts" in err
+    for bad in (["--max-quota", "lots"], ["--max-quota", "1.5"], ["--max-accounts", "-1"]):
+        with pytest.raises(SystemExit) as usage:
+            main(["domain", "set-limits", "example.com", *bad])
+        assert usage.value.code == 2
+    # What the API refuses names the field: 1.
+    code, out, err = cli("domain", "set-limits", "example.com", "--max-quota", "2P")
+    assert (code, out) == (1, "") and "\n  max_quota: must be at most" in err
+    code, _, err = cli("domain", "create", "example.org")
+    assert code == 1 and "exists" in err
+
+    # delete: refused while it holds entries (the hint is the option), then --cascade.
+    code, out, err = cli("domain", "delete", "example.com")
+    assert (code, out) == (1, "")
+    assert err.startswith("mailgate: the domain example.com holds 1 accounts and 2 aliases")
+    assert "--cascade" in err and "?cascade" not in err
+    assert live_gateway("GET", "/mail/account/a@example.com/").status_code == 200  # type: ignore[attr-defined]
+    code, out, _ = cli("domain", "delete", "example.com", "--cascade")
+    assert (code, out) == (0, "deleted domain example.com\n")
+    assert live_gateway("GET", "/mail/account/a@example.com/").status_code == 404  # type: ignore[attr-defined]
+    code, out, _ = cli("domain", "delete", "example.org", "--json")
+    assert (code, json.loads(out)) == (0, {"deleted": "example.org"})
+    code, out, err = cli("domain", "show", "example.com")
+    assert (code, out) == (3, "") and err.startswith("mailgate: ")
+    assert cli("domain", "delete", "example.com")[0] == 3
+    code, out, _ = cli("domain", "list", "--json")
+    assert (code, json.loads(out)) == (0, [])
+
+
+def test_account_quota_commands(cli: Run) -> None:
+    assert cli("domain", "create", "example.com", "--default-quota", "100M")[0] == 0
+    code, out, _ = cli("account", "create", "a@example.com", "--password-stdin",
+                       "--quota", "1.5G", stdin="pw\n")
+    assert code == 0 and re.search(r"^quota: +1.5 GiB$", out, re.MULTILINE)
+    code, out, _ = cli("account", "create", "b@example.com", "--password-stdin", "--json",
+                       stdin="pw\n")
+    assert code == 0 and json.loads(out)["quota"] == 100 * 2**20    # the domain's default
+    code, out, _ = cli("account", "create", "c@example.org", "--password-stdin",
+                       "--quota", "1000000000", stdin="pw\n")
+    assert code == 0 and re.search(r"^quota: +953.7 MiB \(1000000000 bytes\)$", out,
+                                   re.MULTILINE)
+    code, out, _ = cli("account", "list", "--domain", "example.com")
+    assert [line.split()[:3] for line in out.splitlines()] == [
+        ["ACCOUNT", "QUOTA", "SUBMISSION"], ["a@example.com", "1.5", "GiB"],
+        ["b@example.com", "100", "MiB"]]
+
+    code, out, _ = cli("account", "set-quota", "b@example.com", "2G", "--json")
+    assert code == 0 and json.loads(out)["quota"] == 2 * GIB
+    assert "password" in json.loads(out)            # --json: the account as the API sent it
+    code, out, _ = cli("account", "set-quota", "b@example.com", "0")
+    assert code == 0 and re.search(r"^quota: +unlimited$", out, re.MULTILINE)
+    assert "$6$" not in out
+    code, out, _ = cli("account", "show", "a@example.com")
+    assert code == 0 and re.search(r"^quota: +1.5 GiB$", out, re.MULTILINE)
+    code, out, _ = cli("domain", "show", "example.com", "--json")
+    assert json.loads(out)["quota_allocated"] == 3 * GIB // 2
+
+    code, out, err = cli("account", "set-quota", "b@example.com", "2048P")
+    assert (code, out) == (1, "") and "\n  quota: must be at most" in err
+    code, _, err = cli("account", "set-quota", "nobody@example.com", "1G")
+    assert code == 3 and err.startswith("mailgate: ")
+    with pytest.raises(SystemExit) as usage:
+        main(["account", "set-quota", "b@example.com", "-1G"])
+    assert usage.value.code == 2
+
+
+def test_limit_refusals_are_one_message_and_exit_1(cli: Run) -> None:
+    assert cli("domain", "create", "example.com", "--max-accounts", "1", "--max-aliases", "1",
+               "--max-quota", "1G", "--default-quota", "600M")[0] == 0
+    assert cli("account", "create", "a@example.com", "--password-stdin", stdin="pw\n")[0] == 0
+    code, out, err = cli("account", "create", "b@example.com", "--password-stdin",
+                         stdin="pw\n")
+    assert (code, out) == (1, "")
+    assert err.splitlines() == ["mailgate: example.com holds 1 accounts, its max_accounts is 1",
+                                "  max_accounts: the domain's limit is 1"]
+    assert cli("alias", "create", "x@example.com", "a@example.com")[0] == 0
+    code, _, err = cli("alias", "create", "y@example.com", "a@example.com")
+    assert code == 1 and err.splitlines()[1] == "  max_aliases: the domain's limit is 1"
+    code, out, err = cli("account", "set-quota", "a@example.com", "2G")
+    assert (code, out) == (1, "")
+    assert "max_quota" in err.splitlines()[0]
+    assert err.splitlines()[1] == f"  max_quota: the domain's limit is {GIB}"
+    code, out, _ = cli("account", "show", "a@example.com", "--json")
+    assert json.loads(out)["quota"] == 600 * 2**20         # nothing changed
+    code, out, _ = cli("domain", "show", "example.com", "--json")
+    assert (json.loads(out)["accounts"], json.loads(out)["quota_allocated"]) == (
+        1, 600 * 2**20)
+
+
+def test_scoped_tokens_read_their_domains_and_change_no_limit(
+        cli: Run, directory: Directory, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("example.com", "example.org"):
+        assert cli("domain", "create", name, "--max-accounts", "3")[0] == 0
+    _info, scoped = TokenStore(directory, None).create(["example.com"])
+    monkeypatch.setenv("MAILGATE_API_TOKEN", scoped)
+    code, out, _ = cli("domain", "list", "--json")
+    assert code == 0 and [d["name"] for d in json.loads(out)] == ["example.com"]
+    assert cli("domain", "show", "example.com")[0] == 0
+    code, _, err = cli("domain", "show", "example.org")
+    assert code == 4 and err.startswith("mailgate: ") and scoped not in err
+    for argv in (["set-limits", "example.com", "--max-accounts", "9"],
+                 ["create", "example.net"], ["delete", "example.com", "--cascade"]):
+        code, out, err = cli("domain", *argv)
+        assert (code, out) == (4, "") and len(err.splitlines()) == 1, argv
+    monkeypatch.setenv("MAILGATE_API_TOKEN", ADMIN_TOKEN)
+    code, out, _ = cli("domain", "show", "example.com", "--json")
+    assert json.loads(out)["max_accounts"] == 3
+
+
+def test_usage_without_dovecot_is_exit_5_naming_dovecot(cli: Run) -> None:
+    assert cli("account", "create", "a@example.com", "--password-stdin", stdin="pw\n")[0] == 0
+    for argv in (["account", "usage", "a@example.com"], ["domain", "usage", "example.com"]):
+        code, out, err = cli(*argv)
+        assert (code, out) == (5, "") and "Dovecot" in err.splitlines()[0], argv
+    assert cli("account", "usage", "nobody@example.com")[0] == 3
+    assert cli("domain", "usage", "nothing.example")[0] == 3
+
+
+def _set_counters(slapd: ManagedSlapd, domain: str, accounts: int, allocated: int) -> None:
+    """A counter gone wrong, as a crash between a claim and its write leaves it."""
+    ldap_tool(slapd, "ldapmodify", input=(
+        f"dn: dc={domain},ou=domains,{BASE_DN}\nchangetype: modify\n"
+        f"replace: mailgateAccountCount\nmailgateAccountCount: {accounts}\n-\n"
+        f"replace: mailgateQuotaAllocated\nmailgateQuotaAllocated: {allocated}\n"))
+
+
+def test_recount_repairs_a_drifted_counter(cli: Run, slapd: ManagedSlapd,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli("domain", "create", "example.com", "--max-accounts", "2")[0] == 0
+    assert cli("domain", "create", "example.org")[0] == 0
+    assert cli("account", "create", "a@example.com", "--password-stdin", "--quota", "100",
+               stdin="pw\n")[0] == 0
+    _set_counters(slapd, "example.com", 2, 5000)
+    code, _, err = cli("account", "create", "b@example.com", "--password-stdin",
+                       stdin="pw\n")
+    assert code == 1 and "max_accounts" in err               # refuses early, never over
+
+    # recount talks to LDAP with the server's settings, as mailgate token does.
+    for name, value in (("MAILGATE_LDAP_URL", slapd.url), ("MAILGATE_LDAP_BASE_DN", BASE_DN),
+                        ("MAILGATE_LDAP_PASSWORD", slapd.password("gateway")),
+                        ("MAILGATE_ADMIN_TOKEN", ADMIN_TOKEN)):
+        monkeypatch.setenv(name, value)
+    code, out, _ = cli("domain", "recount")
+    assert (code, out.splitlines()) == (0, [
+        "example.com: accounts 2 -> 1, quota_allocated 4.9 KiB (5000 bytes) -> 100 B",
+        "checked 2 domains, repaired 1"])
+    code, out, _ = cli("domain", "show", "example.com", "--json")
+    assert (json.loads(out)["accounts"], json.loads(out)["quota_allocated"]) == (1, 100)
+    assert cli("account", "create", "b@example.com", "--password-stdin", stdin="pw\n")[0] == 0
+    code, out, _ = cli("domain", "recount")
+    assert (code, out) == (0, "checked 2 domains: every counter was right\n")
+
+    _set_counters(slapd, "example.com", 0, 0)
+    code, out, _ = cli("domain", "recount", "EXAMPLE.com", "--json")
+    assert (code, json.loads(out)) == (0, {"checked": 1, "repaired": [{
+        "name": "example.com",
+        "before": {"accounts": 0, "aliases": 0, "quota_allocated": 0},
+        "after": {"accounts": 2, "aliases": 0, "quota_allocated": 100}}]})
+    code, out, _ = cli("domain", "recount", "example.org", "--json")
+    assert (code, json.loads(out)) == (0, {"checked": 1, "repaired": []})
+    code, out, err = cli("domain", "recount", "nothing.example")
+    assert (code, out) == (3, "") and err == "mailgate: no domain nothing.example\n"
+    code, _, err = cli("domain", "recount", "not a domain!")
+    assert code == 2 and err.startswith("mailgate: not a domain")
+
+
+def test_sizes_on_the_command_line_are_binary() -> None:
+    from gateway.cli.remote import size_arg, size_text
+    assert [size_arg(t) for t in ("0", "1073741824", "10G", "10GiB", "10gb", "512M",
+                                  "1.5GiB", "2 T", "1k", "5B", "1.3K")] == [
+        0, GIB, 10 * GIB, 10 * GIB, 10 * GIB, 512 * 2**20, 3 * GIB // 2, 2 * 2**40, 1024, 5,
+        1331]
+    for bad in ("", "-1", "1.5", "10X", "G", "1e9", "0x10", "10 GiBs"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            size_arg(bad)
+    assert [size_text(n) for n in (0, 1023, 1024, 3 * GIB // 2, 10**9, 2**50)] == [
+        "0 B", "1023 B", "1 KiB", "1.5 GiB", "953.7 MiB", "1 PiB"]
+    assert size_text(10**9, exact=True) == "953.7 MiB (1000000000 bytes)"

@@ -10,7 +10,8 @@
     mailgate milter                     the From-header check for submission
     mailgate sync / export              the Basic JSON sync, and its inverse
     mailgate account ... / alias ...    a terminal client of a running gateway's
-                                        REST API (gateway/client.py; no LDAP)
+    mailgate domain ...                 REST API (gateway/client.py; no LDAP), but
+                                        domain recount (counters, in LDAP)
 
 One module per command group, each with ``add_commands(subparsers)`` that
 sets ``func`` on its parsers. ``func(args, settings)`` gets the server
@@ -32,9 +33,10 @@ from .. import logs
 from ..errors import MailgateError, SetupError
 from ..settings import ConfigError, Settings
 from ..version import __version__
-from . import account, alias, audit, backup, config, directory, milter, serve, sync, token
+from . import account, alias, audit, backup, config, directory, domain, milter, serve, sync, token
 
-COMMAND_GROUPS = (serve, directory, backup, token, audit, config, milter, sync, account, alias)
+COMMAND_GROUPS = (serve, directory, backup, token, audit, config, milter, sync, account, alias,
+                  domain)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,11 +3,13 @@
     mailgate account list [--domain D] [--page N] [--page-size N]
     mailgate account show ADDRESS
     mailgate account create ADDRESS [--password-stdin] [--submission-disabled]
-                                    [--whitelist LIST]
+                                    [--whitelist LIST] [--quota SIZE]
     mailgate account passwd ADDRESS [--password-stdin]
     mailgate account delete ADDRESS
     mailgate account disable-submission|enable-submission ADDRESS
     mailgate account whitelist ADDRESS [ENTRY ...] [--clear]
+    mailgate account set-quota ADDRESS SIZE        bytes or 10G, 512M (K = 1024)
+    mailgate account usage ADDRESS                 what the mailbox holds (Dovecot)
 
 A password is asked twice on the terminal, or read as one line of standard
 input with ``--password-stdin``; never from the command line. Every command
@@ -21,21 +23,29 @@ from typing import Any
 
 from ..client import ApiClient, ConfigError
 from .remote import (
+    SIZE_HELP,
+    USAGE_FORMATS,
+    Column,
     action,
+    exact_quota,
     join_items,
     print_json,
+    quota_text,
     read_password,
     resource_commands,
     show,
     show_deleted,
     show_list,
+    size_arg,
     split_address,
 )
 
-COLUMNS = ("id", "submission_disabled", "spoofing_whitelist")
-HEADERS = ("ACCOUNT", "SUBMISSION DISABLED", "SPOOFING WHITELIST")
+COLUMNS: tuple[Column, ...] = ("id", lambda account: quota_text(account.get("quota")),
+                               "submission_disabled", "spoofing_whitelist")
+HEADERS = ("ACCOUNT", "QUOTA", "SUBMISSION DISABLED", "SPOOFING WHITELIST")
 # The crypt hash is no business of a terminal; --json passes it on as the API sent it.
 HIDDEN = ("password",)
+FORMATS = {"quota": exact_quota}
 
 
 def add_commands(subparsers: Any) -> None:
@@ -50,6 +60,9 @@ def add_commands(subparsers: Any) -> None:
                         help="the account may not send through submission")
     create.add_argument("--whitelist", metavar="LIST",
                         help="comma-separated addresses and domains it may send as, or *")
+    create.add_argument("--quota", type=size_arg, metavar="SIZE",
+                        help=f"the mailbox quota: {SIZE_HELP} (default: the domain's "
+                             "default_quota)")
 
     passwd = action(sub, "passwd", _passwd, "set an account's password", common)
     passwd.add_argument("address")
@@ -72,6 +85,17 @@ def add_commands(subparsers: Any) -> None:
                                 "(none: show the list)")
     whitelist.add_argument("--clear", action="store_true", help="empty the list")
 
+    set_quota = action(sub, "set-quota", _set_quota, "set the mailbox quota (within the "
+                       "domain's max_quota)", common)
+    set_quota.add_argument("address")
+    set_quota.add_argument("size", type=size_arg, metavar="SIZE", help=SIZE_HELP)
+    action(sub, "usage", _usage, "what the mailbox holds against its quota, as Dovecot "
+           "counts it", common).add_argument("address")
+
+
+def _shown(args: argparse.Namespace, account: Any) -> int:
+    return show(args, account, HIDDEN, FORMATS)
+
 
 def _list(api: ApiClient, args: argparse.Namespace) -> int:
     return show_list(args, api.accounts(args.domain, args.page, args.page_size), HEADERS,
@@ -79,34 +103,35 @@ def _list(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 def _show(api: ApiClient, args: argparse.Namespace) -> int:
-    return show(args, api.account(args.address), HIDDEN)
+    return _shown(args, api.account(args.address))
 
 
 def _create(api: ApiClient, args: argparse.Namespace) -> int:
     name, domain = split_address(args.address)
     password = read_password(args.password_stdin)
     created = api.create_account(name, domain, password,
-                                 True if args.submission_disabled else None, args.whitelist)
-    return show(args, created, HIDDEN)
+                                 True if args.submission_disabled else None, args.whitelist,
+                                 args.quota)
+    return _shown(args, created)
 
 
 def _passwd(api: ApiClient, args: argparse.Namespace) -> int:
     password = read_password(args.password_stdin)
-    return show(args, api.account_action(args.address, "set_password",
-                                         {"password": password}), HIDDEN)
+    return _shown(args, api.account_action(args.address, "set_password",
+                                           {"password": password}))
 
 
 def _delete(api: ApiClient, args: argparse.Namespace) -> int:
     api.delete_account(args.address)
-    return show_deleted(args, "account")
+    return show_deleted(args, "account", args.address)
 
 
 def _disable(api: ApiClient, args: argparse.Namespace) -> int:
-    return show(args, api.account_action(args.address, "disable_submission"), HIDDEN)
+    return _shown(args, api.account_action(args.address, "disable_submission"))
 
 
 def _enable(api: ApiClient, args: argparse.Namespace) -> int:
-    return show(args, api.account_action(args.address, "enable_submission"), HIDDEN)
+    return _shown(args, api.account_action(args.address, "enable_submission"))
 
 
 def _whitelist(api: ApiClient, args: argparse.Namespace) -> int:
@@ -122,6 +147,13 @@ def _whitelist(api: ApiClient, args: argparse.Namespace) -> int:
                 if entry.strip():
                     print(entry.strip())
         return 0
-    return show(args, api.account_action(args.address, "set_spoofing_whitelist",
-                                         {"spoofing_whitelist": join_items(args.entries)}),
-                HIDDEN)
+    return _shown(args, api.account_action(args.address, "set_spoofing_whitelist",
+                                           {"spoofing_whitelist": join_items(args.entries)}))
+
+
+def _set_quota(api: ApiClient, args: argparse.Namespace) -> int:
+    return _shown(args, api.account_action(args.address, "set_quota", {"quota": args.size}))
+
+
+def _usage(api: ApiClient, args: argparse.Namespace) -> int:
+    return show(args, api.account_usage(args.address), (), USAGE_FORMATS)

@@ -61,4 +61,4 @@ def _set(api: ApiClient, args: argparse.Namespace) -> int:
 
 def _delete(api: ApiClient, args: argparse.Namespace) -> int:
     api.delete_alias(args.address)
-    return show_deleted(args, "alias")
+    return show_deleted(args, "alias", args.address)
