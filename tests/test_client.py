@@ -220,7 +220,7 @@ def test_the_password_comes_from_stdin_or_a_terminal_never_from_argv(cli: Run) -
     # No client option anywhere takes a value that could be a password or a token.
     parser = build_parser()
     checked = 0
-    for group in ("account", "alias"):
+    for group in ("account", "alias", "domain"):
         group_parser = _subparser(parser, group)
         for name in _subparser_names(group_parser):
             for option in _subparser(group_parser, name)._actions:
@@ -408,6 +408,12 @@ def test_domain_commands(cli: Run, live_gateway: LiveGateway) -> None:
         "example.org  0         0        0 B              unlimited      no"])
     code, out, _ = cli("domain", "list", "--json", "--page-size", "1")
     assert code == 0 and [d["name"] for d in json.loads(out)] == ["example.com", "example.org"]
+    # An IDN as typed, in the path of each route: stored and shown as its A-label.
+    code, out, _ = cli("domain", "create", "Bücher.Example", "--max-accounts", "1", "--json")
+    assert code == 0 and json.loads(out)["name"] == "xn--bcher-kva.example"
+    code, out, _ = cli("domain", "set-limits", "bücher.example", "--max-aliases", "2")
+    assert code == 0 and re.search(r"^name: +xn--bcher-kva.example$", out, re.MULTILINE)
+    assert cli("domain", "delete", "BÜCHER.example")[0] == 0
 
     # set-limits: the limits given change, the others stay; 0 removes one.
     code, out, _ = cli("domain", "set-limits", "example.com", "--max-accounts", "0",
