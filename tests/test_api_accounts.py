@@ -84,7 +84,7 @@ def test_the_password_set_through_the_api_binds_in_slapd(client: Client,
      "submission_disabled"),
     ({"name": "a", "domain": "example.com", "password": "x", "id": "a@example.com"}, "id"),
     ({"name": "a", "domain": "example.com", "password": "x", "quota": -5}, "quota"),
-        ({"name": "a", "domain": "example.com", "password": "x", "mailbox_size": 5}, "mailbox_size"),
+    ({"name": "a", "domain": "example.com", "password": "x", "size": 5}, "size"),
 ])
 def test_invalid_input_is_400_naming_the_field(client: Client, body: dict[str, Any],
                                                field: str) -> None:

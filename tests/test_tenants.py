@@ -14,10 +14,10 @@ import requests
 
 from gateway.audit import AuditLog
 from gateway.directory import Directory
+from gateway.errors import DirectoryUnavailable
 from gateway.mail import MailDirectory
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
-from gateway.errors import DirectoryUnavailable
 from gateway.tenants import CASCADE_BATCH, MAX_QUOTA
 from gateway.tokens import TokenStore
 
