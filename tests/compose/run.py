@@ -12,11 +12,15 @@ ports, with a project name and volumes of its own:
  4. mail over SMTP (port 25) to the account and to the alias, read over IMAP;
  5. submission (587, STARTTLS + AUTH): own and whitelisted senders accepted, a
     foreign envelope sender and a foreign From: refused;
- 6. the gateway stopped: mail still flows, IMAP still logs in; started again:
+ 6. quota: an account's quota set through the gateway's code (in the gateway
+    container, with its settings), mail until its mailbox is full, then 552
+    5.2.2 at RCPT (Postfix asks Dovecot's quota-status); the usage read by the
+    gateway container from Dovecot's doveadm HTTP API; a raised quota takes mail;
+ 7. the gateway stopped: mail still flows, IMAP still logs in; started again:
     the API answers;
- 7. upgrade: `compose down` keeping the volumes, images rebuilt with a new build
+ 8. upgrade: `compose down` keeping the volumes, images rebuilt with a new build
     id, `compose up`: the account still logs in and its mail is still there;
- 8. `compose down -v`, always (also after a failure).
+ 9. `compose down -v`, always (also after a failure).
 
 Only stdlib; run as root: python3 tests/compose/run.py [--keep-images]. It is
 not collected by pytest (no test_*.py name): `make test` does not run it.
@@ -53,6 +57,9 @@ HEALTH_DEADLINE = 180.0
 MAIL_DEADLINE = 60.0
 DOMAIN = "example.com"
 ALICE, BOB = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
+CAROL = f"carol@{DOMAIN}"         # gets a small quota
+QUOTA = 4000                      # bytes: three or four of these messages
+MAX_QUOTA_MESSAGES = 20
 OFFICE = f"office@{DOMAIN}"       # an alias to alice, and in alice's whitelist
 PASSWORD = "compose-" + secrets.token_urlsafe(12)
 
@@ -184,20 +191,33 @@ class Api:
             return exc.code, json.loads(exc.read().decode() or "null")
 
 
-def message(sender: str, to: str, subject: str, header_from: str | None = None) -> EmailMessage:
+def message(sender: str, to: str, subject: str, header_from: str | None = None,
+            padding: int = 0) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = header_from or sender
     msg["To"] = to
     msg["Subject"] = subject
     msg["Message-ID"] = f"<{secrets.token_hex(8)}@compose.test>"
-    msg.set_content(f"{subject}\n")
+    msg.set_content(f"{subject}\n" + "x" * 78 * padding)
     return msg
 
 
-def smtp_inbound(port: int, sender: str, rcpt: str, subject: str) -> None:
+def smtp_inbound(port: int, sender: str, rcpt: str, subject: str, padding: int = 0) -> None:
+    """One message over port 25 (smtplib declares its SIZE)."""
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
         smtp.ehlo("outside.test")
-        smtp.send_message(message(sender, rcpt, subject), sender, [rcpt])
+        smtp.send_message(message(sender, rcpt, subject, padding=padding), sender, [rcpt])
+
+
+def gateway_python(stack: Stack, code: str) -> str:
+    """Run ``code`` in the gateway container with its settings (``services``: a
+    gateway.services.Services built from them); the last line it printed."""
+    script = ("import json\nfrom gateway.services import Services\n"
+              "from gateway.settings import Settings\n"
+              "services = Services.build(Settings.from_env())\n" + code + "\n")
+    out = stack.run("podman", "exec", stack.container("gateway"), "mailgate-entrypoint",
+                    "python", "-c", script, timeout=60).stdout
+    return out.strip().splitlines()[-1] if out.strip() else ""
 
 
 def submission(port: int, context: ssl.SSLContext, login: str, password: str,
@@ -314,6 +334,33 @@ def scenario(stack: Stack, ports: dict[str, int], secrets_dir: Path) -> None:
         say(f"   foreign From: refused (milter): {header[:80]}")
         status = smtp_unauthenticated_relay(sub_port, context)
         say(f"   unauthenticated submission refused: {status[:60]}")
+
+    with step("quota: a full mailbox gets 552 5.2.2 at RCPT; a raised quota takes mail"):
+        status, body = api.call("POST", "/mail/account/", {
+            "name": "carol", "domain": DOMAIN, "password": PASSWORD + "c"})
+        assert status == 201, (status, body)
+        gateway_python(stack, f"services.mail.set_quota({CAROL!r}, {QUOTA})")
+        full = ""
+        for i in range(MAX_QUOTA_MESSAGES):
+            try:
+                smtp_inbound(smtp_port, "someone@outside.test", CAROL, f"filling {i} {run_id}",
+                             padding=10)
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, text = next(iter(exc.recipients.values()))
+                full = f"{code} {text.decode(errors='replace')}"
+                break
+            wait_for_mail(imap_port, context, CAROL, PASSWORD + "c", f"filling {i} {run_id}")
+        assert full.startswith("552 5.2.2") and "Mailbox is full" in full, full
+        say(f"   after {i} messages: {full[:70]}")
+        usage = json.loads(gateway_python(stack, (
+            f"u = services.dovecot.usage({CAROL!r}); "
+            "print(json.dumps([u.used_bytes, u.used_messages, u.limit_bytes]))")))
+        assert usage[1] == i and usage[0] > QUOTA * 0.5 and usage[2] >= QUOTA, usage
+        say(f"   usage from doveadm (bytes, messages, limit): {usage}")
+        assert imap_subjects(imap_port, context, CAROL, PASSWORD + "c")   # still logs in
+        gateway_python(stack, f"services.mail.set_quota({CAROL!r}, {QUOTA * 100})")
+        smtp_inbound(smtp_port, "someone@outside.test", CAROL, f"room again {run_id}")
+        wait_for_mail(imap_port, context, CAROL, PASSWORD + "c", f"room again {run_id}")
 
     with step("gateway stopped: mail still flows, IMAP still logs in; started: API answers"):
         stack.run("podman", "stop", "-t", "10", stack.container("gateway"), timeout=60)
