@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import socket
 import threading
 import time
@@ -210,6 +211,20 @@ def test_not_configured_is_dovecot_unavailable_without_retry_after(settings: Set
         assert (reader.url, reader.timeout) == ("http://127.0.0.1:8080", 2.5)
     finally:
         configured.directory.close()
+
+
+def test_dovecot_unavailable_is_one_warning_line_without_traceback(
+        client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    created = client.post("/mail/account/", json={"name": "u", "domain": "nodove.example",
+                                                  "password": "pw-12345678"})
+    assert created.status_code == 201, created.get_json()
+    with caplog.at_level(logging.INFO):
+        answer = client.get("/mail/account/u@nodove.example/usage/")
+    assert answer.status_code == 503 and "Dovecot" in answer.get_json()["message"]
+    assert "Retry-After" not in answer.headers      # not configured: retrying is no help
+    logged = [r for r in caplog.records if "Dovecot" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in logged] == [("WARNING", None)]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 # -- settings --------------------------------------------------------------------------
