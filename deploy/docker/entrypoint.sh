@@ -4,7 +4,6 @@
 #   mailgate-entrypoint directory|gateway|sync|milter|postfix|dovecot
 #   mailgate-entrypoint health <role>        the compose healthcheck of that role
 #   mailgate-entrypoint cli <command...>     `mailgate <command>` with the gateway's settings
-#   mailgate-entrypoint python <args...>     python3 with the gateway's settings (scripts)
 #   mailgate-entrypoint <anything else>      runs it as given (e.g. `mailgate token list`)
 #
 # Each role renders its configuration with the product's own commands
@@ -119,13 +118,6 @@ gateway() {
 cli() {
   gateway_env
   as_mailgate mailgate "$@"
-}
-
-# -- python: python3 with the gateway's settings (a script using gateway.services) -------
-#   docker compose exec gateway mailgate-entrypoint python -c '...'
-python_role() {
-  gateway_env
-  as_mailgate python3 "$@"
 }
 
 # -- sync: `mailgate sync --once` every MAILGATE_JSON_INTERVAL seconds ------------------
@@ -259,7 +251,6 @@ case "$role" in
   directory) directory ;;
   gateway) gateway ;;
   cli) shift; cli "$@" ;;
-  python) shift; python_role "$@" ;;
   sync) sync ;;
   sync-loop) sync_loop ;;
   milter) milter ;;
