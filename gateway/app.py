@@ -15,7 +15,7 @@ from flask import Flask, current_app, g, request
 from . import logs, metrics
 from .api import init_api
 from .api.hot import HotReads
-from .errors import DirectoryUnavailable
+from .errors import DirectoryUnavailable, DovecotUnavailable
 from .proxies import TrustedProxies
 from .services import Services, current
 from .settings import Settings
@@ -23,9 +23,10 @@ from .settings import Settings
 
 class _Flask(Flask):
     def log_exception(self, exc_info: Any) -> None:
-        """No traceback for an unavailable directory: it is an expected answer
-        (503), and the pool logs each outage once, not once per request."""
-        if isinstance(exc_info[1], DirectoryUnavailable):
+        """No traceback for an unavailable directory or Dovecot: it is an expected
+        answer (503). The pool logs each directory outage once; the error handler
+        logs each Dovecot failure as one warning line (gateway.api.answers)."""
+        if isinstance(exc_info[1], (DirectoryUnavailable, DovecotUnavailable)):
             return
         super().log_exception(exc_info)
 

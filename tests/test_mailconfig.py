@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway import cli
-from gateway.mailconfig import LdapAccess, RenderError, dovecot_files, postfix_files
+from gateway.mailconfig import LdapAccess, RenderError, dovecot_files, postfix_files, write_files
 
 LDAP = LdapAccess("ldap://127.0.0.1:3389", "dc=mail,dc=test",
                   "cn=postfix,ou=services,dc=mail,dc=test", "s3cret-Pw_1")
@@ -119,3 +119,86 @@ def test_embedded_mode_uses_the_managed_slapd_secrets(
     text = (tmp_path / "pf" / "ldap-mailboxes.cf").read_text()
     assert f"bind_pw = {secret}" in text
     assert "server_host = ldap://127.0.0.1:3389" in text
+
+
+def test_quota_plugin_quota_status_and_doveadm_api(tmp_path: Path) -> None:
+    files = {f.name: f for f in dovecot_files(
+        LDAP, conf_dir="/etc/dovecot/mailgate", mail_user="root", mail_group="root",
+        quota_status_listen="127.0.0.1:12340", doveadm_listen="127.0.0.1:8080",
+        doveadm_api_key="k3y-Secret_9")}
+    userdb = files["dovecot-ldap-userdb.conf.ext"].text
+    assert "user_attrs = mail=user,=quota_rule=*:bytes=%{ldap:mailgateQuota:0}\n" in userdb
+    conf = files["mailgate.conf"].text
+    for line in ("mail_plugins = $mail_plugins quota\n",
+                 "  mail_plugins = $mail_plugins imap_quota\n",
+                 "  quota = count:User quota\n", "  quota_vsizes = yes\n",
+                 '  quota_status_overquota = "552 5.2.2 Mailbox is full"\n',
+                 "  quota_status_success = DUNNO\n", "  quota_status_nouser = DUNNO\n",
+                 "  executable = quota-status -p postfix\n",
+                 "  inet_listener quota-status-mailgate {\n    address = 127.0.0.1\n"
+                 "    port = 12340\n",
+                 "!include /etc/dovecot/mailgate/doveadm-api.conf.ext\n",
+                 "  inet_listener http {\n    address = 127.0.0.1\n    port = 8080\n"):
+        assert line in conf, line
+    # The key only in its own 0600 file, never in the world-readable include.
+    assert "k3y-Secret_9" not in conf and files["mailgate.conf"].mode == 0o644
+    key = files["doveadm-api.conf.ext"]
+    assert key.mode == 0o600 and "doveadm_api_key = k3y-Secret_9\n" in key.text
+    write_files(tmp_path, list(files.values()))
+    assert stat.S_IMODE((tmp_path / "doveadm-api.conf.ext").stat().st_mode) == 0o600
+    # Without a key: no HTTP API (nothing would protect it), the rest the same.
+    plain = {f.name: f.text for f in dovecot_files(LDAP, conf_dir="/d", mail_user="root",
+                                                    mail_group="root")}
+    assert "doveadm-api.conf.ext" not in plain and "service doveadm" not in plain["mailgate.conf"]
+    assert "unix_listener /var/spool/postfix/private/quota-status {" in plain["mailgate.conf"]
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"doveadm_api_key": "with space"}, "doveadm API key"),
+    ({"doveadm_api_key": ""}, "doveadm API key"),
+    ({"doveadm_api_key": "k", "doveadm_listen": "unix:/run/doveadm"}, "doveadm HTTP listener"),
+    ({"quota_status_listen": "12340"}, "quota-status listener"),
+])
+def test_bad_quota_and_doveadm_options_are_refused(options: dict[str, str], match: str) -> None:
+    with pytest.raises(RenderError, match=match):
+        dovecot_files(LDAP, conf_dir="/d", mail_user="root", mail_group="root",
+                      **options)  # type: ignore[arg-type]
+
+
+def test_postfix_asks_quota_status_at_rcpt_and_defers_when_it_cannot(tmp_path: Path) -> None:
+    main = {f.name: f.text for f in postfix_files(LDAP, map_dir="/m",
+                                                  proxy_read_maps="$x")}["main.cf.fragment"]
+    assert ("mailgate_quota_policy = check_policy_service { unix:private/quota-status, "
+            "timeout=10s,\n    { default_action = 451 4.3.0 Mailbox quota check unavailable, "
+            "try again later } }\n") in main
+    assert ("mailgate_recipient_restrictions = reject_unlisted_recipient, "
+            "$mailgate_quota_policy\n") in main
+    assert "\nsmtpd_recipient_restrictions = $mailgate_recipient_restrictions\n" in main
+    master = {f.name: f.text for f in postfix_files(LDAP, map_dir="/m",
+                                                    proxy_read_maps="$x")}["master.cf.fragment"]
+    assert "-o smtpd_recipient_restrictions=$mailgate_recipient_restrictions\n" in master
+    status = cli.main(["render-config", "postfix", "--out", str(tmp_path / "pf"),
+                       "--ldap-url", "ldap://h", "--base-dn", "dc=mail,dc=test",
+                       "--password-file", str(_password_file(tmp_path)),
+                       "--quota-status", "none"])
+    assert status == 0
+    assert "\nmailgate_quota_policy = \n" in (tmp_path / "pf" / "main.cf.fragment").read_text()
+    with pytest.raises(RenderError, match="quota-status service"):
+        postfix_files(LDAP, map_dir="/m", proxy_read_maps="$x", quota_status="private/qs")
+
+
+def test_the_doveadm_key_file_is_read_by_render_config(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "doveadm.key"
+    key.write_text("file-Key_1\n")
+    common = ["render-config", "dovecot", "--ldap-url", "ldap://h", "--base-dn",
+              "dc=mail,dc=test", "--password-file", str(_password_file(tmp_path)),
+              "--mail-user", "root", "--mail-group", "root"]
+    assert cli.main([*common, "--out", str(tmp_path / "d"), "--doveadm-api-key-file",
+                     str(key)]) == 0
+    assert (tmp_path / "d" / "doveadm-api.conf.ext").read_text().endswith(
+        "doveadm_api_key = file-Key_1\n")
+    assert cli.main([*common, "--out", str(tmp_path / "e"), "--doveadm-api-key-file",
+                     str(tmp_path / "missing")]) == 2
+    assert "cannot read the doveadm API key file" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()

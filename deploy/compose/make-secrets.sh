@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create the secret files docker-compose.yml mounts, where they do not exist yet:
-#   admin-token, ldap-{admin,gateway,postfix,dovecot,milter}.password (random),
+#   admin-token, ldap-{admin,gateway,postfix,dovecot,milter}.password,
+#   dovecot-api.key (Dovecot's doveadm HTTP API) (random),
 #   tls.crt + tls.key (a self-signed pair for the API, SMTP STARTTLS and IMAP;
 #   replace them with your own certificate and key, same names).
 #
@@ -19,7 +20,7 @@ chmod 0700 "$dir"
 
 random() { openssl rand -base64 33 | tr -d '\n/+=' | cut -c1-40; }
 for name in admin-token ldap-admin.password ldap-gateway.password ldap-postfix.password \
-            ldap-dovecot.password ldap-milter.password; do
+            ldap-dovecot.password ldap-milter.password dovecot-api.key; do
   if [ ! -e "$dir/$name" ]; then
     random >"$dir/$name"
     echo "created $dir/$name"

@@ -13,7 +13,7 @@
 #
 # Secrets come as files (compose `secrets:`, mounted at /run/secrets/<name>):
 #   admin_token, ldap_admin, ldap_gateway, ldap_postfix, ldap_dovecot, ldap_milter,
-#   tls_cert, tls_key
+#   tls_cert, tls_key, dovecot_api_key (the doveadm HTTP API: Dovecot and the gateway)
 # Their host files may be root-only: a role that runs unprivileged gets private
 # copies (mode 0400, owner mailgate) under /run/mailgate/secrets.
 #
@@ -21,6 +21,7 @@
 #   MAILGATE_DIRECTORY_URL  the directory, default ldap://directory:3389
 #   MAIL_HOSTNAME           Postfix myhostname, default mail.example.net
 #   DOVECOT_HOST, MILTER_HOST  where Postfix finds them, default dovecot, milter
+#   MAILGATE_DOVECOT_URL    the gateway's way to doveadm, default http://dovecot:8080
 set -euo pipefail
 
 SECRETS=${MAILGATE_SECRETS_DIR:-/run/secrets}
@@ -89,6 +90,12 @@ gateway_env() {
   MAILGATE_LDAP_PASSWORD_FILE=$(private_copy ldap_gateway)
   MAILGATE_ADMIN_TOKEN_FILE=$(private_copy admin_token)
   export MAILGATE_LDAP_URL MAILGATE_LDAP_PASSWORD_FILE MAILGATE_ADMIN_TOKEN_FILE
+  # Mailbox usage from Dovecot's doveadm HTTP API, when its key is mounted here.
+  if [ -s "$SECRETS/dovecot_api_key" ]; then
+    MAILGATE_DOVECOT_URL=${MAILGATE_DOVECOT_URL:-http://${DOVECOT_HOST:-dovecot}:8080}
+    MAILGATE_DOVECOT_API_KEY_FILE=$(private_copy dovecot_api_key)
+    export MAILGATE_DOVECOT_URL MAILGATE_DOVECOT_API_KEY_FILE
+  fi
 }
 
 gateway() {
@@ -160,7 +167,8 @@ postfix_role() {
   mailgate render-config postfix --out /etc/postfix/mailgate --ldap-url "$DIRECTORY_URL" \
     --base-dn "$BASE_DN" --password-file "$SECRETS/ldap_postfix" \
     --lmtp "lmtp:inet:$dovecot:24" --sasl-path "inet:$dovecot:12345" \
-    --milter "inet:$milter:10031" --submission-listen 587 >/dev/null
+    --milter "inet:$milter:10031" --submission-listen 587 \
+    --quota-status "inet:$dovecot:12340" >/dev/null
   cat /etc/postfix/mailgate/main.cf.fragment >>/etc/postfix/main.cf
   cat /etc/postfix/mailgate/master.cf.fragment >>/etc/postfix/master.cf
   # The container: no chroot (no copies of resolv.conf etc. to keep), log to
@@ -180,10 +188,15 @@ postfix_role() {
 # -- dovecot: IMAP, LMTP for Postfix, SASL for Postfix -----------------------------
 dovecot_role() {
   need_secret ldap_dovecot; need_secret tls_cert; need_secret tls_key
+  need_secret dovecot_api_key
   unset MAILGATE_LDAP_URL
+  # LMTP, SASL and quota-status for Postfix, the doveadm HTTP API for the
+  # gateway: on the compose network only (none of them is published).
   mailgate render-config dovecot --out /etc/dovecot/mailgate --ldap-url "$DIRECTORY_URL" \
     --base-dn "$BASE_DN" --password-file "$SECRETS/ldap_dovecot" --mail-root /var/vmail \
-    --lmtp-listen 0.0.0.0:24 --auth-listen 0.0.0.0:12345 >/dev/null
+    --lmtp-listen 0.0.0.0:24 --auth-listen 0.0.0.0:12345 \
+    --quota-status-listen 0.0.0.0:12340 --doveadm-listen 0.0.0.0:8080 \
+    --doveadm-api-key-file "$SECRETS/dovecot_api_key" >/dev/null
   # Debian's system-user passdb would be asked first for every login.
   sed -i 's/^!include auth-system.conf.ext/#!include auth-system.conf.ext/' \
     /etc/dovecot/conf.d/10-auth.conf
@@ -227,7 +240,8 @@ EOF
       ;;
     milter) port_open 10031 ;;
     postfix) postfix status >/dev/null 2>&1 && port_open 25 && port_open 587 ;;
-    dovecot) port_open 143 && port_open 24 && port_open 12345 ;;
+    dovecot) port_open 143 && port_open 24 && port_open 12345 && port_open 12340 \
+               && port_open 8080 ;;
     *) die "health: unknown role ${1:-}" ;;
   esac
 }

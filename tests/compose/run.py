@@ -12,11 +12,15 @@ ports, with a project name and volumes of its own:
  4. mail over SMTP (port 25) to the account and to the alias, read over IMAP;
  5. submission (587, STARTTLS + AUTH): own and whitelisted senders accepted, a
     foreign envelope sender and a foreign From: refused;
- 6. the gateway stopped: mail still flows, IMAP still logs in; started again:
+ 6. quota: an account's quota set through the API, mail until its mailbox is
+    full, then 552 5.2.2 at RCPT (Postfix asks Dovecot's quota-status); its
+    usage through the API (the gateway reads Dovecot's doveadm HTTP API); a
+    raised quota takes mail;
+ 7. the gateway stopped: mail still flows, IMAP still logs in; started again:
     the API answers;
- 7. upgrade: `compose down` keeping the volumes, images rebuilt with a new build
+ 8. upgrade: `compose down` keeping the volumes, images rebuilt with a new build
     id, `compose up`: the account still logs in and its mail is still there;
- 8. `compose down -v`, always (also after a failure).
+ 9. `compose down -v`, always (also after a failure).
 
 Only stdlib; run as root: python3 tests/compose/run.py [--keep-images]. It is
 not collected by pytest (no test_*.py name): `make test` does not run it.
@@ -53,6 +57,12 @@ HEALTH_DEADLINE = 180.0
 MAIL_DEADLINE = 60.0
 DOMAIN = "example.com"
 ALICE, BOB = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
+CAROL = f"carol@{DOMAIN}"         # gets a small quota
+# Bytes: five or six of the messages below (3.2 kB, plus 0.5 kB of trace headers
+# on the way). quota_grace (10 %) must exceed those headers, which the SIZE a
+# client declares cannot count (docs/mail-servers.md).
+QUOTA = 20_000
+MAX_QUOTA_MESSAGES = 20
 OFFICE = f"office@{DOMAIN}"       # an alias to alice, and in alice's whitelist
 PASSWORD = "compose-" + secrets.token_urlsafe(12)
 
@@ -184,20 +194,22 @@ class Api:
             return exc.code, json.loads(exc.read().decode() or "null")
 
 
-def message(sender: str, to: str, subject: str, header_from: str | None = None) -> EmailMessage:
+def message(sender: str, to: str, subject: str, header_from: str | None = None,
+            padding: int = 0) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = header_from or sender
     msg["To"] = to
     msg["Subject"] = subject
     msg["Message-ID"] = f"<{secrets.token_hex(8)}@compose.test>"
-    msg.set_content(f"{subject}\n")
+    msg.set_content(f"{subject}\n" + "x" * 78 * padding)
     return msg
 
 
-def smtp_inbound(port: int, sender: str, rcpt: str, subject: str) -> None:
+def smtp_inbound(port: int, sender: str, rcpt: str, subject: str, padding: int = 0) -> None:
+    """One message over port 25 (smtplib declares its SIZE)."""
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
         smtp.ehlo("outside.test")
-        smtp.send_message(message(sender, rcpt, subject), sender, [rcpt])
+        smtp.send_message(message(sender, rcpt, subject, padding=padding), sender, [rcpt])
 
 
 def submission(port: int, context: ssl.SSLContext, login: str, password: str,
@@ -314,6 +326,35 @@ def scenario(stack: Stack, ports: dict[str, int], secrets_dir: Path) -> None:
         say(f"   foreign From: refused (milter): {header[:80]}")
         status = smtp_unauthenticated_relay(sub_port, context)
         say(f"   unauthenticated submission refused: {status[:60]}")
+
+    with step("quota: a full mailbox gets 552 5.2.2 at RCPT; a raised quota takes mail"):
+        status, body = api.call("POST", "/mail/account/", {
+            "name": "carol", "domain": DOMAIN, "password": PASSWORD + "c"})
+        assert status == 201, (status, body)
+        status, body = api.call("POST", f"/mail/account/{CAROL}/set_quota/", {"quota": QUOTA})
+        assert status == 200 and body["quota"] == QUOTA, (status, body)
+        full = ""
+        for i in range(MAX_QUOTA_MESSAGES):
+            try:
+                smtp_inbound(smtp_port, "someone@outside.test", CAROL, f"filling {i} {run_id}",
+                             padding=40)
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, text = next(iter(exc.recipients.values()))
+                full = f"{code} {text.decode(errors='replace')}"
+                break
+            wait_for_mail(imap_port, context, CAROL, PASSWORD + "c", f"filling {i} {run_id}")
+        assert full.startswith("552 5.2.2") and "Mailbox is full" in full, full
+        say(f"   after {i} messages: {full[:70]}")
+        status, usage = api.call("GET", f"/mail/account/{CAROL}/usage/")
+        assert status == 200 and usage["used_messages"] == i, (status, usage)
+        assert QUOTA * 0.5 < usage["used_bytes"] <= QUOTA * 1.1, usage
+        say(f"   usage through the API (from doveadm): {usage}")
+        assert imap_subjects(imap_port, context, CAROL, PASSWORD + "c")   # still logs in
+        status, body = api.call("POST", f"/mail/account/{CAROL}/set_quota/",
+                                {"quota": QUOTA * 100})
+        assert status == 200, (status, body)
+        smtp_inbound(smtp_port, "someone@outside.test", CAROL, f"room again {run_id}")
+        wait_for_mail(imap_port, context, CAROL, PASSWORD + "c", f"room again {run_id}")
 
     with step("gateway stopped: mail still flows, IMAP still logs in; started: API answers"):
         stack.run("podman", "stop", "-t", "10", stack.container("gateway"), timeout=60)

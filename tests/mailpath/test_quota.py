@@ -2,8 +2,8 @@
 
 Real slapd, Postfix, Dovecot (quota plugin, ``quota-status -p postfix``, the
 doveadm HTTP API) as ``render-config`` writes them (mailstack.py). The quota
-is set through the gateway's own code (MailDirectory.set_quota, what
-``POST /mail/account/{id}/set_quota/`` calls) and read by Dovecot's LDAP userdb.
+is set through the API (``POST /mail/account/{id}/set_quota/``) and read by
+Dovecot's LDAP userdb.
 Every address here is new, so its maildir starts empty (the maildirs of the
 session's other tests stay on disk).
 """
@@ -18,10 +18,9 @@ import pytest
 
 from gateway.dovecot import Dovecot
 from gateway.errors import DovecotUnavailable, NotFound
-from gateway.services import current
 
 from .mailstack import MailStack
-from .test_mail_path import create_account, subject
+from .test_mail_path import api, create_account, subject
 from tests.support.api import LiveGateway
 from tests.support.wait import wait_until
 
@@ -42,7 +41,8 @@ def dovecot(stack: MailStack, key: str | None = None, timeout: float = 5.0) -> D
 
 
 def set_quota(gw: LiveGateway, address: str, quota: int) -> None:
-    current(gw.app).mail.set_quota(address, quota)
+    assert api(gw, "POST", f"/mail/account/{address}/set_quota/",
+               json={"quota": quota}).json()["quota"] == quota
 
 
 def vsizes(stack: MailStack, address: str) -> list[int]:
