@@ -26,8 +26,24 @@ Names (all prefixed ``mailgate_``):
     sync_runs_total{result}                        applied, partial, unchanged, failed, ...
     sync_run_duration_seconds                      histogram of whole runs
     sync_entries_total{change}                     created, updated, deleted, skipped, ...
-    sync_last_success_age_seconds                  scrape time minus the last applied run
     build_info{version,python}                     always 1
+
+Computed at scrape time (:class:`Deployment`; gateway/api/metrics.py reads it):
+
+    directory_up                                   1: the directory answered a read
+                                                   within 2 s (0: every other figure
+                                                   read from LDAP is missing)
+    sync_last_success_age_seconds                  scrape time minus the last applied run
+    sync_last_result{result}                       1, for the newest run in the history
+    sync_last_run_timestamp_seconds                when the newest run started
+    sync_consecutive_failures                      newest runs in a row failed or refused
+    sync_interval_seconds                          MAILGATE_JSON_INTERVAL (sync set up only)
+    tls_certificate_expiry_timestamp_seconds       notAfter of the API's certificate
+    replica_up{replica}                            1: the replica answered within 2 s
+    replica_lag_seconds{replica}                   its contextCSN behind the provider's
+
+Domain limits (tenancy): limit_refusals_total{limit}, and per domain with a
+limit domain_usage{domain,resource} and domain_limit{domain,resource}.
 """
 
 from __future__ import annotations
@@ -38,7 +54,7 @@ import platform
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -184,41 +200,98 @@ def record_sync(result: str, duration: float, counts: dict[str, int]) -> None:
 DomainUsage = tuple[str, str, int, int]
 
 
+@dataclass(frozen=True)
+class Replica:
+    """A replica as one scrape found it: ``lag`` None when it did not answer."""
+
+    url: str
+    lag: float | None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What one scrape read of the deployment (None or empty: not known)."""
+
+    directory_up: bool = True
+    last_success: float | None = None
+    last_result: str | None = None
+    last_run: float | None = None
+    consecutive_failures: int | None = None
+    sync_interval: float | None = None
+    certificate_expiry: float | None = None
+    replicas: tuple[Replica, ...] = ()
+    domains: tuple[DomainUsage, ...] | None = None   # None: not read (LDAP down)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"mailgate_{name}", doc, value=value)
+
+
 class _DeploymentCollector(Collector):
     """What is true of the deployment, computed at scrape time."""
 
-    def __init__(self, last_success: Callable[[], float | None],
-                 domains: Callable[[], Iterable[DomainUsage]] | None = None) -> None:
-        self.last_success = last_success
-        self.domains = domains
+    def __init__(self, deployment: Callable[[], Deployment]) -> None:
+        self.deployment = deployment
 
     def collect(self) -> Iterator[Any]:
         build = GaugeMetricFamily("mailgate_build_info", "The gateway's version",
                                   labels=["version", "python"])
         build.add_metric([package_version(), platform.python_version()], 1.0)
         yield build
-        when = self.last_success()
-        if when is not None:
-            yield GaugeMetricFamily(
-                "mailgate_sync_last_success_age_seconds",
-                "Seconds since the last JSON sync run that applied or found nothing to do",
-                value=max(0.0, time.time() - when))
-        if self.domains is not None:
+        now = self.deployment()
+        yield _gauge("directory_up", "1 if the directory answered a read within 2 s",
+                     float(now.directory_up))
+        if now.last_success is not None:
+            yield _gauge("sync_last_success_age_seconds",
+                         "Seconds since the last JSON sync run that applied or found nothing "
+                         "to do", max(0.0, time.time() - now.last_success))
+        if now.last_result is not None:
+            result = GaugeMetricFamily("mailgate_sync_last_result",
+                                       "1 for the result of the newest sync run",
+                                       labels=["result"])
+            result.add_metric([now.last_result], 1.0)
+            yield result
+        if now.last_run is not None:
+            yield _gauge("sync_last_run_timestamp_seconds",
+                         "When the newest sync run started (Unix time)", now.last_run)
+        if now.consecutive_failures is not None:
+            yield _gauge("sync_consecutive_failures",
+                         "The newest sync runs in a row that failed or were refused",
+                         float(now.consecutive_failures))
+        if now.sync_interval is not None:
+            yield _gauge("sync_interval_seconds", "Seconds between scheduled sync runs",
+                         now.sync_interval)
+        if now.certificate_expiry is not None:
+            yield _gauge("tls_certificate_expiry_timestamp_seconds",
+                         "When the API's TLS certificate expires (Unix time)",
+                         now.certificate_expiry)
+        if now.replicas:
+            up = GaugeMetricFamily("mailgate_replica_up",
+                                   "1 if the replica answered within 2 s", labels=["replica"])
+            lag = GaugeMetricFamily("mailgate_replica_lag_seconds",
+                                    "How far the replica's contextCSN is behind the provider's",
+                                    labels=["replica"])
+            for replica in now.replicas:
+                up.add_metric([replica.url], float(replica.lag is not None))
+                if replica.lag is not None:
+                    lag.add_metric([replica.url], replica.lag)
+            yield up
+            yield lag
+        if now.domains is not None:
             usage = GaugeMetricFamily(
                 "mailgate_domain_usage", "What a domain with a limit holds, per resource "
                 "(accounts, aliases; quota: bytes allocated)", labels=["domain", "resource"])
             limit = GaugeMetricFamily(
                 "mailgate_domain_limit", "A domain's limit per resource (only limits that "
                 "are set)", labels=["domain", "resource"])
-            for domain, resource, used, most in self.domains():
+            for domain, resource, used, most in now.domains:
                 usage.add_metric([domain, resource], float(used))
                 limit.add_metric([domain, resource], float(most))
             yield usage
             yield limit
 
 
-def exposition(last_success: Callable[[], float | None],
-               domains: Callable[[], Iterable[DomainUsage]] | None = None) -> bytes:
+def exposition(deployment: Callable[[], Deployment]) -> bytes:
     """The text a scrape gets: every process's counts and the deployment's figures."""
     if ENV in os.environ:
         registry = CollectorRegistry()
@@ -227,7 +300,7 @@ def exposition(last_success: Callable[[], float | None],
         registry = get().registry
     scrape = CollectorRegistry()
     scrape.register(_Merged(registry))
-    scrape.register(_DeploymentCollector(last_success, domains))
+    scrape.register(_DeploymentCollector(deployment))
     return bytes(generate_latest(scrape))
 
 

@@ -14,6 +14,7 @@ which reads everything in the database and writes nothing (config.ldif).
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,3 +107,37 @@ def share_secrets(source: ManagedSlapd, target: ManagedSlapd,
         if names is None or path.name in {f"ldap-{n}.password" for n in names}:
             shutil.copy2(path, target.secrets_dir / path.name)
             (target.secrets_dir / path.name).chmod(0o600)
+
+
+# -- how far a replica is behind (contextCSN) -----------------------------------
+
+
+def csn_times(values: list[str]) -> dict[str, float]:
+    """contextCSN values (``YYYYmmddHHMMSS.ffffffZ#count#sid#mod``) as
+    {server ID: Unix time of the newest change from that server}; unreadable
+    values are left out."""
+    times: dict[str, float] = {}
+    for value in values:
+        parts = value.split("#")
+        if len(parts) != 4:
+            continue
+        try:
+            when = dt.datetime.strptime(parts[0], "%Y%m%d%H%M%S.%fZ").replace(tzinfo=dt.UTC)
+        except ValueError:
+            continue
+        sid = parts[2]
+        times[sid] = max(times.get(sid, 0.0), when.timestamp())
+    return times
+
+
+def replica_lag(provider: list[str], replica: list[str]) -> float:
+    """Seconds the replica's copy is behind the provider's: for each server ID
+    the provider knows, its newest change's time minus the replica's newest
+    change from that server ID (0 when the replica has it all). A server ID the
+    replica has never heard of counts from the Unix epoch: such a replica has
+    not replicated at all, and the figure is as large as that is serious."""
+    theirs = csn_times(replica)
+    lag = 0.0
+    for sid, when in csn_times(provider).items():
+        lag = max(lag, when - theirs.get(sid, 0.0))
+    return lag

@@ -50,6 +50,8 @@ class Settings:
     ldap_starttls: bool = False
     ldap_pool_size: int = 8
     ldap_timeout: float = 5.0
+    # Read-only consumers whose replication lag /metrics reports (contextCSN).
+    ldap_replica_urls: tuple[str, ...] = ()
     embedded_ldap_url: str = "ldap://127.0.0.1:3389"
     data_dir: Path = Path("var")
     # HTTPS API.
@@ -141,6 +143,11 @@ class Settings:
         password = env.get_secret("LDAP_PASSWORD")
         if ldap_url is not None and password is None:
             raise ConfigError("LDAP_PASSWORD", "required when MAILGATE_LDAP_URL is set")
+        replica_urls = tuple((env.get_str("LDAP_REPLICA_URLS") or "").split())
+        for url in replica_urls:
+            _check_ldap_url("LDAP_REPLICA_URLS", url)
+        if len({u.lower() for u in replica_urls}) != len(replica_urls):
+            raise ConfigError("LDAP_REPLICA_URLS", "a URL is listed twice")
         embedded_url = env.get_str("EMBEDDED_LDAP_URL") or cls.embedded_ldap_url
         _check_ldap_url("EMBEDDED_LDAP_URL", embedded_url)
         if ldap_url is None and not base_dn.lower().startswith("dc="):
@@ -196,6 +203,7 @@ class Settings:
             ldap_starttls=env.get_bool("LDAP_STARTTLS", False),
             ldap_pool_size=env.get_int("LDAP_POOL_SIZE", cls.ldap_pool_size, 1, 256),
             ldap_timeout=env.get_float("LDAP_TIMEOUT", cls.ldap_timeout, 0.1, 300),
+            ldap_replica_urls=replica_urls,
             embedded_ldap_url=embedded_url,
             data_dir=env.get_path("DATA_DIR") or cls.data_dir,
             listen=listen,
@@ -404,6 +412,12 @@ HELP: dict[str, Help] = {
     "ldap_timeout": Help(
         "LDAP directory", "Seconds for connecting to and each operation on the directory.",
         low=0.1, high=300),
+    "ldap_replica_urls": Help(
+        "LDAP directory",
+        "Space-separated URLs of read-only consumers (replicas) of the directory. At each "
+        "scrape `/metrics` binds to each as the gateway and compares its `contextCSN` with "
+        "the provider's: `mailgate_replica_lag_seconds` and `mailgate_replica_up` "
+        "(see [troubleshooting.md](troubleshooting.md)).", default="none"),
     "embedded_ldap_url": Help(
         "Embedded directory",
         "Where the embedded slapd listens (so LDAP tools and mail servers can use it)."),

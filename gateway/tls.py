@@ -46,3 +46,12 @@ def ensure_self_signed(directory: Path, hostnames: list[str]) -> tuple[Path, Pat
                                        serialization.NoEncryption()))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
+
+
+def certificate_expiry(path: Path) -> float | None:
+    """The notAfter of the first certificate in ``path`` (Unix time); None if unreadable."""
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return cert.not_valid_after_utc.timestamp()

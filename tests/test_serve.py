@@ -54,6 +54,11 @@ class Served:
         wait_until(listening, f"mailgate serve to listen on port {self.port}", timeout=30,
                    interval=0.1)
 
+    def start_ready(self, timeout: float = 60) -> None:
+        """Start, then wait (bounded) until /readyz answers 200."""
+        self.start()
+        wait_until(lambda: self.get("/readyz").status_code == 200, "readiness", timeout)
+
     def stop(self, how: signal.Signals = signal.SIGTERM) -> int | None:
         """Stop with ``how``; the exit status (None if it had to be killed)."""
         status: int | None = None

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.wait import wait_until
 from tests.test_serve import Served
 
 HELD = 50
@@ -27,8 +26,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     # connections would take every slot many times over.
     server = Served(tmp_path / "var", MAILGATE_WORKERS="2", MAILGATE_THREADS="2")
     try:
-        server.start()
-        wait_until(lambda: server.get("/readyz").status_code == 200, "readiness", 30)
+        server.start_ready(30)
         yield server
     finally:
         server.stop()

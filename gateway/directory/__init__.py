@@ -145,6 +145,11 @@ class Directory:
         else:
             self.pool.probe(timeout)
 
+    def context_csn(self, url: str | None = None, timeout: float = 2.0) -> list[str]:
+        """The base entry's contextCSN values on ``url`` (default: the server in
+        use), on a fresh connection within about ``timeout`` seconds."""
+        return self.pool.read_base("contextCSN", timeout, url or self.pool.url)
+
     def read(self, dn: str, flt: Filter, attrs: Sequence[str]) -> Entry | None:
         """The entry at ``dn`` if it matches ``flt``; None if absent or not matching."""
         found = self._search(dn, _pl.SCOPE_BASE, flt, attrs)

@@ -296,6 +296,34 @@ class Pool:
             finally:
                 close(conn)
 
+    def read_base(self, attr: str, timeout: float, url: str) -> list[str]:
+        """The values of ``attr`` (an operational one: contextCSN) of the base
+        entry on ``url`` (the provider in use, or a replica), read on a fresh
+        connection bound as the gateway, all within about ``timeout`` seconds;
+        DirectoryUnavailable otherwise. Leaves the pool's outage state alone:
+        a replica down is not the gateway's outage."""
+        deadline = time.monotonic() + timeout
+        conn = None
+        try:
+            conn = self.open(timeout, url)
+            conn.simple_bind_s(self.bind_dn, self._password)
+            conn.timeout = max(0.1, deadline - time.monotonic())
+            found = conn.search_ext_s(self.base_dn, _pl.SCOPE_BASE, "(objectClass=*)", [attr],
+                                      timeout=conn.timeout)
+        except _pl.NO_SUCH_OBJECT:
+            return []
+        except _pl.LDAPError as exc:
+            raise unavailable(exc) from None
+        finally:
+            if conn is not None:
+                close(conn)
+        values: list[str] = []
+        for _dn, attrs in found:
+            for name, raw in (attrs or {}).items():
+                if name.lower() == attr.lower():
+                    values += [v.decode("utf-8", "replace") for v in raw]
+        return values
+
     @contextlib.contextmanager
     def borrow(self, pooled: bool = True) -> Iterator[tuple[Any, bool]]:
         """A connection and whether it was reused; ``pooled=False``: a fresh one,
