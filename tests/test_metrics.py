@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,9 +11,16 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.app import create_app
+from gateway.directory import Directory
+from gateway.services import current
+from gateway.settings import Settings
+from gateway.sync.state import StateStore
+from gateway.tls import ensure_self_signed
 from gateway.tokens import TokenStore
 
 from tests.support.api import Client
+from tests.support.slapd import RunningSlapd
 from tests.support.wait import wait_until
 from tests.test_serve import Served
 
@@ -101,3 +110,50 @@ def test_every_worker_reports_the_same_deployment_total(served: Served) -> None:
                          method="GET", status="200"))
     # The readiness probes above also went to /readyz, not /healthz: exactly `sent`.
     assert totals == {float(sent)}, totals
+
+
+# -- what a scrape reads of the deployment ------------------------------------------------
+
+
+def test_a_scrape_while_ldap_is_down_still_answers_and_says_so(
+        client: Client, slapd: RunningSlapd) -> None:
+    assert value(scrape(client), "mailgate_directory_up") == 1.0
+    with slapd.stopped():
+        down = scrape(client)
+    assert value(down, "mailgate_directory_up") == 0.0
+    assert ("mailgate_build_info" in {name for name, _ in down})
+    # The counters are still there for the alerts (the failed readiness probe above too).
+    assert ("mailgate_http_requests_total" in {name for name, _ in down})
+    assert ("mailgate_tls_certificate_expiry_timestamp_seconds", ()) not in down  # no file
+
+
+def test_the_sync_history_makes_the_last_result_and_the_failure_streak(
+        settings: Settings, directory: Directory, tmp_path: Path) -> None:
+    ensure_self_signed(tmp_path / "tls", [])
+    app = create_app(settings.replace(json_urls=("https://source.example/users.json",),
+                                      json_interval=120))
+    try:
+        client = Client(app)
+        never = scrape(client)
+        assert value(never, "mailgate_sync_interval_seconds") == 120.0
+        assert value(never, "mailgate_sync_consecutive_failures") == 0.0
+        assert ("mailgate_sync_last_success_age_seconds", ()) not in never
+        expiry = value(never, "mailgate_tls_certificate_expiry_timestamp_seconds")
+        assert 824 * 86400 < expiry - time.time() <= 825 * 86400
+        state = StateStore(directory)
+        now = time.time()
+        results = ["applied", "partial", "failed", "refused", "failed"]   # oldest first
+        for number, result in enumerate(results):
+            started = dt.datetime.fromtimestamp(now - 600 + 60 * number, dt.UTC)
+            assert state.record_run({"id": f"r{number}", "result": result, "duration": 1.0,
+                                     "started": started.isoformat().replace("+00:00", "Z")})
+        after = scrape(client)
+        assert value(after, "mailgate_sync_consecutive_failures") == 3.0
+        assert value(after, "mailgate_sync_last_result", result="failed") == 1.0
+        assert [k for k in after if k[0] == "mailgate_sync_last_result"] == [
+            ("mailgate_sync_last_result", (("result", "failed"),))]
+        assert abs(value(after, "mailgate_sync_last_run_timestamp_seconds") - (now - 360)) < 1
+        age = value(after, "mailgate_sync_last_success_age_seconds")   # the applied run
+        assert 599 - 1 <= age < 599 + 30
+    finally:
+        current(app).directory.close()

@@ -372,3 +372,62 @@ def test_mailgate_directory_replica_of(slapd: ManagedSlapd, tmp_path: Path) -> N
         proc.wait(30)
     assert proc.returncode == 0
 
+
+
+# -- the lag /metrics reports (contextCSN) ----------------------------------------------
+
+
+def _replica_metrics(settings: Settings, urls: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """{metric name: {replica URL: value}} of the replica gauges of one scrape."""
+    from gateway.app import create_app
+    from gateway.services import current
+
+    from tests.support.api import Client
+    from tests.test_metrics import parse
+
+    app = create_app(settings.replace(ldap_replica_urls=urls))
+    try:
+        answer = Client(app).get("/metrics")
+        assert answer.status_code == 200  # type: ignore[attr-defined]
+        samples = parse(answer.get_data(as_text=True))  # type: ignore[attr-defined]
+    finally:
+        current(app).directory.close()
+    found: dict[str, dict[str, float]] = {}
+    for (name, labels), number in samples.items():
+        if name.startswith("mailgate_replica_"):
+            found.setdefault(name, {})[dict(labels)["replica"]] = number
+    return found
+
+
+def test_metrics_report_each_replica_and_its_lag_from_context_csn(
+        slapd: ManagedSlapd, consumer: ReplicaSlapd, settings: Settings,
+        mail: MailDirectory) -> None:
+    closed = f"ldap://127.0.0.1:{free_port()}"   # nothing listens there
+    mail.create_account("lagging", "example.com", "pw")
+    until(lambda: context_csn(consumer, slapd) == context_csn(slapd, slapd))
+    found = _replica_metrics(settings, (consumer.url, closed))
+    assert found["mailgate_replica_up"] == {consumer.url: 1.0, closed: 0.0}
+    assert found["mailgate_replica_lag_seconds"] == {consumer.url: 0.0}   # none for closed
+    # A consumer that stopped: it does not answer, and after it missed changes
+    # its figure, once it answers, is how far its copy was behind.
+    consumer.stop()
+    try:
+        before = [v.removeprefix("contextCSN: ") for v in context_csn(slapd, slapd)]
+        started = time.time()
+        found = _replica_metrics(settings, (consumer.url,))
+        assert found["mailgate_replica_up"] == {consumer.url: 0.0}
+        mail.create_account("missed", "example.com", "pw")
+        elapsed = time.time() - started
+        after = [v.removeprefix("contextCSN: ") for v in context_csn(slapd, slapd)]
+    finally:
+        consumer.start()
+    from gateway.replication import replica_lag
+
+    # The real CSNs, the provider's now against the stopped consumer's copy:
+    # behind by at least the time between the two changes' CSNs.
+    assert 0.0 < replica_lag(after, before) < elapsed + GENEROUS
+    assert replica_lag(before, after) == 0.0   # ahead is not behind
+    assert replica_lag(after, []) > 1e9        # never replicated: as bad as it gets
+    until(lambda: context_csn(consumer, slapd) == context_csn(slapd, slapd), timeout=30)
+    assert _replica_metrics(settings, (consumer.url,))["mailgate_replica_lag_seconds"] == {
+        consumer.url: 0.0}
