@@ -427,3 +427,11 @@ class ApiClient:
 
     def delete_alias(self, alias_id: str) -> None:
         self.request("DELETE", f"/mail/alias/{_quote_id(alias_id)}/")
+
+    # -- explain -----------------------------------------------------------------
+
+    def explain(self, address: str, sender: str | None = None) -> Any:
+        params = {"address": address}
+        if sender is not None:
+            params["from"] = sender
+        return self.request("GET", "/mail/explain/", params=params)

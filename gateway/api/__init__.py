@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import MailgateError
 from ..version import __version__
-from . import accounts, aliases, audit, domains, health, metrics, sync
+from . import accounts, aliases, audit, domains, explain, health, metrics, sync
 from .answers import JSON, error_answer, error_body, output_json
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,8 @@ def init_api(app: Flask) -> Api:
         authorizations=AUTHORIZATIONS, security=["token", "basic"],
     )
     api.representations[JSON] = output_json
-    for ns in (accounts.ns, aliases.ns, domains.ns, health.ns, sync.ns, metrics.ns, audit.ns):
+    for ns in (accounts.ns, aliases.ns, domains.ns, explain.ns, health.ns, sync.ns, metrics.ns,
+               audit.ns):
         api.add_namespace(ns)
 
     @api.errorhandler(MailgateError)

@@ -12,6 +12,8 @@
     mailgate account ... / alias ...    a terminal client of a running gateway's
     mailgate domain ...                 REST API (gateway/client.py; no LDAP), but
                                         domain recount (counters, in LDAP)
+    mailgate explain ADDRESS [--from S] why mail to ADDRESS goes where it goes, and
+                                        may it send as S (through the API too)
 
 One module per command group, each with ``add_commands(subparsers)`` that
 sets ``func`` on its parsers. ``func(args, settings)`` gets the server
@@ -33,10 +35,23 @@ from .. import logs
 from ..errors import MailgateError, SetupError
 from ..settings import ConfigError, Settings
 from ..version import __version__
-from . import account, alias, audit, backup, config, directory, domain, milter, serve, sync, token
+from . import (
+    account,
+    alias,
+    audit,
+    backup,
+    config,
+    directory,
+    domain,
+    explain,
+    milter,
+    serve,
+    sync,
+    token,
+)
 
 COMMAND_GROUPS = (serve, directory, backup, token, audit, config, milter, sync, account, alias,
-                  domain)
+                  domain, explain)
 
 
 def build_parser() -> argparse.ArgumentParser:
