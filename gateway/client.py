@@ -11,7 +11,13 @@ Configuration, first found wins for each item:
    ``MAILGATE_API_TIMEOUT``;
 3. a TOML file: ``--config PATH``, else ``MAILGATE_CLIENT_CONFIG``, else
    ``$XDG_CONFIG_HOME/mailgate/client.toml`` (``~/.config/...``) if it exists,
-   with the keys ``url``, ``token`` or ``token_file``, ``ca_file``, ``timeout``.
+   with the keys ``url``, ``token`` or ``token_file``, ``ca_file``, ``timeout``;
+4. with no URL from any of those: the development gateway of this machine, if
+   its data directory (``MAILGATE_DATA_DIR``, else ``./var``, where ``make run``
+   keeps it) holds an admin token: the URL ``mailgate serve`` wrote there
+   (``api-url``; else ``MAILGATE_LISTEN`` or its default), its self-signed
+   certificate as the CA, its admin token file, each unless configured; the
+   client says so on stderr.
 
 The token never comes from the command line (it would show in ``ps`` and in
 shell history). TLS is always verified: against the CA file if one is named,
@@ -55,6 +61,9 @@ EXIT_CODES = {
 }
 
 DEFAULT_TIMEOUT = 30.0
+LOCAL_URL_FILE = "api-url"       # written by mailgate serve into its data directory
+DEFAULT_DATA_DIR = "var"
+DEFAULT_LISTEN = "127.0.0.1:8443"
 CONFIG_NAME = Path("mailgate") / "client.toml"
 PAGE_SIZE = 1000
 
@@ -145,6 +154,35 @@ def _read_token_file(path: str, where: str) -> str:
     return token
 
 
+@dataclass(frozen=True)
+class LocalGateway:
+    """A gateway this machine runs from a data directory (``make run``)."""
+
+    data_dir: Path
+    url: str
+    token_file: Path
+    ca_file: Path | None
+
+
+def local_gateway(environ: Mapping[str, str]) -> LocalGateway | None:
+    """The development gateway whose data directory is here, or None."""
+    data_dir = Path(environ.get("MAILGATE_DATA_DIR", "").strip() or DEFAULT_DATA_DIR)
+    token = data_dir / "admin-token"
+    if not token.is_file():
+        return None
+    try:
+        url = (data_dir / LOCAL_URL_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        url = ""
+    if not url:
+        host, _, port = (environ.get("MAILGATE_LISTEN", "").strip()
+                         or DEFAULT_LISTEN).rpartition(":")
+        host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+        url = f"https://{host}:{port}"
+    cert = data_dir / "tls" / "cert.pem"
+    return LocalGateway(data_dir, url, token, cert if cert.is_file() else None)
+
+
 def load_config(environ: Mapping[str, str] | None = None, *, config: Path | None = None,
                 url: str | None = None, ca_file: Path | None = None,
                 token_file: Path | None = None) -> ClientConfig:
@@ -162,6 +200,9 @@ def load_config(environ: Mapping[str, str] | None = None, *, config: Path | None
     shown = str(config_path)
 
     final_url = url or get("MAILGATE_API_URL") or data.get("url")
+    local = None if final_url else local_gateway(env)
+    if local is not None:
+        final_url = local.url
     if not final_url:
         raise ConfigError("no gateway URL: set MAILGATE_API_URL, pass --url or put url = "
                           f"\"https://...\" in {shown}")
@@ -174,6 +215,7 @@ def load_config(environ: Mapping[str, str] | None = None, *, config: Path | None
     except ValueError:
         raise ConfigError(f"bad port in the gateway URL {final_url!r}") from None
 
+    token_from = "as configured"  # noqa: S105 (where the token came from)
     if token_file is not None:
         token = _read_token_file(str(token_file), "--token-file")
     else:
@@ -190,11 +232,16 @@ def load_config(environ: Mapping[str, str] | None = None, *, config: Path | None
             token = str(data["token"]).strip()
         elif data.get("token_file"):
             token = _read_token_file(str(data["token_file"]), f"{shown}: token_file")
+        elif local is not None:
+            token = _read_token_file(str(local.token_file), "the local gateway's admin token")
+            token_from = str(local.token_file)
         else:
             raise ConfigError("no API token: set MAILGATE_API_TOKEN or MAILGATE_API_TOKEN_FILE, "
                               f"pass --token-file or put token_file = \"...\" in {shown}")
 
     ca_raw = str(ca_file) if ca_file else get("MAILGATE_API_CA_FILE") or data.get("ca_file")
+    if not ca_raw and local is not None and local.ca_file is not None:
+        ca_raw = str(local.ca_file)
     ca = Path(ca_raw) if ca_raw else None
     if ca is not None and not ca.is_file():
         raise ConfigError(f"CA file {ca}: no such file")
@@ -206,6 +253,10 @@ def load_config(environ: Mapping[str, str] | None = None, *, config: Path | None
         raise ConfigError(f"timeout: not a number: {timeout_raw!r}") from None
     if not 0 < timeout <= 3600:
         raise ConfigError("timeout: must be between 0 and 3600 seconds")
+    if local is not None:
+        print(f"mailgate: no gateway configured: using the local one at {local.url} "
+              f"(data directory {local.data_dir}; CA {ca or 'the system CAs'}; "
+              f"token {token_from})", file=sys.stderr)
     return ClientConfig(final_url.rstrip("/"), token, ca, timeout)
 
 

@@ -33,6 +33,7 @@ from gateway.tokens import TokenStore
 from tests.support.api import LiveGateway
 from tests.support.constants import ADMIN_TOKEN, BASE_DN
 from tests.support.slapd import ldap_tool
+from tests.test_serve import Served
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -45,6 +46,7 @@ def cli(live_gateway: LiveGateway, monkeypatch: pytest.MonkeyPatch,
         if name.startswith("MAILGATE_") or name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
+    monkeypatch.chdir(tmp_path)   # no ./var of a development gateway (tested below)
     monkeypatch.setenv("MAILGATE_API_URL", live_gateway.url)
     monkeypatch.setenv("MAILGATE_API_TOKEN", ADMIN_TOKEN)
     monkeypatch.setenv("MAILGATE_API_CA_FILE", str(live_gateway.ca))
@@ -611,3 +613,63 @@ def test_sizes_on_the_command_line_are_binary() -> None:
     assert [size_text(n) for n in (0, 1023, 1024, 3 * GIB // 2, 10**9, 2**50)] == [
         "0 B", "1023 B", "1 KiB", "1.5 GiB", "953.7 MiB", "1 PiB"]
     assert size_text(10**9, exact=True) == "953.7 MiB (1000000000 bytes)"
+
+
+# -- the development gateway of `make run`, found without configuration ------------------
+
+
+def test_the_client_finds_the_development_gateway_in_the_checkout(tmp_path: Path) -> None:
+    """As a new user: `make run` in a checkout, then `mailgate account list` there."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    served = Served(checkout / "var")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MAILGATE_") and k not in ("REQUESTS_CA_BUNDLE",
+                                                          "CURL_CA_BUNDLE")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "no-config")
+
+    def client(*argv: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gateway.cli", *argv],
+                              env={**env, **extra}, cwd=checkout, capture_output=True,
+                              text=True, timeout=60)
+
+    try:
+        served.start_ready()
+        assert (checkout / "var" / "api-url").read_text().strip() == served.url
+        created = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "account", "create", "new@example.com",
+             "--password-stdin"], input="new pw\n", env=env, cwd=checkout,
+            capture_output=True, text=True, timeout=60)
+        assert created.returncode == 0, created.stderr
+        listed = client("account", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert "new@example.com" in listed.stdout
+        assert f"using the local one at {served.url}" in listed.stderr
+        assert "var/tls/cert.pem" in listed.stderr and "var/admin-token" in listed.stderr
+        token = (checkout / "var" / "admin-token").read_text().strip()
+        assert token not in listed.stdout + listed.stderr
+        # Anything configured wins: a URL (then nothing local is used) ...
+        elsewhere = client("account", "list",
+                           MAILGATE_API_URL=f"https://127.0.0.1:{free_port()}")
+        assert elsewhere.returncode == 2 and "no API token" in elsewhere.stderr
+        # ... a token, and a CA.
+        wrong = tmp_path / "wrong-token"
+        wrong.write_text("wrong-token-0123456789abcdef")
+        refused = client("account", "list", "--token-file", str(wrong))
+        assert refused.returncode == 4 and "token as configured" in refused.stderr
+        other_ca = client("account", "list",
+                          MAILGATE_API_CA_FILE="/etc/ssl/certs/ca-certificates.crt")
+        assert other_ca.returncode == 5 and "certificate verification failed" in other_ca.stderr
+        # Elsewhere (no ./var here), the message says what to configure.
+        away = subprocess.run([sys.executable, "-m", "gateway.cli", "account", "list"],
+                              env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+        assert away.returncode == 2 and away.stderr.startswith("mailgate: no gateway URL")
+        # A data directory named by MAILGATE_DATA_DIR, from before serve wrote api-url:
+        # MAILGATE_LISTEN says where it listens.
+        (checkout / "var" / "api-url").unlink()
+        listen = client("account", "list", MAILGATE_DATA_DIR=str(checkout / "var"),
+                        MAILGATE_LISTEN=f"127.0.0.1:{served.port}")
+        assert listen.returncode == 0, listen.stderr
+    finally:
+        served.stop()

@@ -14,10 +14,12 @@ import argparse
 import socket
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from .. import metrics
 from ..access import admin_token, embedded_slapd, reachable
+from ..client import LOCAL_URL_FILE
 from ..errors import SetupError
 from ..server import serve
 from ..settings import Settings
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             # signal follows the thread that started it.
             supervisor = slapd.supervise(stop_supervising)
         shown = f"https://{'[' + host + ']' if ':' in host else host}:{port}"
+        write_local_url(settings.data_dir, host, port)
         print(f"mailgate: API           {shown}/mail/account/  {shown}/mail/alias/")
         print(f"mailgate: Swagger UI    {shown}/docs/   (OpenAPI: {shown}/swagger.json)")
         if token_path is not None:
@@ -74,6 +77,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 # (granian stops in well under a second).
                 supervisor.join(timeout=60)
     return 0
+
+
+def write_local_url(data_dir: Path, host: str, port: str) -> None:
+    """``<data dir>/api-url``: where a client on this machine reaches this gateway
+    (the terminal client uses it when nothing else names a gateway: gateway/client.py)."""
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    url = f"https://{'[' + local + ']' if ':' in local else local}:{port}\n"
+    path = data_dir / LOCAL_URL_FILE
+    try:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(url, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        print(f"mailgate: warning: cannot write {path}: {exc.strerror}", file=sys.stderr)
 
 
 def _check_free(listen: str) -> None:
