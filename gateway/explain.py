@@ -16,7 +16,12 @@ as the rendered configuration (deploy/postfix, docs/mail-servers.md):
       ldap-subaddress.cf (only an account with sub-addressing on);
    c. ldap-catchall.cf: the alias ``*@domain``;
    every result is looked up again, and an address that maps to itself is final;
-3. a hosted address no table knows is refused at RCPT: 550 5.1.1.
+3. a hosted address no table knows is refused at RCPT: 550 5.1.1;
+4. an account whose mailbox is full (Dovecot's usage at or over its
+   mailgateQuota) is refused at RCPT by Dovecot's quota-status: 552 5.2.2. A
+   full mailbox reached through an alias, a sub-address or the catch-all is
+   accepted (quota-status knows no such user) and LMTP defers it at delivery:
+   it waits in Postfix's queue until there is room.
 
 For a login (the address as an account) and a sender: submission is refused
 for an account with submission disabled (check_sasl_access, 554); the
@@ -35,9 +40,11 @@ from typing import Any
 
 from .addresses import CATCH_ALL, WILDCARD, Address, parse_address
 from .directory import Directory, eq
+from .dovecot import Usage
 from .entries import (
     A_DISABLED,
     A_MAIL,
+    A_QUOTA,
     A_SENDER,
     A_SUBADDRESS,
     A_TARGET,
@@ -47,12 +54,12 @@ from .entries import (
     Layout,
     decode_existing,
 )
-from .errors import Invalid
+from .errors import DovecotUnavailable, Invalid, NotFound
 from .milter import decide
 
 __all__ = ["Explainer", "Explanation"]
 
-_ATTRS = ("objectClass", A_MAIL, A_SENDER, A_DISABLED, A_SUBADDRESS, A_TARGET)
+_ATTRS = ("objectClass", A_MAIL, A_SENDER, A_DISABLED, A_SUBADDRESS, A_TARGET, A_QUOTA)
 MAX_DEPTH = 20        # how deep alias targets are followed (Postfix: 1000; loops end earlier)
 MAX_RECIPIENTS = 1000  # Postfix's virtual_alias_expansion_limit
 
@@ -64,6 +71,7 @@ SUBADDRESS = "subaddress"           # name+tag to an account with sub-addressing
 CATCH_ALL_ALIAS = "catch_all"       # the domain's catch-all alias
 UNKNOWN = "unknown"                 # a hosted domain, no such address: 550
 EXTERNAL = "external"               # not a domain of this directory
+OVER_QUOTA = "over_quota"           # an account's full mailbox: 552 (deferred via aliases)
 
 ACCEPTED = "250 2.1.5 Ok"
 UNKNOWN_REPLY = "550 5.1.1 <{0}>: Recipient address rejected: User unknown in virtual mailbox table"
@@ -71,6 +79,7 @@ RELAY_REPLY = "554 5.7.1 <{0}>: Relay access denied"
 DISABLED_REPLY = "554 5.7.1 <{0}>: Sender address rejected: sending is disabled for this account"
 MISMATCH_REPLY = "553 5.7.1 <{0}>: Sender address rejected: not owned by user {1}"
 NO_LOGIN_REPLY = "535 5.7.8 Error: authentication failed"
+FULL_REPLY = "552 5.2.2 Mailbox is full"
 
 UNION_MAPS = "ldap-accounts.cf + ldap-aliases.cf"
 SUBADDRESS_MAPS = "subaddress.pcre | ldap-subaddress.cf"
@@ -82,10 +91,11 @@ class Recipient:
     """Where one final recipient of the expansion ends."""
 
     address: str
-    delivery: str          # MAILBOX, EXTERNAL or UNKNOWN (bounced after acceptance)
+    delivery: str          # MAILBOX, OVER_QUOTA (deferred), EXTERNAL or UNKNOWN (bounced)
+    quota: dict[str, Any] | None = None   # a mailbox with a quota: limit, used, full
 
     def json(self) -> dict[str, Any]:
-        return {"address": self.address, "delivery": self.delivery}
+        return {"address": self.address, "delivery": self.delivery, "quota": self.quota}
 
 
 @dataclass
@@ -128,8 +138,12 @@ class _Step:
 class Explainer:
     """Reads the entries Postfix's maps would read, and applies their order."""
 
-    def __init__(self, directory: Directory) -> None:
+    def __init__(self, directory: Directory,
+                 usage: Callable[[str], Usage] | None = None) -> None:
+        """``usage(address)``: the mailbox's usage from Dovecot (None: Dovecot is not
+        configured, and a quota's fill is reported as unknown)."""
         self.dir = directory
+        self.usage = usage
         self.layout = Layout(directory.base_dn)
         self._entries: dict[str, Existing | None] = {}
         self._domains: dict[str, bool] = {}
@@ -204,13 +218,33 @@ class Explainer:
         if step is None:
             entry = self._entry(text)
             account = entry is not None and entry.kind != KIND_ALIAS
-            out.append(Recipient(text, MAILBOX if account else UNKNOWN))
+            out.append(self._mailbox(text) if account else Recipient(text, UNKNOWN))
             return
         for target in step.result:
             if target == text:   # maps to itself: final
-                out.append(Recipient(text, MAILBOX))
+                out.append(self._mailbox(text))
             else:
                 self._expand(target, depth + 1, seen | {text}, out)
+
+    def _mailbox(self, text: str) -> Recipient:
+        """An account's mailbox as a final recipient, with its quota's fill."""
+        entry = self._entry(text)
+        limit = entry.quota if entry is not None else 0
+        if not limit:
+            return Recipient(text, MAILBOX)
+        quota: dict[str, Any] = {"limit": limit, "used": None, "full": None}
+        if self.usage is None:
+            quota["note"] = "Dovecot is not configured (MAILGATE_DOVECOT_URL): fill unknown"
+        else:
+            try:
+                quota["used"] = self.usage(text).used_bytes
+            except NotFound:
+                quota["used"] = 0   # Dovecot never saw the mailbox: empty
+            except DovecotUnavailable as exc:
+                quota["note"] = f"fill unknown: {exc.message}"
+        if quota["used"] is not None:
+            quota["full"] = quota["used"] >= limit
+        return Recipient(text, OVER_QUOTA if quota["full"] else MAILBOX, quota)
 
     def explain(self, address: object, sender: object = None,
                 authorize: Callable[[str], None] | None = None) -> Explanation:
@@ -255,6 +289,15 @@ class Explainer:
                 self._expand(text, 0, set(), recipients)
                 found = Explanation(text, True, step.delivery, ACCEPTED, step.rule,
                                     step.map, list(step.result), recipients)
+                own = [r for r in recipients if r.address == text and r.quota]
+                if step.delivery in (MAILBOX, MAILBOX_AND_FORWARD) and own and \
+                        own[0].delivery == OVER_QUOTA:
+                    quota = own[0].quota or {}
+                    found.delivery, found.smtp = OVER_QUOTA, FULL_REPLY
+                    found.rule = (f"{text} is an account whose mailbox is full: "
+                                  f"{quota.get('used')} of its {quota.get('limit')} bytes "
+                                  f"(mailgateQuota) are used; Dovecot's quota-status "
+                                  f"refuses it at RCPT")
         found.submission = self._submission(text)
         if header is not None:
             found.sender = self._sender(text, header)

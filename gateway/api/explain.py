@@ -17,6 +17,7 @@ from ..explain import (
     FORWARD,
     MAILBOX,
     MAILBOX_AND_FORWARD,
+    OVER_QUOTA,
     SUBADDRESS,
     UNKNOWN,
     Explainer,
@@ -28,7 +29,7 @@ from .models import NullableString, documented_errors
 ns = Namespace("mail/explain", description="Why mail to an address goes where it goes",
                path="/mail/explain")
 DELIVERIES = [MAILBOX, MAILBOX_AND_FORWARD, FORWARD, SUBADDRESS, CATCH_ALL_ALIAS, UNKNOWN,
-              EXTERNAL]
+              EXTERNAL, OVER_QUOTA]
 
 _lookup = ns.model("ExplainLookup", {
     "map": NullableString(description="the virtual_alias_maps table that answered (null: none)",
@@ -36,11 +37,21 @@ _lookup = ns.model("ExplainLookup", {
     "result": fields.List(fields.String, description="its answer",
                           example=["office@example.com", "alice@example.com"]),
 })
+_quota = ns.model("ExplainQuota", {
+    "limit": fields.Integer(description="mailgateQuota, bytes", example=1073741824),
+    "used": fields.Integer(description="bytes in the mailbox, from Dovecot (null: unknown)",
+                           example=52428800),
+    "full": fields.Boolean(description="used reached the limit (null: unknown)"),
+    "note": fields.String(description="why the fill is unknown"),
+})
 _recipient = ns.model("ExplainRecipient", {
     "address": fields.String(example="alice@example.com"),
-    "delivery": fields.String(enum=[MAILBOX, EXTERNAL, UNKNOWN], example=MAILBOX,
-                              description="mailbox: Dovecot's INBOX; external: sent out by "
-                                          "SMTP; unknown: accepted, then bounced"),
+    "delivery": fields.String(enum=[MAILBOX, OVER_QUOTA, EXTERNAL, UNKNOWN], example=MAILBOX,
+                              description="mailbox: Dovecot's INBOX; over_quota: the mailbox "
+                                          "is full, delivery waits in the queue; external: "
+                                          "sent out by SMTP; unknown: accepted, then bounced"),
+    "quota": fields.Nested(_quota, allow_null=True,
+                           description="only for a mailbox with a quota"),
 })
 _submission = ns.model("ExplainSubmission", {
     "account": fields.Boolean(description="the address is an account (may log in)"),
@@ -95,13 +106,16 @@ class Explain(Resource):
 
         From the directory, in the order of the rendered Postfix maps: is mail to
         `address` delivered to a mailbox, forwarded, taken by a sub-address or the
-        catch-all, refused as unknown (550) or not hosted here; may the address log
+        catch-all, refused as unknown (550) or over quota (552, with Dovecot's usage)
+        or not hosted here; may the address log
         in to send; and with `from`, may it use that sender as envelope and in From:,
         each with the rule that decided it. Read-only.
         """
         unknown = sorted(set(request.args) - {"address", "from"})
         if unknown:
             raise Invalid("invalid query", {name[:100]: "unknown parameter" for name in unknown})
-        explainer = Explainer(current().directory)
+        services = current()
+        reader = services.dovecot.usage if services.dovecot is not None else None
+        explainer = Explainer(services.directory, reader)
         return explainer.explain(request.args.get("address"), request.args.get("from"),
                                  authorize=auth.require_read).json()

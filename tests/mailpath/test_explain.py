@@ -5,8 +5,9 @@ stack (tests/mailpath/mailstack.py), queried with real ``postmap -q`` in the
 order of main.cf: ``unionmap`` of accounts and aliases, then the sub-address
 ``pipemap``, then the catch-all. The sender answers are checked against
 ldap-sender-login.cf, ldap-submission-disabled.cf and the milter's own rule
-(:func:`gateway.milter.decide` with the milter's LDAP lookup). Two mails go
-through the real Postfix too, to where explain says.
+(:func:`gateway.milter.decide` with the milter's LDAP lookup). Mail goes
+through the real Postfix too, to where explain says; a full mailbox (Dovecot's
+usage through its doveadm HTTP API) is over quota as Postfix answers it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from typing import Any
 
 import pytest
 
+from gateway.app import create_app
 from gateway.directory import Directory
 from gateway.milter import SenderPolicy, decide
+from gateway.services import current
+from gateway.settings import Settings
 
 from .mailstack import MailStack, _clean_env
 from .test_mail_path import api, create_account, subject
-from tests.support.api import LiveGateway
+from tests.support.api import Client, LiveGateway
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -174,9 +178,9 @@ def test_mail_goes_where_explain_says(mail_stack: MailStack, table: LiveGateway)
     """Two answers checked against real delivery: a sub-address and the catch-all."""
     to_tag, to_catch_all = subject(), subject()
     assert explain(table, "alice+news@example.com")["recipients"] == [
-        {"address": ALICE, "delivery": "mailbox"}]
+        {"address": ALICE, "delivery": "mailbox", "quota": None}]
     assert explain(table, "bob+news@example.com")["recipients"] == [
-        {"address": ALICE, "delivery": "mailbox"}]
+        {"address": ALICE, "delivery": "mailbox", "quota": None}]
     assert mail_stack.send25("someone@outside.test", ["alice+news@example.com"],
                              subject=to_tag).sent
     assert mail_stack.send25("someone@outside.test", ["bob+news@example.com"],
@@ -185,3 +189,52 @@ def test_mail_goes_where_explain_says(mail_stack: MailStack, table: LiveGateway)
     mail_stack.wait_for_mail(ALICE, "alice pw", to_catch_all)
     refused = mail_stack.send25("someone@outside.test", ["carol+news@example.org"])
     assert (refused.stage, refused.code) == ("rcpt", 550), str(refused)
+
+
+def test_a_full_mailbox_is_over_quota_as_postfix_answers_it(
+        mail_stack: MailStack, live_gateway: LiveGateway, settings: Settings) -> None:
+    """explain reads Dovecot's usage (the doveadm HTTP API) against mailgateQuota."""
+    from .test_quota import MAX_MESSAGES, PASSWORD, QUOTA, deliver, dovecot, new_address, set_quota
+
+    address = new_address("full.example")
+    create_account(live_gateway, address, PASSWORD)
+    set_quota(live_gateway, address, QUOTA)
+    api(live_gateway, "POST", "/mail/alias/",
+        json={"name": "to-full", "domain": "full.example", "to": address})
+    app = create_app(settings.replace(dovecot_url=mail_stack.doveadm_url,
+                                      dovecot_api_key=mail_stack.doveadm_key))
+    try:
+        client = Client(app)
+
+        def asked(who: str) -> dict[str, Any]:
+            answer = client.get("/mail/explain/", query_string={"address": who})
+            assert answer.status_code == 200, answer.get_json()  # type: ignore[attr-defined]
+            body: dict[str, Any] = answer.get_json()  # type: ignore[attr-defined]
+            return body
+
+        empty = asked(address)
+        assert empty["delivery"] == "mailbox"
+        assert empty["recipients"][0]["quota"] == {"limit": QUOTA, "used": 0, "full": False}
+        reader = dovecot(mail_stack)
+        for _ in range(MAX_MESSAGES):
+            if reader.usage(address).used_bytes >= QUOTA:
+                break
+            deliver(mail_stack, reader, address)
+        full = asked(address)
+        assert full["delivery"] == "over_quota" and full["smtp"] == "552 5.2.2 Mailbox is full"
+        assert full["recipients"][0]["quota"]["full"] is True
+        assert "mailgateQuota" in full["rule"]
+        refused = mail_stack.send25("sender@outside.test", [address])
+        assert (refused.stage, refused.code) == ("rcpt", 552), str(refused)
+        # Through the alias: accepted (quota-status knows no such user), then deferred.
+        via = asked("to-full@full.example")
+        assert via["delivery"] == "forward" and via["smtp"] == "250 2.1.5 Ok"
+        assert via["recipients"][0]["delivery"] == "over_quota"
+        assert mail_stack.send25("sender@outside.test", ["to-full@full.example"]).sent
+    finally:
+        current(app).directory.close()
+    # Without Dovecot configured the fill is unknown, and said so.
+    unknown = explain(live_gateway, address)
+    assert unknown["delivery"] == "mailbox"
+    assert unknown["recipients"][0]["quota"]["full"] is None
+    assert "MAILGATE_DOVECOT_URL" in unknown["recipients"][0]["quota"]["note"]
