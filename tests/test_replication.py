@@ -405,6 +405,11 @@ def test_metrics_report_each_replica_and_its_lag_from_context_csn(
     closed = f"ldap://127.0.0.1:{free_port()}"   # nothing listens there
     mail.create_account("lagging", "example.com", "pw")
     until(lambda: context_csn(consumer, slapd) == context_csn(slapd, slapd))
+    # The gateway's own identity reads contextCSN on both (the ACL of config.ldif).
+    provider_csn = mail.dir.context_csn()
+    assert provider_csn and [f"contextCSN: {v}" for v in provider_csn] == \
+        context_csn(slapd, slapd)
+    assert mail.dir.context_csn(consumer.url) == provider_csn
     found = _replica_metrics(settings, (consumer.url, closed))
     assert found["mailgate_replica_up"] == {consumer.url: 1.0, closed: 0.0}
     assert found["mailgate_replica_lag_seconds"] == {consumer.url: 0.0}   # none for closed

@@ -14,6 +14,7 @@ of failing the scrape: the alert on it must still see the counters.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Response
@@ -28,6 +29,7 @@ from ..tls import certificate_expiry
 from . import auth
 from .models import documented_errors
 
+log = logging.getLogger(__name__)
 ns = Namespace("metrics", description="Prometheus metrics (admin token)", path="/")
 
 
@@ -58,6 +60,12 @@ def _replicas(services: Services) -> tuple[metrics.Replica, ...]:
         provider = services.directory.context_csn(timeout=PROBE_TIMEOUT)
     except DirectoryUnavailable:
         return ()   # no provider to compare with: directory_up says so
+    if not provider:
+        # Nothing to compare with: the directory's ACL (ldif/config.ldif) does not
+        # let the gateway read contextCSN yet; a lag of 0 would be a lie.
+        log.warning("cannot read the provider's contextCSN as %s: no replica lag "
+                    "(upgrade the directory's configuration)", services.directory.bind_dn)
+        return ()
     found = []
     for url in urls:
         try:
