@@ -56,6 +56,8 @@ def test_secrets_from_files(tmp_path: Path) -> None:
     ({"MAILGATE_JSON_AUTH_HEADER": "no colon"}, "MAILGATE_JSON_AUTH_HEADER"),
     ({"MAILGATE_LDAP_STARTTLS": "perhaps"}, "MAILGATE_LDAP_STARTTLS"),
     ({"MAILGATE_LOG_LEVEL": "LOUD"}, "MAILGATE_LOG_LEVEL"),
+    ({"MAILGATE_LDAP_REPLICA_URLS": "ldap://mx1 https://mx2"}, "MAILGATE_LDAP_REPLICA_URLS"),
+    ({"MAILGATE_LDAP_REPLICA_URLS": "ldap://mx1 ldap://MX1"}, "MAILGATE_LDAP_REPLICA_URLS"),
 ])
 def test_invalid_configuration_names_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -70,3 +72,9 @@ def test_several_ldap_urls_in_order_and_the_first_pinned() -> None:
         "MAILGATE_LDAP_PASSWORD": "p", "MAILGATE_ADMIN_TOKEN": "t" * 30})
     assert settings.ldap_urls == ("ldap://ldap1.example:389", "ldaps://ldap2.example")
     assert settings.pinned().ldap_urls == ("ldap://ldap1.example:389",)
+
+
+def test_replica_urls_in_order() -> None:
+    assert Settings.from_env({}).ldap_replica_urls == ()
+    settings = Settings.from_env({"MAILGATE_LDAP_REPLICA_URLS": " ldap://mx1:389\tldaps://mx2 "})
+    assert settings.ldap_replica_urls == ("ldap://mx1:389", "ldaps://mx2")
