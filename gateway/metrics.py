@@ -42,7 +42,7 @@ Computed at scrape time (:class:`Deployment`; gateway/api/metrics.py reads it):
     replica_up{replica}                            1: the replica answered within 2 s
     replica_lag_seconds{replica}                   its contextCSN behind the provider's
 
-Domain limits (tenancy): limit_refusals_total{limit}, and per domain with a
+Domain limits (tenancy): limit_refusals_total{limit,source}, and per domain with a
 limit domain_usage{domain,resource} and domain_limit{domain,resource}.
 """
 
