@@ -168,8 +168,8 @@ class Tenants:
 
     def limited(self) -> Iterator[metrics.DomainUsage]:
         """(domain, resource, used, limit) of every limit set (for /metrics)."""
-        flt = all_of(eq("objectClass", OC_DOMAIN),
-                     any_of(*(present(a) for a in DOMAIN_LIMIT_ATTRS)))
+        flt = all_of(eq("objectClass", OC_DOMAIN), any_of(
+            *(present(a) for a in (A_MAX_ACCOUNTS, A_MAX_ALIASES, A_MAX_QUOTA))))
         for entry in self.dir.iterate(self.layout.domains, flt, DOMAIN_ATTRS):
             d = decode_domain(entry)
             for resource, used, most in (("accounts", d.accounts, d.max_accounts),

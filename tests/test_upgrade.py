@@ -108,7 +108,8 @@ def test_a_previous_directory_is_upgraded_on_start(old_directory: ManagedSlapd,
     assert "mailgateSubaddress" not in before
     text, index = slapd.upgrade_changes()
     assert "add: olcAttributeTypes" in text and "mailgateForwarding" in text
-    assert index == ["mailgateSubaddress", "mailgateQuota"]
+    assert index == ["mailgateSubaddress", "mailgateQuota", "mailgateMaxAccounts",
+                     "mailgateMaxAliases", "mailgateMaxQuota"]
 
     # The directory predates the replicator identity: no password file for it.
     slapd.password_file("replicator").unlink()
