@@ -87,7 +87,8 @@ def test_once_and_its_exit_codes(env: pytest.MonkeyPatch, docs: DocServer,
 def test_export_round_trip(env: pytest.MonkeyPatch, docs: DocServer, mail: MailDirectory,
                            slapd: ManagedSlapd, tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
-    mail.create_account("alice", "example.com", "pw", True, "office@example.com,example.org")
+    mail.create_account("alice", "example.com", "pw", True, "office@example.com,example.org",
+                        quota=5_000_000)
     mail.create_account("anna", "bücher.example", "pw")
     mail.create_alias("office", "example.com", "alice@example.com,x@example.net")
     ldap_tool(slapd, "ldapadd", input=f"dn: dc=empty.example,ou=domains,{BASE_DN}\n"
@@ -99,7 +100,8 @@ def test_export_round_trip(env: pytest.MonkeyPatch, docs: DocServer, mail: MailD
     assert first["example.com"]["account"][0] == {
         "name": "alice", "password": mail.get_account("alice@example.com").password,
         "spoofing_whitelist": "office@example.com,example.org", "submission_disabled": True,
-        "subaddress_extension": False}
+        "subaddress_extension": False, "quota": 5_000_000}
+    assert first["xn--bcher-kva.example"]["account"][0]["quota"] == 0
     assert first["empty.example"] == {"account": [], "alias": []}
     assert "xn--bcher-kva.example" in first
 
