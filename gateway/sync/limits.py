@@ -48,7 +48,7 @@ from typing import NamedTuple
 from .. import metrics
 from ..directory import eq
 from ..entries import DOMAIN_ATTRS, OC_DOMAIN, Domain, decode_domain
-from ..errors import Conflict, DirectoryUnavailable, LimitExceeded, LockLost, MailgateError
+from ..errors import Conflict, DirectoryUnavailable, LockLost, MailgateError
 from ..tenants import Tenants
 from .apply import MAX_ERRORS_KEPT, Applier, ApplyResult
 from .plan import Create, Creates, Delete, Plan, Replace, Update
@@ -96,29 +96,31 @@ def apply_within_limits(applier: Applier, plan: Plan) -> ApplyResult:
     changes that do not fit are moved to ``plan.skipped``."""
     tenants = applier.mail.domains
     result = ApplyResult()
+    skips = len(plan.skipped)
     try:
         domains = _repaired(tenants, plan, result)
         items = _classify(plan, domains)
-        free = [i for i in items if not i.grows]
-        grow = [i for i in items if i.grows]
-        first = Plan(domains=plan.domains,
-                     updates=[i.change for i in free if isinstance(i.change, Update)],
-                     deletes=[i.change for i in free if isinstance(i.change, Delete)])
     except (DirectoryUnavailable, LockLost) as exc:
         result.aborted = exc.message
         return result
+    free = [i for i in items if not i.grows]
+    grow = [i for i in items if i.grows]
+    first = Plan(domains=plan.domains)
+    _replace_changes(first, free)
     done = _applied(applier, first, result)
     _give_back(tenants, [(i.domain, i.frees) for i in free if i.address in done])
-    if result.aborted or not grow:
+    kept: list[_Item] = []
+    if not result.aborted and grow:
+        try:
+            kept = _claimed(tenants, grow, plan.skipped)
+        except (DirectoryUnavailable, LockLost) as exc:
+            result.aborted = exc.message
+    for skip in plan.skipped[skips:]:
+        metrics.record_limit_refusal(skip.reason.partition(":")[0], "sync")
+    if not kept:
         return result
-    try:
-        kept = _claimed(tenants, grow, plan.skipped)
-    except (DirectoryUnavailable, LockLost) as exc:
-        result.aborted = exc.message
-        return result
-    second = Plan(creates=Creates(i.change.want for i in kept if isinstance(i.change, Create)),
-                  updates=[i.change for i in kept if isinstance(i.change, Update)],
-                  replaces=[i.change for i in kept if isinstance(i.change, Replace)])
+    second = Plan()
+    _replace_changes(second, kept)
     done = _applied(applier, second, result)
     if result.aborted:
         # Writes in flight may or may not have been done: their claims stay
@@ -137,6 +139,8 @@ def preview_limits(plan: Plan, tenants: Tenants) -> None:
     items = _classify(plan, domains)
     grow = [i for i in items if i.grows]
     used = {name: _counts(d) for name, d in domains.items()}
+    # What the read found is what a run would recount a disagreeing counter to.
+    used.update((name, (held[0], held[1], held[2])) for name, held in plan.held.items())
     for item in items:
         if not item.grows:
             used[item.domain] = _add(used.get(item.domain, _NONE), item.delta)
@@ -324,16 +328,14 @@ def _claimed(tenants: Tenants, items: Sequence[_Item], skipped: list[Skip]) -> l
             try:
                 tenants.claim(name, accounts=accounts, aliases=aliases, quota=quota,
                               mailbox=quota > 0, source="sync")
-            except LimitExceeded:
-                continue   # places were taken meanwhile (the API): fit again
-            except Conflict:
+            except Conflict:   # LimitExceeded: places were taken meanwhile: fit again
                 continue
             skipped += refused
             kept += fits
             break
         else:
             for item in group:
-                _skip(skipped, item, "domain", f"the counters of {name} kept changing "
+                _skip(skipped, item, "busy", f"the counters of {name} kept changing "
                       "during the run; the next run tries again")
     return kept
 
@@ -366,19 +368,14 @@ def _applied(applier: Applier, plan: Plan, result: ApplyResult) -> set[str]:
 
 def _replace_changes(plan: Plan, items: Iterable[_Item]) -> None:
     """The plan's changes become ``items`` (kept, quotas resolved)."""
-    items = list(items)
-
-    def of(kind: type) -> list[Change]:
-        return [i.change for i in items if isinstance(i.change, kind)]
-
-    plan.creates = Creates(c.want for c in of(Create) if isinstance(c, Create))
-    plan.updates = [c for c in of(Update) if isinstance(c, Update)]
-    plan.replaces = [c for c in of(Replace) if isinstance(c, Replace)]
-    plan.deletes = [c for c in of(Delete) if isinstance(c, Delete)]
+    changes = [i.change for i in items]
+    plan.creates = Creates(c.want for c in changes if isinstance(c, Create))
+    plan.updates = [c for c in changes if isinstance(c, Update)]
+    plan.replaces = [c for c in changes if isinstance(c, Replace)]
+    plan.deletes = [c for c in changes if isinstance(c, Delete)]
 
 
 def _skip(skipped: list[Skip], item: _Item, field: str, why: str) -> None:
-    metrics.record_limit_refusal(field, "sync")
     what = "not created" if item.is_new else "left as it is"
     skipped.append(Skip(item.domain, item.address.rpartition("@")[0],
                         f"{field}: {why}; {what} (nothing is deleted to make room)"))

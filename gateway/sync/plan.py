@@ -147,7 +147,7 @@ def make_plan(desired: Desired, existing: Iterable[Existing],
     # a list only for the rare address that several LDAP entries carry.
     by_address: dict[str, Existing] = {}
     several: dict[str, list[Existing]] = {}
-    held = plan.held
+    held = plan.held = {d: [0, 0, 0] for d in listed}
     for entry in existing:
         address = entry.address
         domain = address.rpartition("@")[2]
@@ -155,9 +155,7 @@ def make_plan(desired: Desired, existing: Iterable[Existing],
             first = by_address.setdefault(address, entry)
             if first is not entry:
                 several.setdefault(address, [first]).append(entry)
-            counts = held.get(domain)
-            if counts is None:
-                counts = held[domain] = [0, 0, 0]
+            counts = held[domain]
             if entry.kind != "alias":
                 counts[0] += 1
                 counts[2] += entry.quota

@@ -283,3 +283,20 @@ def test_a_utf8_bom_is_tolerated_in_raw_documents() -> None:
     for chunk in (1, 2, 1 << 20):
         chunks = [body[i:i + chunk] for i in range(0, len(body), chunk)]
         assert set(build_desired([("d", chunks)]).entries) == {"a@example.com"}
+
+
+def test_quota_is_a_size_in_bytes_as_the_api_takes_it() -> None:
+    good = {"a": 0, "b": 5_000_000, "c": "1024", "d": 2**50}
+    bad = {"n": -1, "f": 1.0, "t": True, "s": "5 GB", "big": 2**50 + 1, "null": None,
+           "list": [1]}
+    items = [{"name": n, "password": CHEAP_HASH, "quota": v} for n, v in {**good, **bad}.items()]
+    result = desired({"example.com": {"account": [
+        *items, {"name": "absent", "password": CHEAP_HASH}]}})
+    assert {a.rpartition("@")[0]: w.quota for a, w in result.entries.items()} == {
+        "a": 0, "b": 5_000_000, "c": 1024, "d": 2**50, "absent": None}
+    found = reasons(result)
+    assert set(found) == {("example.com", n) for n in bad}
+    assert all(r.startswith("quota: ") for r in found.values()), found
+    assert found[("example.com", "big")] == f"quota: must be at most {2**50}"
+    # A skipped entry's address is protected: LDAP's entry stays as it is.
+    assert "n@example.com" in result.protected
