@@ -326,3 +326,28 @@ def test_concurrent_api_creates_during_a_sync_never_pass_max_accounts(
     created = report.counts["created"]
     assert created + (threads * attempts - len(refused)) == limit
     assert len(skip_reasons(report)) == 15 - created
+
+
+def test_a_claim_whose_write_fails_is_given_back(
+        make_runner: MakeRunner, docs: DocServer, directory: Directory,
+        mail: MailDirectory) -> None:
+    Tenants(directory).create(DOMAIN, {"max_accounts": 4, "default_quota": 10})
+    runner = make_runner(docs.serve("/mail.json", document(accounts("a", "b", "c"))))
+    made: list[str] = []
+
+    def meanwhile(phase: str, done: int, total: int) -> None:
+        # After the sync read the domain, before it writes: c is made through the API.
+        if phase == "reading" and done == total and not made:
+            made.append(mail.create_account("c", DOMAIN, "pw").id)
+
+    report = runner.run(progress=meanwhile)
+
+    assert made == ["c@example.com"]
+    assert report.result == "partial" and report.error_count == 1
+    assert "c@example.com: created by someone else meanwhile" in report.errors[0]
+    assert report.counts["created"] == 2
+    # The sync claimed three places (4 with the API's c), c's add failed: its
+    # place was given back, the API's own claim holds c's.
+    assert assert_exact(directory) == (3, 0, 30)
+    assert Tenants(directory).get(DOMAIN).max_accounts == 4
+    assert mail.get_account("c@example.com").origin == "api"
