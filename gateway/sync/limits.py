@@ -116,7 +116,9 @@ def apply_within_limits(applier: Applier, plan: Plan) -> ApplyResult:
         except (DirectoryUnavailable, LockLost) as exc:
             result.aborted = exc.message
     for skip in plan.skipped[skips:]:
-        metrics.record_limit_refusal(skip.reason.partition(":")[0], "sync")
+        limit = skip.reason.partition(":")[0]
+        if limit in _FIELDS:
+            metrics.record_limit_refusal(limit, "sync")
     if not kept:
         return result
     second = Plan()
