@@ -33,10 +33,12 @@ its domain's ``default_quota``.
 Drift: every run that reads the listed domains (each run whose documents
 changed, and the daily full reconcile) compares each listed domain's
 counters with what it read and recounts (:meth:`Tenants.recount`) the
-domains that disagree, before the limits are checked. So a counter left
-too high by a crash, or entries added with LDAP tools, are repaired by the
-next full reconcile at the latest. Domains no document lists are not read
-by the sync; ``mailgate domain recount`` repairs those.
+domains that disagree, before the limits are checked, if their counters
+did not change while the run read (a domain in use by the API meanwhile
+is left to a later run). So a counter left too high by a crash, or entries
+added with LDAP tools, are repaired by the next full reconcile of a quiet
+moment. Domains no document lists are not read by the sync; ``mailgate
+domain recount`` repairs those.
 """
 
 from __future__ import annotations
@@ -171,11 +173,22 @@ def _counts(domain: Domain) -> Counts:
 
 def _repaired(tenants: Tenants, plan: Plan, result: ApplyResult) -> dict[str, Domain]:
     """The domains, each listed one recounted if its counters disagree with
-    what the plan's read found in it (``domains_recounted`` in the result)."""
+    what the plan's read found in it (``domains_recounted`` in the result).
+
+    Only a domain whose counters did not move since just before the read is
+    recounted: one that changed meanwhile (the API at work) disagrees for
+    that reason alone, and a recount while its creates are between their
+    claim and their write would count them out. It is checked again by the
+    next run that reads it.
+    """
     domains = _read_domains(tenants)
     for name, held in plan.held.items():
         domain = domains.get(name)
         if domain is None or (domain.counted and _counts(domain) == tuple(held)):
+            continue
+        before = plan.counters.get(name)
+        if domain.counted and (before is None or _counts(before) != _counts(domain)):
+            log.debug("domain %s changed during the sync's read; not recounted", name)
             continue
         try:
             domains[name] = tenants.recount(name)

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, overload
 
-from ..entries import ORIGIN_SYNC, Existing
+from ..entries import ORIGIN_SYNC, Domain, Existing
 from .records import Desired, Skip, UnknownKey, Want, WantAccount, WantAlias, WantBoth
 
 # Changes are tuples too: a big first import plans a million creates.
@@ -116,8 +116,10 @@ class Plan:
     unchanged: int = 0
     managed: int = 0      # sync-owned entries in the listed domains before the run
     # What each listed domain held as read: [accounts, aliases, quota allocated],
-    # counted as gateway.tenants counts (the limits check the counters by it).
+    # counted as gateway.tenants counts, and its counters read just before
+    # (gateway.sync.limits compares them).
     held: dict[str, list[int]] = field(default_factory=dict)
+    counters: dict[str, Domain] = field(default_factory=dict)
 
     @property
     def writes(self) -> int:

@@ -490,6 +490,7 @@ class SyncRunner:
             current = read_current(self.directory, desired.domains, progress)
         with report.phase("plan"):
             plan = make_plan(desired, current.entries, current.domains)
+            plan.counters = current.counters
         report.plan = plan
         report.counts = plan.counts()
         report.skipped = plan.skipped
