@@ -7,6 +7,7 @@
     plan.py        desired + current -> creates, updates, replaces, deletes (pure)
     current.py     what LDAP holds for the listed domains (one paged search)
     apply.py       the plan onto LDAP, idempotent, several connections at once
+    limits.py      the domains' limits: what fits is claimed, the rest skipped
     lock.py        the cluster-wide lock entry (one sync at a time anywhere)
     state.py       validators and run history, stored in LDAP
     runner.py      one run: lock, fetch, validate, plan, guard, apply, record

@@ -79,7 +79,7 @@ def entry_attrs(want: Want) -> tuple[str, dict[str, list[str]]]:
     if isinstance(want, WantAccount):
         return OC_ACCOUNT, account_attrs(want.address, want.password, want.whitelist or (),
                                          want.submission_disabled, ORIGIN_SYNC,
-                                         want.subaddress_extension)
+                                         want.subaddress_extension, want.quota or 0)
     return OC_ALIAS, alias_attrs(want.address, want.targets, ORIGIN_SYNC)
 
 
@@ -266,5 +266,7 @@ def _fields(want: Want) -> dict[str, object]:
             fields["submission_disabled"] = want.submission_disabled
         if want.subaddress_extension is not None:
             fields["subaddress_extension"] = want.subaddress_extension
+        if want.quota is not None:
+            fields["quota"] = want.quota
         return fields
     return {"to": ",".join(want.targets)}

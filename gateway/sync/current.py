@@ -18,14 +18,16 @@ from dataclasses import dataclass, field
 
 from ..directory import Directory, Filter, all_of, any_of, ends_with, eq
 from ..entries import (
-    A_DC,
     A_MAIL,
+    DOMAIN_ATTRS,
     OC_ACCOUNT,
     OC_ALIAS,
     OC_DOMAIN,
     SYNC_ATTRS,
+    Domain,
     Existing,
     Layout,
+    decode_domain,
     decode_existing,
 )
 
@@ -38,6 +40,8 @@ Progress = Callable[[str, int, int], None]
 class Current:
     domains: set[str] = field(default_factory=set)        # domain entries present
     entries: list[Existing] = field(default_factory=list)  # accounts and aliases
+    # The listed domains' limits and counters, read before their entries.
+    counters: dict[str, Domain] = field(default_factory=dict)
 
 
 def _entries_filter(domains: Collection[str] | None) -> Filter:
@@ -55,9 +59,11 @@ def read_current(directory: Directory, domains: Collection[str] | None,
         return current
     wanted = set(domains) if domains is not None else None
     base = Layout(directory.base_dn).domains
-    present = {(e.first(A_DC) or "").lower()
-               for e in directory.find(base, eq("objectClass", OC_DOMAIN), [A_DC])}
+    found = [decode_domain(e) for e in directory.find(base, eq("objectClass", OC_DOMAIN),
+                                                      list(DOMAIN_ATTRS))]
+    present = {d.name for d in found}
     current.domains = present if wanted is None else present & wanted
+    current.counters = {d.name: d for d in found if d.name in current.domains}
     selective = wanted is not None and bool(present - wanted) and len(wanted) <= OR_LIMIT
     seen = 0
     for entry in directory.iterate(base, _entries_filter(wanted if selective else None),

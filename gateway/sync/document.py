@@ -17,7 +17,8 @@ records :mod:`.records`); splitting the rules would split that one pass.
   each unknown key is reported once per run (:class:`.records.UnknownKey`:
   how many entries carried it, the first of them).
 * An entry with a problem (bad name, password not a crypt hash, bad
-  recipient, bad whitelist, a field given twice, ...) is skipped. Its address is
+  recipient, bad whitelist, a ``quota`` that is not a size in bytes as the
+  API takes it, a field given twice, ...) is skipped. Its address is
   *protected*: whatever LDAP holds for it stays as it is (not updated, not
   deleted).
 * An address one document lists once as an account and once as an alias is
@@ -53,6 +54,7 @@ from ..addresses import (
     parse_recipients,
     parse_whitelist,
 )
+from ..tenants import MAX_QUOTA, parse_size
 from .jsonstream import (
     CONTAINERS,
     Chunks,
@@ -74,7 +76,7 @@ from .records import (
 )
 
 ACCOUNT_FIELDS = frozenset({"name", "password", "spoofing_whitelist", "submission_disabled",
-                            "subaddress_extension"})
+                            "subaddress_extension", "quota"})
 ALIAS_FIELDS = frozenset({"name", "to"})
 DOMAIN_FIELDS = frozenset({"account", "alias"})
 _SHOWN = 200  # longest raw name or domain quoted in a report
@@ -466,8 +468,14 @@ def _account_fields(item: Mapping[str, Any], local: str, domain: str) \
         if not isinstance(value, bool):
             return "subaddress_extension: must be true or false", None
         subaddress = value
+    quota: int | None = None
+    if "quota" in item:
+        try:
+            quota = parse_size(item["quota"], MAX_QUOTA)
+        except ValueError as exc:
+            return f"quota: {exc}", None
     return "", _new(WantAccount, (f"{local}@{domain}", password, whitelist, disabled,
-                                  subaddress))
+                                  subaddress, quota))
 
 
 def _alias(builder: _Builder, item: Mapping[str, Any], duplicates: frozenset[str],

@@ -2,10 +2,10 @@
 
 The output is what a sync needs to reproduce the directory: every domain
 (A-label keys) with all its accounts (name, password hash without the
-``{CRYPT}`` tag, spoofing_whitelist, submission_disabled, subaddress_extension)
-and aliases (name,
-to), sorted. Syncing it onto an empty directory gives the same entries, now
-owned by the sync.
+``{CRYPT}`` tag, spoofing_whitelist, submission_disabled, subaddress_extension,
+quota in bytes, 0: none) and aliases (name, to), sorted. Syncing it onto an
+empty directory gives the same entries, now owned by the sync. A domain's
+limits are not part of the format (``mailgate domain`` sets them).
 
 A stored password that is not a crypt hash the sync accepts (an ``{SSHA}``
 made by hand, say) is left out of its account and reported: a sync of the
@@ -46,5 +46,6 @@ def export_document(directory: Directory, domains: Collection[str] | None = None
         item["spoofing_whitelist"] = ",".join(entry.whitelist)
         item["submission_disabled"] = entry.submission_disabled
         item["subaddress_extension"] = entry.subaddress_extension
+        item["quota"] = entry.quota
         lists["account"].append(item)
     return dict(sorted(document.items())), warnings

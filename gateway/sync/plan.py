@@ -5,7 +5,8 @@ Rules (SPEC.md section 2), for the domains the documents list:
 * a wanted address with no entry is created, owned by the sync;
 * a wanted address with an entry of the same kind is updated in the fields
   that differ, and only in fields the document states (an absent
-  ``spoofing_whitelist`` or ``submission_disabled`` keeps its LDAP value);
+  ``spoofing_whitelist``, ``submission_disabled`` or ``quota`` keeps its LDAP
+  value);
 * an entry made through the API (``mailgateOrigin: api``) or by hand (no
   origin) that the document lists is taken over: its origin becomes ``sync``
   (the plan marks it, apply logs it);
@@ -22,7 +23,10 @@ Rules (SPEC.md section 2), for the domains the documents list:
 * protected addresses (skipped while validating) and addresses that several
   LDAP entries carry are left exactly as they are.
 
-Domains not listed are not looked at.
+Domains not listed are not looked at. The domains' limits are not the
+plan's business: :mod:`.limits` skips what does not fit when the plan is
+applied (a new account's quota, when the document gives none, is its
+domain's ``default_quota``, also set there).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, overload
 
-from ..entries import ORIGIN_SYNC, Existing
+from ..entries import ORIGIN_SYNC, Domain, Existing
 from .records import Desired, Skip, UnknownKey, Want, WantAccount, WantAlias, WantBoth
 
 # Changes are tuples too: a big first import plans a million creates.
@@ -111,6 +115,11 @@ class Plan:
     unknown_keys: list[UnknownKey] = field(default_factory=list)   # ignored, reported
     unchanged: int = 0
     managed: int = 0      # sync-owned entries in the listed domains before the run
+    # What each listed domain held as read: [accounts, aliases, quota allocated],
+    # counted as gateway.tenants counts, and its counters read just before
+    # (gateway.sync.limits compares them).
+    held: dict[str, list[int]] = field(default_factory=dict)
+    counters: dict[str, Domain] = field(default_factory=dict)
 
     @property
     def writes(self) -> int:
@@ -140,12 +149,20 @@ def make_plan(desired: Desired, existing: Iterable[Existing],
     # a list only for the rare address that several LDAP entries carry.
     by_address: dict[str, Existing] = {}
     several: dict[str, list[Existing]] = {}
+    held = plan.held = {d: [0, 0, 0] for d in listed}
     for entry in existing:
         address = entry.address
-        if address.rpartition("@")[2] in listed:
+        domain = address.rpartition("@")[2]
+        if domain in listed:
             first = by_address.setdefault(address, entry)
             if first is not entry:
                 several.setdefault(address, [first]).append(entry)
+            counts = held[domain]
+            if entry.kind != "alias":
+                counts[0] += 1
+                counts[2] += entry.quota
+            if entry.kind != "account":
+                counts[1] += 1
 
     unchanged = managed = 0
     for address, current in by_address.items():
@@ -223,6 +240,8 @@ def _differences(current: Existing, want: Want) -> dict[str, object]:
         if (account.subaddress_extension is not None
                 and current.subaddress_extension != account.subaddress_extension):
             changes["subaddress_extension"] = account.subaddress_extension
+        if account.quota is not None and current.quota != account.quota:
+            changes["quota"] = account.quota
     if alias is not None and not _same(current.targets, alias.targets):
         changes["to"] = alias.targets
     if want.kind != current.kind:

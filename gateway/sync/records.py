@@ -38,6 +38,7 @@ class _AccountFields(NamedTuple):
     whitelist: tuple[str, ...] | None    # None: the document does not say
     submission_disabled: bool | None     # None: the document does not say
     subaddress_extension: bool | None = None   # None: the document does not say
+    quota: int | None = None             # bytes; None: the document does not say
 
 
 class _AddressParts:
@@ -62,9 +63,10 @@ class WantAccount(_AccountFields, _AddressParts):
     def __new__(cls, address: str, name: str, domain: str, password: str,
                 whitelist: tuple[str, ...] | None,
                 submission_disabled: bool | None,
-                subaddress_extension: bool | None = None) -> WantAccount:
+                subaddress_extension: bool | None = None,
+                quota: int | None = None) -> WantAccount:
         return tuple.__new__(cls, (address, password, whitelist, submission_disabled,
-                                   subaddress_extension))
+                                   subaddress_extension, quota))
 
 
 class _AliasFields(NamedTuple):

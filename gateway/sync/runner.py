@@ -72,6 +72,7 @@ from .fetch import (
     redact_url,
     source_key,
 )
+from .limits import apply_within_limits, preview_limits
 from .lock import LdapLock, holder_is_dead
 from .plan import Plan, make_plan, refusal
 from .records import DocumentError, Skip, UnknownKey
@@ -312,6 +313,7 @@ class SyncRunner:
         try:
             fetched = self._fetch_all({}, report)
             plan = self._plan(fetched, progress, report)
+            preview_limits(plan, self.mail.domains)
         except (FetchError, DocumentError) as exc:
             return report.finish("failed", str(exc))
         except DirectoryUnavailable as exc:
@@ -422,7 +424,7 @@ class SyncRunner:
         lock.check()
         with report.phase("apply"):
             applier = Applier(self.mail, lock, progress=progress)
-            result = applier.apply(plan)
+            result = apply_within_limits(applier, plan)
             # Recorded even when the run stopped part-way: what was done, was done.
             self.audit.record_changes(applier.done_changes,
                                       Actor(f"sync run {report.id} ({report.trigger})"))
@@ -488,6 +490,7 @@ class SyncRunner:
             current = read_current(self.directory, desired.domains, progress)
         with report.phase("plan"):
             plan = make_plan(desired, current.entries, current.domains)
+            plan.counters = current.counters
         report.plan = plan
         report.counts = plan.counts()
         report.skipped = plan.skipped

@@ -87,7 +87,8 @@ def test_once_and_its_exit_codes(env: pytest.MonkeyPatch, docs: DocServer,
 def test_export_round_trip(env: pytest.MonkeyPatch, docs: DocServer, mail: MailDirectory,
                            slapd: ManagedSlapd, tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
-    mail.create_account("alice", "example.com", "pw", True, "office@example.com,example.org")
+    mail.create_account("alice", "example.com", "pw", True, "office@example.com,example.org",
+                        quota=5_000_000)
     mail.create_account("anna", "bücher.example", "pw")
     mail.create_alias("office", "example.com", "alice@example.com,x@example.net")
     ldap_tool(slapd, "ldapadd", input=f"dn: dc=empty.example,ou=domains,{BASE_DN}\n"
@@ -99,7 +100,8 @@ def test_export_round_trip(env: pytest.MonkeyPatch, docs: DocServer, mail: MailD
     assert first["example.com"]["account"][0] == {
         "name": "alice", "password": mail.get_account("alice@example.com").password,
         "spoofing_whitelist": "office@example.com,example.org", "submission_disabled": True,
-        "subaddress_extension": False}
+        "subaddress_extension": False, "quota": 5_000_000}
+    assert first["xn--bcher-kva.example"]["account"][0]["quota"] == 0
     assert first["empty.example"] == {"account": [], "alias": []}
     assert "xn--bcher-kva.example" in first
 
@@ -150,3 +152,24 @@ def test_accounts_of_a_cli_sync_bind(env: pytest.MonkeyPatch, docs: DocServer,
     assert main(["sync", "--once"]) == 0
     account = mail.get_account("c@example.com")
     assert mail.dir.compare_password(account.dn, "cheap")
+
+
+def test_dry_run_and_once_beyond_a_domain_limit(
+        env: pytest.MonkeyPatch, docs: DocServer, mail: MailDirectory,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    mail.domains.create("example.com", {"max_accounts": 1})
+    docs.serve("/mail.json", spec_document())     # alice and bob
+
+    assert main(["sync", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "create account alice@example.com" in out
+    assert "create account bob@example.com" not in out
+    assert "skip example.com 'bob': max_accounts: example.com holds 1 accounts" in out
+    assert mail.list_accounts(None).count == 0
+
+    assert main(["sync", "--once"]) == 1       # partial: bob did not fit
+    out = capsys.readouterr().out
+    assert "skipped example.com 'bob': max_accounts: " in out
+    assert "sync partial: 2 created" in out and "(1 entry skipped)" in out
+    assert [a.id for a in mail.list_accounts(None).results] == ["alice@example.com"]
+    assert mail.domains.get("example.com").accounts == 1

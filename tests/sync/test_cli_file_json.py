@@ -91,6 +91,25 @@ def test_a_local_file_goes_through_validation_plan_guard_and_apply(
     assert applied["result"] == "applied" and applied["counts"]["deleted"] == 3
 
 
+def test_a_file_beyond_max_aliases_is_partial_with_the_limit_in_json(
+        env: pytest.MonkeyPatch, mail: MailDirectory, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    mail.domains.create("example.com", {"max_aliases": 1})
+    document = spec_document()
+    document["example.com"]["alias"].append(  # type: ignore[index]
+        {"name": "sales", "to": "bob@example.com"})
+    doc = _write(tmp_path / "mail.json", document)
+
+    assert main(["sync", "--file", str(doc), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["result"] == "partial" and report["counts"]["created"] == 3
+    assert report["skipped"] == [{"domain": "example.com", "name": "sales", "source": "",
+                                  "reason": report["skipped"][0]["reason"]}]
+    assert report["skipped"][0]["reason"].startswith(
+        "max_aliases: example.com holds 1 aliases (with this run's), its max_aliases is 1")
+    assert mail.domains.get("example.com").aliases == 1
+
+
 def test_a_file_from_stdin_and_its_errors(env: pytest.MonkeyPatch, mail: MailDirectory,
                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:

@@ -145,10 +145,10 @@ def test_alias_recipients_and_whitelists_are_validated() -> None:
 def test_unknown_keys_are_ignored_and_reported_once_per_key() -> None:
     result = desired({"example.com": {
         "account": [{"name": "a", "password": CHEAP_HASH, "submision_disabled": True,
-                     "quota": 5},
-                    {"name": "b", "password": CHEAP_HASH, "quota": 8},
-                    {"name": "c", "password": "plain", "quota": 1}],
-        "alias": [{"name": "o", "to": "a@example.com", "quota": 1}]}})
+                     "storage": 5},
+                    {"name": "b", "password": CHEAP_HASH, "storage": 8},
+                    {"name": "c", "password": "plain", "storage": 1}],
+        "alias": [{"name": "o", "to": "a@example.com", "storage": 1}]}})
     # The entries are applied from the keys mailgate knows.
     assert set(result.entries) == {"a@example.com", "b@example.com", "o@example.com"}
     assert result.entries["a@example.com"].submission_disabled is None  # type: ignore[union-attr]
@@ -156,14 +156,14 @@ def test_unknown_keys_are_ignored_and_reported_once_per_key() -> None:
     (skip,) = result.skipped
     assert skip.name == "c" and skip.reason.startswith("password:")
     found = {(u.kind, u.key): u for u in result.unknown_keys}
-    assert set(found) == {("account", "quota"), ("account", "submision_disabled"),
-                          ("alias", "quota")}
-    quota = found[("account", "quota")]
-    assert quota.count == 3 and (quota.domain, quota.name, quota.source) == (
+    assert set(found) == {("account", "storage"), ("account", "submision_disabled"),
+                          ("alias", "storage")}
+    storage = found[("account", "storage")]
+    assert storage.count == 3 and (storage.domain, storage.name, storage.source) == (
         "example.com", "a", "doc0")
-    assert quota.as_json() == {"key": "quota", "kind": "account", "count": 3, "example": {
+    assert storage.as_json() == {"key": "storage", "kind": "account", "count": 3, "example": {
         "domain": "example.com", "name": "a", "source": "doc0"}}
-    assert found[("alias", "quota")].count == 1
+    assert found[("alias", "storage")].count == 1
 
 
 def test_unknown_keys_reported_are_bounded() -> None:
@@ -283,3 +283,20 @@ def test_a_utf8_bom_is_tolerated_in_raw_documents() -> None:
     for chunk in (1, 2, 1 << 20):
         chunks = [body[i:i + chunk] for i in range(0, len(body), chunk)]
         assert set(build_desired([("d", chunks)]).entries) == {"a@example.com"}
+
+
+def test_quota_is_a_size_in_bytes_as_the_api_takes_it() -> None:
+    good = {"a": 0, "b": 5_000_000, "c": "1024", "d": 2**50}
+    bad = {"n": -1, "f": 1.0, "t": True, "s": "5 GB", "big": 2**50 + 1, "null": None,
+           "list": [1]}
+    items = [{"name": n, "password": CHEAP_HASH, "quota": v} for n, v in {**good, **bad}.items()]
+    result = desired({"example.com": {"account": [
+        *items, {"name": "absent", "password": CHEAP_HASH}]}})
+    assert {a.rpartition("@")[0]: w.quota for a, w in result.entries.items()} == {
+        "a": 0, "b": 5_000_000, "c": 1024, "d": 2**50, "absent": None}
+    found = reasons(result)
+    assert set(found) == {("example.com", n) for n in bad}
+    assert all(r.startswith("quota: ") for r in found.values()), found
+    assert found[("example.com", "big")] == f"quota: must be at most {2**50}"
+    # A skipped entry's address is protected: LDAP's entry stays as it is.
+    assert "n@example.com" in result.protected

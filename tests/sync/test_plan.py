@@ -133,3 +133,16 @@ def test_delete_guard() -> None:
     # API entries do not count as managed and are never deleted.
     api_only = [existing(f"u{i}@example.com", origin="api") for i in range(8)]
     assert refusal(make_plan(wanted(), api_only, {"example.com"}), 0.0) is None
+
+
+def test_quota_is_compared_only_when_the_document_states_it() -> None:
+    current = [existing(f"{n}@example.com", quota=100) for n in ("same", "absent", "other")]
+    stated = WantAccount("same@example.com", "same", "example.com", H1, None, None, None, 100)
+    absent = account("absent")
+    other = WantAccount("other@example.com", "other", "example.com", H1, None, None, None, 0)
+    plan = make_plan(wanted(stated, absent, other), current, {"example.com"})
+    assert [(u.existing.address, u.changes) for u in plan.updates] == [
+        ("other@example.com", {"quota": 0})]
+    assert plan.unchanged == 2
+    # What the read found, per listed domain: accounts, aliases, quota allocated.
+    assert plan.held == {"example.com": [3, 0, 300]}

@@ -23,3 +23,16 @@ def test_a_sync_run_shows_in_the_metrics(client: Client, docs: DocServer,
         - value(before, "mailgate_sync_entries_total", change="created") == 3
     age = value(after, "mailgate_sync_last_success_age_seconds")
     assert ("mailgate_sync_last_success_age_seconds", ()) in after and 0 <= age < 60
+
+
+def test_limit_skips_of_a_run_are_counted_with_source_sync(
+        client: Client, docs: DocServer, make_runner: MakeRunner) -> None:
+    runner = make_runner(docs.serve("/limits.json", spec_document()))   # alice and bob
+    runner.mail.domains.create("example.com", {"max_accounts": 1})
+    before = scrape(client)
+    report = runner.run("cli")
+    assert report.result == "partial"
+    after = scrape(client)
+    labels = {"limit": "max_accounts", "source": "sync"}
+    assert value(after, "mailgate_limit_refusals_total", **labels) \
+        - value(before, "mailgate_limit_refusals_total", **labels) == 1
