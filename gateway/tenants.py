@@ -29,7 +29,9 @@ early, never hold more than its limit. A counter that is off (a crash, an
 entry added by hand with ``ldapadd``) is repaired by :meth:`Tenants.recount`
 (``mailgate domain recount``, and every full reconcile of the sync): it
 counts the entries and writes the counters under an assertion that they did
-not change meanwhile.
+not change meanwhile; it lowers a counter only when a second count, a settle
+time later, agrees (a claim taken just before the first count has its entry
+written by then).
 
 Entries made with LDAP tools directly are not limited (the directory's
 administrators are trusted); they are counted at the next recount.
@@ -39,7 +41,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from . import metrics
@@ -59,6 +62,7 @@ from .entries import (
     ACCOUNT_ROLE,
     ALIAS_ROLE,
     DOMAIN_ATTRS,
+    DOMAIN_COUNTER_ATTRS,
     DOMAIN_LIMIT_ATTRS,
     DOMAIN_LIMIT_FIELDS,
     OC_DOMAIN,
@@ -83,6 +87,9 @@ MAX_QUOTA = 2**50
 # as 32-bit signed everywhere.
 MAX_COUNT = 2**31 - 1
 _ATTEMPTS = 4
+# How long a recount waits before it lowers a counter: longer than any create
+# takes from its claim to its write (a request bounded by the LDAP timeouts).
+SETTLE_SECONDS = 10.0
 # Entries deleted per batch by a cascade delete (one pipelined write_many each).
 CASCADE_BATCH = 500
 
@@ -365,46 +372,60 @@ class Tenants:
 
     # -- repair -------------------------------------------------------------------
 
-    def recount(self, name: str) -> Domain:
+    def recount(self, name: str, settle: Callable[[], None] | None = None) -> Domain:
         """Count the domain's entries and write its counters (repairs a drift).
 
         The counters are written only if they did not change while counting;
-        otherwise it counts again (a few times, then Conflict).
+        otherwise it counts again (a few times, then Conflict). A counter is
+        lowered only if a second count, :data:`SETTLE_SECONDS` later (``settle``:
+        what to do in between), finds no more: a create whose place was claimed
+        just before the first count has its entry written by then (or gave the
+        place back, which changes the counter), so it is not counted out.
         """
         dn = self.layout.domain(name)
         for _attempt in range(_ATTEMPTS):
             before = self.find(name)
             if before is None:
                 raise NotFound(f"no domain {name}")
-            accounts = aliases = allocated = 0
-            for entry in self.dir.iterate(dn, any_of(ACCOUNT_ROLE, ALIAS_ROLE),
-                                          ["objectClass", A_QUOTA]):
-                kind = kind_of(entry)
-                if kind in ("account", "both"):
-                    accounts += 1
-                    allocated += decode_int(entry.attrs.get(A_QUOTA))
-                if kind in ("alias", "both"):
-                    aliases += 1
-            counted = {A_ACCOUNT_COUNT: accounts, A_ALIAS_COUNT: aliases,
-                       A_QUOTA_ALLOCATED: allocated}
+            counted = self._count(dn)
+            stored = (before.accounts, before.aliases, before.quota_allocated)
+            if before.counted and any(c < s for c, s in zip(counted, stored, strict=True)):
+                (settle or _settle)()
+                again = self._count(dn)
+                counted = (max(counted[0], again[0]), max(counted[1], again[1]),
+                           max(counted[2], again[2]))
             if before.counted:
                 unchanged = all_of(eq(A_ACCOUNT_COUNT, str(before.accounts)),
                                    eq(A_ALIAS_COUNT, str(before.aliases)),
                                    eq(A_QUOTA_ALLOCATED, str(before.quota_allocated)))
             else:
                 unchanged = not_(present(A_ACCOUNT_COUNT))
-            if self.dir.modify_if(dn, {k: [str(v)] for k, v in counted.items()}, unchanged):
-                if (before.accounts, before.aliases, before.quota_allocated) != (
-                        accounts, aliases, allocated) or not before.counted:
+            values = dict(zip(DOMAIN_COUNTER_ATTRS, counted, strict=True))
+            if self.dir.modify_if(dn, {k: [str(v)] for k, v in values.items()}, unchanged):
+                if stored != counted or not before.counted:
                     log.info("domain %s recounted: %d accounts, %d aliases, %d bytes",
-                             name, accounts, aliases, allocated)
+                             name, *counted)
                 domain = self.find(name)
                 if domain is None:
                     raise NotFound(f"no domain {name}")
                 return domain
         raise Conflict(f"the domain {name} keeps changing; recount it again later")
 
-    def recount_all(self, names: Iterable[str] | None = None) -> list[Domain]:
+    def _count(self, dn: str) -> tuple[int, int, int]:
+        """(accounts, aliases, quota allocated) of the entries below ``dn``."""
+        accounts = aliases = allocated = 0
+        for entry in self.dir.iterate(dn, any_of(ACCOUNT_ROLE, ALIAS_ROLE),
+                                      ["objectClass", A_QUOTA]):
+            kind = kind_of(entry)
+            if kind in ("account", "both"):
+                accounts += 1
+                allocated += decode_int(entry.attrs.get(A_QUOTA))
+            if kind in ("alias", "both"):
+                aliases += 1
+        return accounts, aliases, allocated
+
+    def recount_all(self, names: Iterable[str] | None = None,
+                    settle: Callable[[], None] | None = None) -> list[Domain]:
         """:meth:`recount` every domain (or those named); the repaired ones."""
         if names is None:
             names = [decode_domain(e).name for e in self.dir.iterate(
@@ -412,7 +433,7 @@ class Tenants:
         repaired = []
         for name in names:
             before = self.find(name)
-            after = self.recount(name)
+            after = self.recount(name, settle)
             if before is None or (before.accounts, before.aliases, before.quota_allocated,
                                   before.counted) != (after.accounts, after.aliases,
                                                       after.quota_allocated, True):
@@ -423,6 +444,10 @@ class Tenants:
                  **detail: object) -> None:
         if self.audit is not None:
             self.audit.record(operation, domain, fields, None, **detail)
+
+
+def _settle() -> None:
+    time.sleep(SETTLE_SECONDS)
 
 
 def _zero_counters() -> dict[str, list[str]]:

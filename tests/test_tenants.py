@@ -14,7 +14,7 @@ import requests
 
 from gateway.audit import AuditLog
 from gateway.directory import Directory
-from gateway.errors import DirectoryUnavailable
+from gateway.errors import DirectoryUnavailable, LimitExceeded
 from gateway.mail import MailDirectory
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd
@@ -316,12 +316,32 @@ def test_a_drifted_counter_is_repaired_by_recount(client: Client, slapd: Managed
         "replace: mailgateAccountCount\nmailgateAccountCount: 3\n-\n"
         "replace: mailgateQuotaAllocated\nmailgateQuotaAllocated: 999\n"))
     assert account(client, "b").status_code == 409     # refuses early, never over
-    repaired = mail.domains.recount_all()
+    repaired = mail.domains.recount_all(settle=lambda: None)
     assert [d.name for d in repaired] == ["example.com"]
     got = domain(client)
     assert (got["accounts"], got["quota_allocated"]) == (1, 100)
     assert account(client, "b").status_code == 201
     assert mail.domains.recount_all() == []
+
+
+def test_a_recount_does_not_count_out_a_create_between_its_claim_and_its_write(
+        mail: MailDirectory) -> None:
+    mail.domains.create("example.com", {"max_accounts": 1})
+    # A create has claimed the last place and is about to write its entry ...
+    mail.domains.claim("example.com", accounts=1, quota=0, mailbox=True)
+
+    def the_create_writes() -> None:     # ... while the recount settles
+        mail.dir.add(mail.layout.address("late@example.com"), "mailgateAccount",
+                     {"mail": ["late@example.com"], "userPassword": ["x"]})
+
+    domain = mail.domains.recount("example.com", settle=the_create_writes)
+    assert domain.accounts == 1
+    with pytest.raises(LimitExceeded):
+        mail.create_account("second", "example.com", "pw")
+    # A claim whose write never came (a crash) is given back by the recount.
+    mail.domains.claim("example.com", aliases=1)
+    assert mail.domains.find("example.com").aliases == 1   # type: ignore[union-attr]
+    assert mail.domains.recount("example.com", settle=lambda: None).aliases == 0
 
 
 # -- concurrency: two gateway processes ------------------------------------------------------
