@@ -63,6 +63,13 @@ def check_plain(password: object) -> str:
     return password
 
 
+# passlib builds its base64 engine's tables on first use, and that lazy step is
+# not thread-safe: two requests hashing at once in a fresh worker could fail
+# with AttributeError ('_lazy_opts', found by the tenancy test's 16 clients).
+# One hash at import does it before any thread can race (about a millisecond).
+sha512_crypt.using(rounds=1000).hash("warm-up")
+
+
 def hash_password(password: str, rounds: int) -> str:
     """SHA512-crypt hash (no ``{CRYPT}`` tag) of a checked plain password."""
     return str(sha512_crypt.using(rounds=rounds).hash(password))
