@@ -170,8 +170,14 @@ class AuditLog:
         name = name or f"{_stamp(when)}-{secrets.token_hex(3)}"
         value = json.dumps(event, separators=(",", ":"), default=str).encode("utf-8")
         self._ensure_day(day)
-        self.directory.add(f"{rdn(A_CN, name)},{self._day_dn(day)}", OC_STATE,
-                           {A_CN: [name], A_STATE: [value]})
+        dn = f"{rdn(A_CN, name)},{self._day_dn(day)}"
+        attrs: dict[str, list[str | bytes]] = {A_CN: [name], A_STATE: [value]}
+        try:
+            self.directory.add(dn, OC_STATE, attrs)
+        except NotFound:   # the day's container (or ou=audit) was deleted meanwhile
+            self._days_made.discard(day)
+            self._ensure_day(day)
+            self.directory.add(dn, OC_STATE, attrs)
 
     def _day_dn(self, day: str) -> str:
         return f"{rdn('ou', day)},{self.base}"

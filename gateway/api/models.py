@@ -55,6 +55,16 @@ COMMON_ERRORS = {
     503: "LDAP unreachable (Retry-After)",
 }
 
+# The query parameters of every list route, typed so that a generated request
+# that fits the document is one the gateway accepts.
+LIST_PARAMS: dict[str, Any] = {
+    "domain": {"description": "only this domain", "type": "string"},
+    "page": {"description": "from 1, or last", "type": "string",
+             "pattern": "^([1-9][0-9]{0,8}|last)$"},
+    "page_size": {"description": "default 100; above 10000 means 10000", "type": "integer",
+                  "minimum": 1, "maximum": 999_999_999},
+}
+
 # Examples use reserved names only (RFC 2606: example.com, example.net); a write
 # takes a plain-text password, a read shows the hash that LDAP stores (this one
 # is EXAMPLE_PASSWORD's, SHA512-crypt with the default rounds).
