@@ -32,6 +32,7 @@ failure is logged.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import datetime as dt
@@ -40,6 +41,8 @@ import json
 import logging
 import secrets
 import socket
+import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,7 +133,32 @@ class AuditLog:
         if chunk:
             self._write({"operation": "sync.changes", "changes": chunk}, who)
 
+    def claim(self, slot: str, day: dt.datetime, operation: str, who: Actor,
+              **detail: object) -> bool:
+        """One event as the entry named ``slot`` in ``day``'s container, unless
+        that entry exists: False then (someone holds the slot), nothing written.
+
+        The directory's refusal to add a DN twice makes the slot a
+        deployment-wide claim that costs no write when it fails (:class:`Budget`).
+        """
+        event: dict[str, Any] = {"operation": operation,
+                                 **{k: v for k, v in detail.items() if v is not None}}
+        try:
+            self._add(event, who, slot, day.strftime("%Y-%m-%d"))
+        except Conflict:
+            return False
+        except MailgateError as exc:
+            log.error("audit event %s not recorded: %s", operation, exc.message)
+        return True
+
     def _write(self, event: dict[str, Any], who: Actor | None) -> None:
+        try:
+            self._add(event, who)
+        except MailgateError as exc:
+            log.error("audit event %s not recorded: %s", event.get("operation"), exc.message)
+
+    def _add(self, event: dict[str, Any], who: Actor | None, name: str | None = None,
+             day: str | None = None) -> None:
         who = who or actor.get() or cli_actor()
         when = _now()
         event = {"time": _iso(when), "who": who.who, **event}
@@ -138,15 +166,18 @@ class AuditLog:
             event["client"] = who.client
         if who.request_id:
             event["request_id"] = who.request_id
-        day = when.strftime("%Y-%m-%d")
-        name = f"{_stamp(when)}-{secrets.token_hex(3)}"
+        day = day or when.strftime("%Y-%m-%d")
+        name = name or f"{_stamp(when)}-{secrets.token_hex(3)}"
         value = json.dumps(event, separators=(",", ":"), default=str).encode("utf-8")
+        self._ensure_day(day)
+        dn = f"{rdn(A_CN, name)},{self._day_dn(day)}"
+        attrs: dict[str, list[str | bytes]] = {A_CN: [name], A_STATE: [value]}
         try:
+            self.directory.add(dn, OC_STATE, attrs)
+        except NotFound:   # the day's container (or ou=audit) was deleted meanwhile
+            self._days_made.discard(day)
             self._ensure_day(day)
-            self.directory.add(f"{rdn(A_CN, name)},{self._day_dn(day)}", OC_STATE,
-                               {A_CN: [name], A_STATE: [value]})
-        except MailgateError as exc:
-            log.error("audit event %s not recorded: %s", event.get("operation"), exc.message)
+            self.directory.add(dn, OC_STATE, attrs)
 
     def _day_dn(self, day: str) -> str:
         return f"{rdn('ou', day)},{self.base}"
@@ -218,6 +249,122 @@ class AuditLog:
                     if event is None:
                         continue
                 yield event
+
+
+# -- what strangers and probing tokens may cost the trail ------------------------
+
+def interval_start(interval: int, now: float | None = None) -> float:
+    """The start of the ``interval``-second period ``now`` falls in (the same on every host)."""
+    now = time.time() if now is None else now
+    return now - now % interval
+
+
+class Budget:
+    """At most ``size`` audit events of one ``kind`` per interval, for the whole deployment.
+
+    The events are entries with fixed names (``<interval start>-<kind>-<n>``,
+    n < size): every process of every gateway claims the same names, and the
+    directory adds each DN once, so ``size`` entries per interval is a bound
+    whatever the number of processes. A process that found a name taken goes
+    on to the next one, and knows the budget is spent once it has tried them
+    all: a spent budget costs no LDAP operation at all.
+    """
+
+    def __init__(self, audit: AuditLog, kind: str, size: int, interval: int) -> None:
+        self.audit, self.kind, self.size, self.interval = audit, kind, size, interval
+        self._lock = threading.Lock()
+        self._period = 0.0
+        self._next = 0
+
+    def record(self, operation: str, who: Actor, **detail: object) -> bool:
+        """The event in the trail if the budget allows (True); False: spent, nothing written."""
+        start = interval_start(self.interval)
+        day = dt.datetime.fromtimestamp(start, dt.UTC)
+        while True:
+            with self._lock:
+                if start != self._period:
+                    self._period, self._next = start, 0
+                slot = self._next
+                if slot >= self.size:
+                    return False
+                self._next += 1
+            if self.audit.claim(f"{_stamp(day)}-{self.kind}-{slot:05d}", day, operation, who,
+                                **detail):
+                return True
+
+
+@dataclass
+class _Count:
+    count: int = 0
+    clients: set[str] = field(default_factory=set)
+    groups: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class Tally:
+    """Events counted in memory and written as one audit event per key and interval.
+
+    ``add`` costs no LDAP operation; at the end of each interval (a timer, or
+    the first ``add`` of the next interval) each key's count is written as one
+    ``operation`` event: how many, from how many client addresses, and the
+    groups (prefixes, paths) seen most. Memory is bounded: at most
+    ``MAX_CLIENTS`` addresses and ``MAX_GROUPS`` groups are told apart per key.
+    """
+
+    MAX_CLIENTS = 100_000
+    MAX_GROUPS = 10_000
+    TOP = 10
+
+    def __init__(self, audit: AuditLog, operation: str, interval: int, counted: str,
+                 grouped_by: str) -> None:
+        self.audit, self.operation, self.interval = audit, operation, interval
+        self.counted, self.grouped_by = counted, grouped_by
+        self._lock = threading.Lock()
+        self._period = 0.0
+        self._counts: dict[str, _Count] = {}
+        self._timer: threading.Timer | None = None
+
+    def add(self, who: str, group: str, client: str | None) -> None:
+        start = interval_start(self.interval)
+        with self._lock:
+            done = self._take() if self._counts and start != self._period else None
+            self._period = start
+            count = self._counts.setdefault(who, _Count())
+            count.count += 1
+            if client and len(count.clients) < self.MAX_CLIENTS:
+                count.clients.add(client)
+            if group in count.groups or len(count.groups) < self.MAX_GROUPS:
+                count.groups[group] += 1
+            else:
+                count.groups["(others)"] += 1
+            if self._timer is None:
+                self._timer = threading.Timer(start + self.interval - time.time() + 0.05,
+                                              self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+        if done is not None:
+            self._write(*done)
+
+    def flush(self) -> None:
+        """Write what was counted (the timer calls this at the end of the interval)."""
+        with self._lock:
+            self._timer = None
+            done = self._take() if self._counts else None
+        if done is not None:
+            self._write(*done)
+
+    def _take(self) -> tuple[float, dict[str, _Count]]:
+        counts, self._counts = self._counts, {}
+        return self._period, counts
+
+    def _write(self, start: float, counts: dict[str, _Count]) -> None:
+        since = dt.datetime.fromtimestamp(start, dt.UTC)
+        until = dt.datetime.fromtimestamp(start + self.interval, dt.UTC)
+        for who, count in counts.items():
+            top = [{self.grouped_by: group, self.counted: n}
+                   for group, n in count.groups.most_common(self.TOP)]
+            detail: dict[str, object] = {self.counted: count.count, "top": top}
+            self.audit.record(self.operation, "", None, Actor(who), since=_iso(since),
+                              until=_iso(until), addresses=len(count.clients), **detail)
 
 
 def _domain_of(target: object) -> str:

@@ -23,6 +23,7 @@ Names (all prefixed ``mailgate_``):
     ldap_pool_wait_seconds                         time to get a pooled connection
     auth_failures_total                            wrong or missing tokens
     auth_rate_limited_total                        answers 429
+    authz_denied_total                             answers 403 (a token without the rights)
     sync_runs_total{result}                        applied, partial, unchanged, failed, ...
     sync_run_duration_seconds                      histogram of whole runs
     sync_entries_total{change}                     created, updated, deleted, skipped, ...
@@ -114,6 +115,7 @@ class Metrics:
     ldap_pool_wait: Histogram
     auth_failures: Counter
     auth_rate_limited: Counter
+    authz_denied: Counter
     sync_runs: Counter
     sync_duration: Histogram
     sync_entries: Counter
@@ -159,6 +161,8 @@ def _make() -> Metrics:
         auth_failures=counter("auth_failures_total", "Requests with a missing or wrong token"),
         auth_rate_limited=counter("auth_rate_limited_total",
                                   "Requests refused (429) after too many failures"),
+        authz_denied=counter("authz_denied_total",
+                             "Requests refused (403): the token has no rights there"),
         sync_runs=counter("sync_runs_total", "JSON sync runs by result", ("result",)),
         sync_duration=Histogram("mailgate_sync_run_duration_seconds",
                                 "Duration of JSON sync runs", buckets=_SYNC_BUCKETS,

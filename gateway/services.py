@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from flask import Flask, current_app
 
-from .audit import AuditLog
+from .audit import AuditLog, Budget, Tally
 from .directory import Directory
 from .dovecot import Dovecot, not_configured
 from .limiter import FailureLimiter
@@ -31,6 +31,10 @@ class Services:
     mail: MailDirectory
     tokens: TokenStore
     limiter: FailureLimiter
+    # What failed authentications and 403s may write to the trail (gateway/api/auth.py).
+    auth_budget: Budget
+    auth_tally: Tally
+    denials: Tally
     # Dovecot's doveadm HTTP API (mailbox usage); None: MAILGATE_DOVECOT_URL unset
     # (gateway.dovecot.not_configured() is the answer then).
     dovecot: Dovecot | None = None
@@ -40,11 +44,19 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         directory = Directory(settings)
         audit = AuditLog(directory, settings.audit_retention_days)
+        interval = settings.audit_interval
         return cls(settings=settings, directory=directory, audit=audit,
                    mail=MailDirectory(directory, settings.password_rounds, audit),
                    tokens=TokenStore(directory, settings.admin_token),
                    limiter=FailureLimiter(directory, settings.auth_fail_limit,
-                                          settings.auth_fail_window),
+                                          settings.auth_fail_window,
+                                          settings.auth_fail_prefix_v4,
+                                          settings.auth_fail_prefix_v6),
+                   auth_budget=Budget(audit, "auth", settings.auth_fail_budget, interval),
+                   auth_tally=Tally(audit, "auth.failures", interval, counted="failures",
+                                    grouped_by="prefix"),
+                   denials=Tally(audit, "authz.denied", interval, counted="denials",
+                                 grouped_by="path"),
                    dovecot=_dovecot(settings))
 
     def usage_reader(self) -> Dovecot:

@@ -68,6 +68,15 @@ class Settings:
     threads: int = DEFAULT_THREADS
     auth_fail_limit: int = 10
     auth_fail_window: int = 60
+    # Failures are counted per network of these lengths (gateway/limiter.py).
+    auth_fail_prefix_v4: int = 32
+    auth_fail_prefix_v6: int = 64
+    # Failed authentications written to the directory one by one, per
+    # interval and deployment; beyond, one aggregate event (gateway/audit.py).
+    auth_fail_budget: int = 20
+    audit_interval: int = 60
+    # Host names (and host:port) whose Host header may build list links.
+    allowed_hosts: tuple[str, ...] = ()
     # Days of audit trail kept in the directory (gateway/audit.py).
     audit_retention_days: int = 90
     # Reverse proxies whose X-Forwarded-For/-Proto are believed (gateway/proxies.py).
@@ -162,6 +171,7 @@ class Settings:
         public_url = env.get_str("PUBLIC_URL")
         if public_url is not None:
             public_url = _check_public_url("PUBLIC_URL", public_url)
+        allowed_hosts = _check_hosts("ALLOWED_HOSTS", env.get_str("ALLOWED_HOSTS") or "")
         admin_token = env.get_secret("ADMIN_TOKEN")
         if admin_token is not None and len(admin_token) < 24:
             raise ConfigError("ADMIN_TOKEN", "must be at least 24 characters")
@@ -215,6 +225,12 @@ class Settings:
             threads=env.get_int("THREADS", cls.threads, 1, 64),
             auth_fail_limit=env.get_int("AUTH_FAIL_LIMIT", cls.auth_fail_limit, 1, 100_000),
             auth_fail_window=env.get_int("AUTH_FAIL_WINDOW", cls.auth_fail_window, 1, 86_400),
+            auth_fail_prefix_v4=env.get_int("AUTH_FAIL_PREFIX_V4", cls.auth_fail_prefix_v4, 8, 32),
+            auth_fail_prefix_v6=env.get_int("AUTH_FAIL_PREFIX_V6", cls.auth_fail_prefix_v6,
+                                            16, 128),
+            auth_fail_budget=env.get_int("AUTH_FAIL_BUDGET", cls.auth_fail_budget, 0, 10_000),
+            audit_interval=env.get_int("AUDIT_INTERVAL", cls.audit_interval, 1, 3600),
+            allowed_hosts=allowed_hosts,
             trusted_proxies=env.get_networks("TRUSTED_PROXIES"),
             audit_retention_days=env.get_int("AUDIT_RETENTION_DAYS", cls.audit_retention_days,
                                              1, 36_500),
@@ -365,6 +381,22 @@ def _check_http_url(name: str, url: str, shape: str) -> str:
     return url.rstrip("/")
 
 
+def _check_hosts(name: str, text: str) -> tuple[str, ...]:
+    """Host names or ``host:port`` items, separated by commas or spaces, in lower case."""
+    hosts = []
+    for item in text.replace(",", " ").split():
+        host = item.lower()
+        try:
+            parts = urlsplit(f"//{host}")
+            parts.port  # noqa: B018  (raises ValueError on a bad port)
+        except ValueError:
+            raise ConfigError(name, f"not a host or host:port: {item!r}") from None
+        if not parts.hostname or parts.netloc != host or "@" in host:
+            raise ConfigError(name, f"not a host or host:port: {item!r}")
+        hosts.append(host)
+    return tuple(hosts)
+
+
 @dataclass(frozen=True)
 class Help:
     """The documentation of one setting (docs/configuration.md is generated from these).
@@ -456,6 +488,31 @@ HELP: dict[str, Help] = {
     "auth_fail_window": Help(
         "HTTPS API", "The window of `MAILGATE_AUTH_FAIL_LIMIT`, in seconds.",
         low=1, high=86_400),
+    "auth_fail_prefix_v4": Help(
+        "HTTPS API",
+        "Prefix length IPv4 clients are counted by for `MAILGATE_AUTH_FAIL_LIMIT` (after "
+        "`MAILGATE_TRUSTED_PROXIES` found the client): 32 is one address, as an IPv4 "
+        "address is usually one customer or one NAT.", low=8, high=32),
+    "auth_fail_prefix_v6": Help(
+        "HTTPS API",
+        "Prefix length IPv6 clients are counted by: 64, the network one customer's LAN "
+        "always gets, whose 2^64 addresses are all that customer's to use.", low=16, high=128),
+    "auth_fail_budget": Help(
+        "HTTPS API",
+        "Failed authentications the whole deployment writes to the directory one by one "
+        "(an audit entry and a failure count each) per `MAILGATE_AUDIT_INTERVAL`; beyond, "
+        "they are counted in memory and each gateway process writes one aggregate event per "
+        "interval ([reliability.md](reliability.md)).", low=0, high=10_000),
+    "audit_interval": Help(
+        "HTTPS API",
+        "Seconds of the failure budget's interval, and of the aggregate audit events "
+        "(failures beyond the budget, 403 answers per token).", low=1, high=3600),
+    "allowed_hosts": Help(
+        "HTTPS API",
+        "Host names (or `host:port`, comma or space separated) the gateway answers to "
+        "besides its `MAILGATE_LISTEN` address, as Django's `ALLOWED_HOSTS`: list links are "
+        "built from such a `Host` when `MAILGATE_PUBLIC_URL` is unset, and any other `Host` "
+        "gets 400.", default="none"),
     "trusted_proxies": Help(
         "HTTPS API",
         "Addresses or networks (comma or space separated) of reverse proxies whose "

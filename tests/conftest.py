@@ -39,6 +39,9 @@ def settings(slapd: ManagedSlapd, tmp_path: Path) -> Iterator[Settings]:
         ldap_url=slapd.url, ldap_base_dn=BASE_DN, ldap_password=slapd.password("gateway"),
         admin_token=ADMIN_TOKEN, password_rounds=TEST_ROUNDS, data_dir=tmp_path,
         ldap_timeout=5.0,
+        # The names the tests reach the app by: the Flask test client's Host
+        # (localhost) and the loopback servers' (127.0.0.1:<a free port>).
+        allowed_hosts=("localhost", "127.0.0.1"),
     )
     empty_directory(slapd)
 

@@ -160,7 +160,7 @@ def test_scoped_token_may_whitelist_inside_its_domains(tenant_a: Client,
     assert admin.status_code == 200 and admin.json["spoofing_whitelist"] == "*"
 
 
-# -- item 13: links never reflect the client's Host ---------------------------------
+# -- item 13, corrected by issue 20 (SPEC section 9): absolute links, never to a foreign Host
 
 
 def _three_accounts(client: Client) -> None:
@@ -168,15 +168,50 @@ def _three_accounts(client: Client) -> None:
         assert create(client, name=name).status_code == 201
 
 
-def test_page_links_ignore_the_host_header(client: Client) -> None:
+def test_page_links_are_absolute_and_never_to_a_foreign_host(client: Client) -> None:
     _three_accounts(client)
-    for headers in ({"Host": "evil.example"}, {"X-Forwarded-Host": "evil.example"},
-                    {"Host": "evil.example:8443"}):
-        page = client.get("/mail/account/?page_size=1&page=2", headers=headers).json
-        for link in (page["next"], page["previous"]):
-            assert "evil" not in link
-            assert link.startswith("/mail/account/?"), link
-        assert "page=3" in page["next"] and "page_size=1" in page["next"]
+    # The test client's Host (localhost) is one of the gateway's names here.
+    page = client.get("/mail/account/?page_size=1&page=2",
+                      headers={"X-Forwarded-Host": "evil.example"}).json
+    assert page["next"] == "http://localhost/mail/account/?page_size=1&page=3"
+    assert page["previous"] == "http://localhost/mail/account/?page_size=1&page=1"
+    for host in ("evil.example", "evil.example:8443", "localhost.evil.example",
+                 "localhost@evil.example", "[::2]:8443", "exa mple", "", "localhost:99999"):
+        answer = client.get("/mail/account/?page_size=1&page=2", headers={"Host": host})
+        assert answer.status_code == 400, host
+        assert "Host" in answer.json["errors"] and "evil" not in answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("host", "listen", "allowed", "served"), [
+    ("127.0.0.1:8443", "127.0.0.1:8443", (), True),
+    ("localhost:8443", "127.0.0.1:8443", (), True),
+    ("[::1]:8443", "127.0.0.1:8443", (), True),
+    ("localhost:8444", "127.0.0.1:8443", (), False),
+    ("192.0.2.1:8443", "0.0.0.0:8443", (), False),
+    ("localhost:8443", "0.0.0.0:8443", (), True),
+    ("[::1]:8443", "[::]:8443", (), True),
+    ("api.example.com", "0.0.0.0:8443", ("api.example.com",), True),
+    ("API.Example.com:9000", "0.0.0.0:8443", ("api.example.com",), True),
+    ("api.example.com", "0.0.0.0:8443", ("api.example.com:8443",), False),
+    ("api.example.com:8443", "0.0.0.0:8443", ("api.example.com:8443",), True),
+    ("[2001:db8::1]:8443", "[2001:db8::1]:8443", (), True),
+    ("api.example.com.evil", "0.0.0.0:8443", ("api.example.com",), False),
+])
+def test_the_gateway_names(host: str, listen: str, allowed: tuple[str, ...],
+                           served: bool) -> None:
+    from gateway.api.models import serves_host
+
+    assert serves_host(host.lower(), "https", listen, allowed) is served
+
+
+def test_allowed_hosts_are_validated() -> None:
+    from gateway.settings import ConfigError, Settings
+
+    assert Settings.from_env({"MAILGATE_ALLOWED_HOSTS": "API.example.com, [::1]:8443"}) \
+        .allowed_hosts == ("api.example.com", "[::1]:8443")
+    for bad in ("https://api.example.com", "a.example:x", "user@a.example", "a.example/x"):
+        with pytest.raises(ConfigError, match="MAILGATE_ALLOWED_HOSTS"):
+            Settings.from_env({"MAILGATE_ALLOWED_HOSTS": bad})
 
 
 def test_page_links_use_the_public_url(settings: Any) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from gateway.slapd import free_port
+from gateway.slapd import ManagedSlapd, free_port
 
 from tests.support.wait import wait_until
 
@@ -171,16 +171,30 @@ def test_directory_command_runs_only_slapd(tmp_path: Path) -> None:
         wait_until(listening, f"mailgate directory's slapd on port {port}", timeout=30,
                    interval=0.1)
         secret = tmp_path / "var" / "secrets" / "ldap-postfix.password"
-        whoami = subprocess.run(
-            ["ldapwhoami", "-x", "-H", f"ldap://127.0.0.1:{port}", "-D",
-             "cn=postfix,ou=services,dc=mail,dc=internal", "-y", str(secret)],
-            capture_output=True, text=True, timeout=30, check=False)
-        assert whoami.returncode == 0, whoami.stderr
+
+        def binds() -> bool:
+            whoami = subprocess.run(
+                ["ldapwhoami", "-x", "-H", f"ldap://127.0.0.1:{port}", "-o", "nettimeout=2",
+                 "-D", "cn=postfix,ou=services,dc=mail,dc=internal", "-y", str(secret)],
+                capture_output=True, text=True, timeout=30, check=False)
+            return whoami.returncode == 0
+
+        assert binds()
+        # Issue 20: a slapd that dies is started again, without a human.
+        managed = ManagedSlapd(tmp_path / "var", "dc=mail,dc=internal")
+        first = managed.running_pid()
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: managed.running_pid() not in (None, first), "a new slapd",
+                   timeout=30, interval=0.1)
+        wait_until(binds, "LDAP answering after the restart", timeout=30, interval=0.2)
+        assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
+        output, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, output
     assert f"ldap://127.0.0.1:{port}" in output
+    assert "restarting it" in output and "running again" in output, output
     assert not _port_open(port)
 
 

@@ -14,10 +14,11 @@ from flask import Flask
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
-from ..errors import MailgateError
+from ..errors import Forbidden, MailgateError
 from ..version import __version__
 from . import accounts, aliases, audit, domains, explain, health, metrics, sync
 from .answers import JSON, error_answer, error_body, output_json
+from .auth import denied
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ def init_api(app: Flask) -> Api:
 
     @api.errorhandler(MailgateError)
     def _mailgate_error(exc: MailgateError) -> Any:
+        if isinstance(exc, Forbidden):
+            denied(exc)
         return error_answer(exc)
 
     @api.errorhandler(HTTPException)

@@ -10,7 +10,7 @@ from ..mail import MailDirectory
 from ..services import current
 from . import auth
 from .body import as_bool, list_args, read_body
-from .models import account_json, documented_errors, page_json, percent, register
+from .models import LIST_PARAMS, account_json, documented_errors, page_json, percent, register
 
 ns = Namespace("mail/account", description="Mail accounts", path="/mail/account")
 models = register(ns)
@@ -25,8 +25,7 @@ ITEM_ERRORS = documented_errors(ns, {**FORBIDDEN, 404: "No such account"})
 class AccountList(Resource):
     method_decorators = (auth.authenticated,)
 
-    @ns.doc(params={"domain": "only this domain", "page": "from 1, or last",
-                    "page_size": "default 100; above 10000 means 10000"})
+    @ns.doc(params=LIST_PARAMS)
     @ns.response(200, "A page of accounts ordered by id", models["account_page"])
     @ns.response(404, "Page beyond the last", models["error"])
     def get(self) -> Any:

@@ -9,7 +9,7 @@ from flask_restx import Namespace, Resource
 from . import auth
 from .accounts import FORBIDDEN
 from .body import list_args, read_body
-from .models import alias_json, documented_errors, page_json, register
+from .models import LIST_PARAMS, alias_json, documented_errors, page_json, register
 
 ns = Namespace("mail/alias", description="Mail aliases", path="/mail/alias")
 models = register(ns)
@@ -22,8 +22,7 @@ ITEM_ERRORS = documented_errors(ns, {**FORBIDDEN, 404: "No such alias"})
 class AliasList(Resource):
     method_decorators = (auth.authenticated,)
 
-    @ns.doc(params={"domain": "only this domain", "page": "from 1, or last",
-                    "page_size": "default 100; above 10000 means 10000"})
+    @ns.doc(params=LIST_PARAMS)
     @ns.response(200, "A page of aliases ordered by id", models["alias_page"])
     @ns.response(404, "Page beyond the last", models["error"])
     def get(self) -> Any:

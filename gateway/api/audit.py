@@ -34,6 +34,20 @@ _event = ns.model("AuditEvent", {
     "client": fields.String(example="192.0.2.10"),
     "request_id": fields.String(example="5b0c6d2e8f..."),
     "changes": fields.Raw(description="a sync run's changes (500 at most per event)"),
+    "scheme": fields.String(example="bearer", description="auth.failure: the scheme used"),
+    "prefix": fields.String(example="2001:db8:1:2::/64",
+                            description="auth.failure, auth.lockout: the network counted"),
+    "window": fields.Integer(description="auth.lockout: seconds the client waits"),
+    "since": fields.String(description="an aggregate event (auth.failures, authz.denied): "
+                                       "the start of its interval"),
+    "until": fields.String(description="an aggregate event: the end of its interval"),
+    "failures": fields.Integer(description="auth.failures: failed authentications beyond "
+                                           "the budget in the interval, in one process"),
+    "denials": fields.Integer(description="authz.denied: 403 answers to this token in the "
+                                          "interval, in one process"),
+    "addresses": fields.Integer(description="an aggregate event: distinct client addresses"),
+    "top": fields.Raw(description="an aggregate event: the prefixes (or paths) seen most, "
+                                  "with their counts"),
 })
 _events = ns.model("AuditEvents", {
     "count": fields.Integer(required=True),

@@ -63,18 +63,35 @@ def authenticate() -> Scope:
         # (a proxy, a NAT, an attacker) must not lock out its real users.
         return scope
     client = request.remote_addr or "unknown"
-    wait, failures = services.limiter.check(client)
+    limiter = services.limiter
+    key = limiter.key(client)
+    wait, failures = limiter.check(key)
     if wait is not None:
         metrics.get().auth_rate_limited.inc()
         raise RateLimited("too many failed authentication attempts; try again later", wait)
     metrics.get().auth_failures.inc()
-    services.limiter.record_failure(client)
     who = Actor("unauthenticated", client, g.get("request_id"))
-    services.audit.record("auth.failure", who=who,
-                          scheme=_scheme())
-    if failures + 1 >= services.limiter.limit:
-        services.audit.record("auth.lockout", who=who, window=services.limiter.window)
+    # Within the deployment's budget a failure is written (its event and its
+    # count); beyond it, counted here and in the interval's aggregate event.
+    if services.auth_budget.record("auth.failure", who, scheme=_scheme(),
+                                   prefix=None if key == client else key):
+        limiter.record_failure(key)
+        if failures + 1 >= limiter.limit:
+            services.auth_budget.record("auth.lockout", who, window=limiter.window,
+                                        prefix=None if key == client else key)
+    else:
+        limiter.count_here(key)
+        services.auth_tally.add("unauthenticated", key, client)
     raise Unauthorized("missing or invalid API token")
+
+
+def denied(exc: Forbidden) -> None:
+    """A 403 in the metrics and in the trail: one event per token and interval
+    (:class:`gateway.audit.Tally`), so a probing token cannot flood the trail."""
+    metrics.get().authz_denied.inc()
+    current_scope = g.get("scope")
+    if isinstance(current_scope, Scope):
+        current().denials.add(current_scope.name, request.path[:200], request.remote_addr)
 
 
 def _scheme() -> str:

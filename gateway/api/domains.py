@@ -18,7 +18,14 @@ from ..mail import Page
 from ..services import current
 from . import auth
 from .body import as_bool, list_args, read_body
-from .models import documented_errors, domain_json, page_json, percent, register_domains
+from .models import (
+    LIST_PARAMS,
+    documented_errors,
+    domain_json,
+    page_json,
+    percent,
+    register_domains,
+)
 
 ns = Namespace("mail/domain", description="Domains: limits, counts and usage",
                path="/mail/domain")
@@ -41,8 +48,7 @@ def _name(name: str) -> str:
 class DomainList(Resource):
     method_decorators = (auth.authenticated,)
 
-    @ns.doc(params={"page": "from 1, or last",
-                    "page_size": "default 100; above 10000 means 10000"})
+    @ns.doc(params={name: LIST_PARAMS[name] for name in ("page", "page_size")})
     @ns.response(200, "A page of domains ordered by name", models["page"])
     @ns.response(404, "Page beyond the last", models["error"])
     def get(self) -> Any:

@@ -7,11 +7,12 @@ these models document the contract and shape responses.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from flask import current_app, request
 from flask_restx import Namespace, fields
 
+from ..errors import Invalid
 from ..mail import Account, Alias, Domain, Page
 from ..tenants import MAX_COUNT, MAX_QUOTA
 
@@ -52,6 +53,16 @@ COMMON_ERRORS = {
     415: "Unsupported body content type",
     429: "Too many failed authentications (Retry-After)",
     503: "LDAP unreachable (Retry-After)",
+}
+
+# The query parameters of every list route, typed so that a generated request
+# that fits the document is one the gateway accepts.
+LIST_PARAMS: dict[str, Any] = {
+    "domain": {"description": "only this domain", "type": "string"},
+    "page": {"description": "from 1, or last", "type": "string",
+             "pattern": "^([1-9][0-9]{0,8}|last)$"},
+    "page_size": {"description": "default 100; above 10000 means 10000", "type": "integer",
+                  "minimum": 1, "maximum": 999_999_999},
 }
 
 # Examples use reserved names only (RFC 2606: example.com, example.net); a write
@@ -241,12 +252,64 @@ def alias_json(alias: Alias) -> dict[str, Any]:
 
 
 def _page_url(number: int) -> str:
-    """The link to page ``number`` of this list, never built from the client's
-    Host header: ``MAILGATE_PUBLIC_URL`` + path, or (unset) the absolute path."""
+    """The absolute link to page ``number`` of this list (SPEC section 9)."""
     args = request.args.to_dict(flat=True)
     args["page"] = str(number)
-    public = current_app.extensions["mailgate"].settings.public_url
-    return f"{public or ''}{request.script_root}{request.path}?{urlencode(args)}"
+    return f"{link_base()}{request.script_root}{request.path}?{urlencode(args)}"
+
+
+def link_base() -> str:
+    """Where links point: ``MAILGATE_PUBLIC_URL``, else this request's scheme and
+    Host, but only a Host that is one of the gateway's names (:func:`serves_host`):
+    a link never leads to a host the client made up. Invalid (400) otherwise."""
+    settings = current_app.extensions["mailgate"].settings
+    if settings.public_url:
+        return str(settings.public_url)
+    host = request.headers.get("Host", "").strip().lower()
+    if not serves_host(host, request.scheme, settings.listen, settings.allowed_hosts):
+        raise Invalid("the Host header names no host this gateway serves", {
+            "Host": "not the MAILGATE_LISTEN address, a MAILGATE_ALLOWED_HOSTS name or "
+                    "the host of MAILGATE_PUBLIC_URL"})
+    return f"{request.scheme}://{host}"
+
+
+def serves_host(host: str, scheme: str, listen: str, allowed: tuple[str, ...]) -> bool:
+    """Is ``host`` (a Host header: ``name[:port]``) one of the gateway's names?
+
+    Its names are the ``MAILGATE_LISTEN`` address (with ``localhost`` and the
+    loopback addresses when it listens on loopback or on every address), on its port, and
+    every ``MAILGATE_ALLOWED_HOSTS`` item: ``name:port`` on that port, a bare
+    name on any port (as Django's ``ALLOWED_HOSTS``). A missing port is the
+    scheme's (443 for https).
+    """
+    wanted = _host_port(host, scheme)
+    if wanted is None:
+        return False
+    listen_host, listen_port = _host_port(listen, scheme) or ("", None)
+    names = [(listen_host, listen_port)]
+    if listen_host in (*_LOOPBACK, "0.0.0.0", "::"):   # noqa: S104 (a name, not a bind)
+        names.extend((name, listen_port) for name in _LOOPBACK)
+    for item in allowed:
+        name, port = _host_port(item, scheme) or ("", None)
+        names.append((name, port if ":" in item.rpartition("]")[2] else None))
+    return any(name == wanted[0] and port in (None, wanted[1]) for name, port in names)
+
+
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def _host_port(host: str, scheme: str) -> tuple[str, int] | None:
+    """(name, port) of ``name[:port]`` (an IPv6 address in brackets), or None if malformed."""
+    if not host or any(c in host for c in "/?#@\\ ") or not host.isascii():
+        return None
+    try:
+        parts = urlsplit(f"//{host}")
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return parts.hostname.lower(), port or (443 if scheme == "https" else 80)
 
 
 def page_json(page: Page[dict[str, Any]]) -> dict[str, Any]:

@@ -8,6 +8,14 @@ and stopping the gateway never stops mail.
 mail host's local replica, ldif/replica.ldif): created empty, filled and kept
 current by syncrepl, writes referred to the provider. Postfix and Dovecot on
 that host then read it (``render-config postfix|dovecot --ldap-url``).
+
+A slapd that dies (a crash, the OOM killer, SIGKILL) is started again by this
+process, with the backoff ``serve`` uses for the embedded one
+(:meth:`ManagedSlapd.supervise`: 1 s doubling to 30 s while it fails to
+start), each death and each recovery logged once. Restarting here rather
+than exiting keeps the directory's recovery the same under systemd, compose
+and a terminal, and keeps it seconds long: slapd's state is on disk, so a
+restart is all a supervisor could do anyway.
 """
 
 from __future__ import annotations
@@ -61,10 +69,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(f"mailgate: secrets       {slapd.secrets_dir.resolve()} "
           "(ldap-<service>.password for admin, gateway, postfix, dovecot, milter)")
     sys.stdout.flush()
+    # The supervisor starts the replacement slapd from its own thread, which
+    # lives until ``stop``: slapd's parent-death signal follows that thread.
+    supervisor = slapd.supervise(stop)
     try:
-        while not stop.is_set() and slapd.pid is not None:
-            stop.wait(1.0)
+        while not stop.wait(1.0):
+            pass
     finally:
+        # A restart under way finishes before the slapd is stopped.
+        supervisor.join(timeout=60)
         slapd.stop()
     return 0
 

@@ -45,6 +45,7 @@ from .filters import (
     parent_dn,
     present,
     rdn,
+    starts_with,
 )
 from .model import Attrs, Changes, Entry, SortedPage, Write
 from .views import ListViews, as_entry, collect, entries
@@ -52,7 +53,7 @@ from .views import ListViews, as_entry, collect, entries
 __all__ = [
     "AssertionFailed", "Attrs", "Changes", "Directory", "Entry", "Filter", "SortedPage",
     "Write", "all_of", "any_of", "as_entry", "at_most", "ends_with", "eq", "not_", "parent_dn",
-    "present", "rdn",
+    "present", "rdn", "starts_with",
 ]
 
 T = TypeVar("T")
@@ -159,6 +160,10 @@ class Directory:
              limit: int = 0) -> list[Entry]:
         """Entries below ``base`` matching ``flt`` (no paging: small results only)."""
         return self._search(base, _pl.SCOPE_SUBTREE, flt, attrs, limit)
+
+    def children(self, base: str, flt: Filter, attrs: Sequence[str]) -> list[Entry]:
+        """Entries just below ``base`` matching ``flt`` (one level; small results only)."""
+        return self._search(base, _pl.SCOPE_ONELEVEL, flt, attrs)
 
     def iterate(self, base: str, flt: Filter, attrs: Sequence[str],
                 page_size: int = 1000) -> Iterator[Entry]:

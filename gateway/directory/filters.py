@@ -25,14 +25,22 @@ def present(attr: str) -> Filter:
     return Filter(f"({attr}=*)")
 
 
-def at_most(attr: str, value: int) -> Filter:
-    """``(attr<=value)`` for an INTEGER attribute with an ordering rule."""
-    return Filter(f"({attr}<={int(value)})")
+def at_most(attr: str, value: int | str) -> Filter:
+    """``(attr<=value)`` for an attribute with an ordering rule: an INTEGER, or a
+    string such as a generalized time (escaped)."""
+    if isinstance(value, int):
+        return Filter(f"({attr}<={int(value)})")
+    return Filter(f"({attr}<={escape_filter_chars(value)})")
 
 
 def ends_with(attr: str, suffix: str) -> Filter:
     """``(attr=*suffix)``, the suffix escaped."""
     return Filter(f"({attr}=*{escape_filter_chars(suffix)})")
+
+
+def starts_with(attr: str, prefix: str) -> Filter:
+    """``(attr=prefix*)``, the prefix escaped."""
+    return Filter(f"({attr}={escape_filter_chars(prefix)}*)")
 
 
 def all_of(*parts: Filter) -> Filter:
