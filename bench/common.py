@@ -136,6 +136,7 @@ class DocumentServer:
         import trustme
 
         self.body, self.version = body, 0
+        self.answers: list[int] = []   # the status of every answer, in order
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -147,10 +148,12 @@ class DocumentServer:
             def do_GET(self) -> None:
                 body, etag = owner.body, owner.etag
                 if self.headers.get("If-None-Match") == etag:
+                    owner.answers.append(304)
                     self.send_response(304)
                     self.send_header("ETag", etag)
                     self.end_headers()
                     return
+                owner.answers.append(200)
                 self.send_response(200)
                 self.send_header("ETag", etag)
                 self.send_header("Content-Length", str(len(body)))

@@ -65,6 +65,10 @@ TARGETS: dict[str, tuple[str, str, str, Callable[[dict[str, Any]], bool]]] = {
            "B1 directory, in a fresh process: peak RSS / document size; time per entry "
            "at both sizes", "memory ratio", "< 4.0, linear (per-entry time ratio <= 1.25)",
            lambda r: _max(r, "ratio") < 4.0 and r["linearity"].median <= 1.25),
+    "B9": ("a partial source (one invalid entry among all), second run / B1 import time",
+           "time ratio", "< 0.01, 304, no mail entry read, skip still listed",
+           lambda r: r["ratio"].median < 0.01 and _max(r, "mail_entry_operations") == 0
+           and set(r["answered_304"].values) == {1} and set(r["skip_listed"].values) == {1}),
 }
 
 
@@ -181,7 +185,7 @@ def main() -> int:
     started = time.monotonic()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="mailgate-bench-") as tmp:
-        if wanted & {"B1", "B2", "B3", "B4", "B8"}:
+        if wanted & {"B1", "B2", "B3", "B4", "B8", "B9"}:
             (Path(tmp) / "sync").mkdir()
             results.update(sync_bench.run_all(Path(tmp) / "sync", args.accounts, args.runs,
                                               args.b8, wanted))

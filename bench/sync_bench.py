@@ -17,6 +17,12 @@ B3  the unchanged document answered 304 / B1's import time; the reads of
     the run are counted by base (none may touch the mail entries).
 B4  one account's hash changed in the document: LDAP writes counted (must
     be exactly one).
+B9  a partial source: the B1 document with one account's hash replaced by
+    plain text (invalid: skipped), run twice. The second run / B1's import
+    time; it must be answered 304, read no mail entry, and still list the
+    skipped entry in ``GET /sync/status`` (its ``last_check``). The first
+    run's time is what every run cost before (a partial run kept no
+    validators).
 B8  a dry run (fetch, validate, read, plan; ``SyncRunner.plan_only``) of a
     document of 100 000 and of 1 000 000 accounts (plus a fifth as many
     aliases; the bigger is a superset of the smaller) against the B1
@@ -204,6 +210,40 @@ def b4(slapd: ManagedSlapd, runner: SyncRunner, rec: Recorder, server: DocumentS
     return {"ratio": writes, "seconds": seconds, "time_vs_ldapsearch": ratio}
 
 
+def _make_invalid(body: bytes, index: int) -> bytes:
+    name = f'{{"name": "user{index:07d}", "password": "'.encode()
+    start = body.index(name) + len(name)
+    end = body.index(b'"', start)
+    return body[:start] + b"plain text" + body[end:]
+
+
+def b9(runner: SyncRunner, rec: Recorder, server: DocumentServer, body: bytes,
+       b1_time: float, runs: int) -> dict[str, Any]:
+    ratio, first_s, second_s, mail_ops, not_modified, listed = (Samples() for _ in range(6))
+    for run in range(runs):
+        bad = _make_invalid(body, 4242 + run)
+        server.publish(bad)
+        _report, elapsed = _run(runner, "partial")
+        first_s.add(elapsed)
+        rec.clear()
+        answers = len(server.answers)
+        report, elapsed = _run(runner, "unchanged")
+        second_s.add(elapsed)
+        ratio.add(elapsed / b1_time)
+        mail_ops.add(rec.mail_reads + rec.mail_writes)
+        not_modified.add(int(server.answers[answers:] == [304]))
+        check = runner.status()["last_check"]
+        listed.add(int(check.get("skipped_total") == 1 and len(report.skipped) == 1
+                       and check["skipped"][0]["name"] == f"user{4242 + run:07d}"))
+    server.publish(body)   # back to the B1 content for B8
+    _run(runner, "applied")
+    return {"ratio": ratio, "second_s": second_s, "first_s": first_s,
+            "mail_entry_operations": mail_ops, "answered_304": not_modified,
+            "skip_listed": listed,
+            "note": "first_s is the full fetch, read and plan every run cost before a "
+                    "partial run kept its validators"}
+
+
 def _dry_run_worker(args: list[str]) -> int:
     """In a fresh process: SyncRunner.plan_only(); print time, phases, memory as JSON."""
     url, ca_file, ldap_url, password_file = args
@@ -305,6 +345,8 @@ def run_all(work: Path, accounts: int, runs: int, b8_sizes: tuple[int, int],
                     results["B3"] = b3(runner, rec, sync_s.median, runs)
                 if "B4" in wanted:
                     results["B4"] = b4(slapd, runner, rec, server, body, runs)
+                if "B9" in wanted:
+                    results["B9"] = b9(runner, rec, server, body, sync_s.median, runs)
                 if "B8" in wanted:
                     results["B8"] = b8(slapd, server, accounts, aliases, b8_sizes, runs)
     finally:

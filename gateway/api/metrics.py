@@ -41,7 +41,9 @@ def _last_success(state: StateStore, runs: list[dict[str, Any]]) -> float | None
     """When the last sync run applied or found nothing to do (from LDAP), or None."""
     best: float | None = None
     check = state.load_state().get("last_check")
-    if isinstance(check, dict) and check.get("result") in ("applied", "unchanged"):
+    # An unchanged check that carries a partial run's skips is no success either.
+    if isinstance(check, dict) and check.get("result") in ("applied", "unchanged") \
+            and not check.get("skipped_total"):
         best = metrics.parse_time(str(check.get("time", "")))
     for run in runs:
         if run.get("result") == "applied":

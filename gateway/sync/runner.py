@@ -19,8 +19,15 @@ including what an outage in the middle leaves to settle. A run:
 5. applies; ``applied``, or ``partial`` if some entries were skipped (invalid,
    conflicting) or failed, or ``failed`` if LDAP went away or the lock was
    lost part-way (the next run converges);
-6. records the run in LDAP (``GET /sync/status``) and, only after a complete
-   run, the sources' validators.
+6. records the run in LDAP (``GET /sync/status``) and the sources'
+   validators, after a complete run and after one that was ``partial`` only
+   because entries were skipped (SPEC.md section 9). Such a run's skip report
+   is kept with the validators and carried over by every ``unchanged`` run
+   while the documents stay the same: a producer whose document always holds
+   one bad entry costs a conditional request (304) per interval, no entry is
+   read, and the status still lists the skipped entries and why. A run where
+   changes *failed* records no validators: the failure may be transient, and
+   the next run plans again.
 
 A run that LDAP went away under can neither record itself nor release its
 lock. Both are then kept in this process and retried every
@@ -32,9 +39,9 @@ reports as running a lock whose holder is known to be gone (this process's
 own unreleased lock, or a dead process of this host).
 
 Validators are ignored (a *full* run) when asked (``--full``, ``"full":
-true``) and once every :data:`FULL_EVERY` seconds, so drift made by hand in
-LDAP or conflicts that went away are reconciled even while the documents
-stay the same.
+true``), by a forced run, and once every :data:`FULL_EVERY` seconds, so drift
+made by hand in LDAP or conflicts that went away are reconciled (and the
+skip report made again) even while the documents stay the same.
 
 Scheduled runs in every gateway process skip a tick when any process ran less
 than 90 % of the interval ago (read from LDAP, no write), so N workers on M
@@ -117,6 +124,9 @@ class RunReport:
     full: bool = False
     phases: dict[str, float] = field(default_factory=dict)   # seconds per phase
     plan: Plan | None = None
+    # An unchanged run's skip report, carried over from the partial run
+    # whose validators it matched: {"run", "skipped", "skipped_total"}.
+    carried: dict[str, Any] | None = None
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -134,6 +144,8 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
+        if self.carried is not None:
+            return EXIT_CODES["partial"]   # the documents still hold skipped entries
         return EXIT_CODES.get(self.result, 1)
 
     def as_json(self) -> dict[str, Any]:
@@ -147,6 +159,11 @@ class RunReport:
             "unknown_keys": [u.as_json() for u in self.unknown_keys],
             "errors": self.errors[:SHOWN_ERRORS], "errors_total": self.error_count,
         }
+
+    def skip_report(self) -> dict[str, Any]:
+        """What an unchanged run carries over of this partial run."""
+        return {"run": self.id, "skipped": [s.as_json() for s in self.skipped[:SHOWN_SKIPS]],
+                "skipped_total": len(self.skipped)}
 
 
 @contextlib.contextmanager
@@ -165,6 +182,10 @@ def _cyclic_gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _entries(count: int) -> str:
+    return f"{count} {'entry' if count == 1 else 'entries'}"
 
 
 def new_run_id(now: float) -> str:
@@ -398,16 +419,13 @@ class SyncRunner:
             full = True
         report.full = full
         stored = state.get("sources")
-        known = {} if full or not isinstance(stored, dict) else \
+        known = {} if full or report.forced or not isinstance(stored, dict) else \
             {k: Validators.from_json(v) for k, v in stored.items()}
         state["last_attempt"] = now
         try:
             fetched = self._fetch_all(known, report)
             if all(f.unchanged for f in fetched):
-                report.finish("unchanged", "no source changed since the last applied run")
-                state["last_check"] = {"time": _iso(now), "result": "unchanged"}
-                state["sources"] = {f.key: f.validators.as_json() for f in fetched}
-                self.state.save_state(state)
+                self._unchanged(report, state, fetched)
                 return
             plan = self._plan(fetched, progress, report)
         except (FetchError, DocumentError) as exc:
@@ -439,21 +457,45 @@ class SyncRunner:
             return
         if result.error_count or plan.skipped:
             # Skipped entries make a run partial too: what the documents ask
-            # for is not all in LDAP. The validators are not recorded, so the
-            # next run plans again and says so again until the documents (or
-            # the directory) are fixed.
+            # for is not all in LDAP.
             parts = [f"{result.error_count} changes failed"] if result.error_count else []
             if plan.skipped:
-                count = len(plan.skipped)
-                parts.append(f"{count} {'entry' if count == 1 else 'entries'} skipped")
+                parts.append(_entries(len(plan.skipped)) + " skipped")
             report.finish("partial", ", ".join(parts))
-            self._save_attempt(state, report)
-            return
-        report.finish("applied")
+            if result.error_count:
+                # Failed changes may be transient: no validators, so the next
+                # run plans again.
+                self._save_attempt(state, report)
+                return
+        else:
+            report.finish("applied")
+        # Only skips (the documents' own faults) stand between this run and a
+        # complete one: the same documents would be skipped the same way, so
+        # the next run may cost a 304 and carry the skip report over.
         state["sources"] = {f.key: f.validators.as_json() for f in fetched}
+        state["carried"] = report.skip_report() if plan.skipped else None
         if full:
             state["last_full"] = now
         self._save_attempt(state, report)
+
+    def _unchanged(self, report: RunReport, state: dict[str, Any],
+                   fetched: list[Fetched]) -> None:
+        """No source changed: nothing is read; a partial run's skip report stands."""
+        carried = state.get("carried")
+        check: dict[str, Any] = {"time": _iso(report.started), "result": "unchanged"}
+        if isinstance(carried, dict) and carried.get("skipped_total"):
+            report.carried = carried
+            report.skipped = [Skip(**s) for s in carried.get("skipped", ())
+                              if isinstance(s, dict)]
+            total = int(carried["skipped_total"])
+            report.finish("unchanged", f"no source changed since the run {carried.get('run')}"
+                                       f"; {_entries(total)} still skipped")
+            check.update(carried)
+        else:
+            report.finish("unchanged", "no source changed since the last applied run")
+        state["last_check"] = check
+        state["sources"] = {f.key: f.validators.as_json() for f in fetched}
+        self.state.save_state(state)
 
     def _save_attempt(self, state: dict[str, Any], report: RunReport) -> None:
         state["last_check"] = {"time": _iso(report.started), "result": report.result,
@@ -510,6 +552,8 @@ class SyncRunner:
             log.warning("sync ignored the unknown %s key %r in %d entries (first: %s %r, %s)",
                         unknown.kind, unknown.key, unknown.count, unknown.domain,
                         unknown.name, unknown.source)
+        if report.carried is not None:
+            return   # said by the run that skipped them (the end line counts them)
         for skip in report.skipped[:SHOWN_SKIPS]:
             log.warning("sync skipped %s %r: %s", skip.domain, skip.name, skip.reason)
         if len(report.skipped) > SHOWN_SKIPS:

@@ -315,7 +315,7 @@ def test_unknown_keys_are_applied_around_and_reported_in_status_and_log(
     assert len(lines) == 2 and "'mailbox_quota' in 2 entries" in lines[0]
 
 
-def test_a_run_that_skipped_is_partial_every_time_until_fixed(
+def test_a_partial_source_costs_a_304_and_keeps_its_skip_report(
         make_runner: MakeRunner, docs: DocServer, mail: MailDirectory,
         caplog: pytest.LogCaptureFixture) -> None:
     document = spec_document()
@@ -329,12 +329,66 @@ def test_a_run_that_skipped_is_partial_every_time_until_fixed(
     assert mail.get_account("alice@example.com").origin == "sync"   # the rest is applied
     end = [r for r in caplog.records if r.getMessage().startswith("sync partial")]
     assert end and "skipped 1" in end[0].getMessage() and end[0].levelno == logging.WARNING
-    # The same document again: planned again (not "unchanged"), partial again.
-    again = runner.run()
-    assert again.result == "partial" and again.counts["unchanged"] == 3
+
+    # The same document again: a conditional request answered 304, no entry read.
+    caplog.clear()
+    runner.writes.clear()  # type: ignore[attr-defined]
+    with caplog.at_level(logging.INFO, logger="gateway.sync"):
+        again = runner.run()
+    assert again.result == "unchanged", again.reason
+    assert "read" not in again.phases and runner.writes.mail() == []  # type: ignore[attr-defined]
+    assert docs.requests_to("/mail.json")[-1].headers.get("If-None-Match") == \
+        docs.routes["/mail.json"].etag
+    assert again.sources[0]["status"] == "unchanged"
+    assert "1 entry still skipped" in again.reason and first.id in again.reason
+    assert again.exit_code != 0          # the document still holds the bad entry
+    # The skip report stands: in the run and in the status, with the reason.
+    assert [(s.name, s.reason) for s in again.skipped] == \
+        [(s.name, s.reason) for s in first.skipped]
+    status = runner.status()
+    check = status["last_check"]
+    assert check["result"] == "unchanged" and check["run"] == first.id
+    assert check["skipped_total"] == 1 and check["skipped"][0]["name"] == "eve"
+    assert "password" in check["skipped"][0]["reason"]
+    assert status["runs"][0]["id"] == first.id and status["runs"][0]["skipped_total"] == 1
+    # Said once, by the run that skipped it; not again at every interval.
+    assert not any("sync skipped" in r.getMessage() for r in caplog.records)
+
+    # A full run, and a forced one, plan everything again (a plain GET).
+    for report in (runner.run(full=True), runner.run(force=True)):
+        assert report.result == "partial" and report.counts["unchanged"] == 3
+        assert "read" in report.phases
+        assert "If-None-Match" not in docs.requests_to("/mail.json")[-1].headers
+    # Fixed: applied, then unchanged with nothing carried over.
     del document["example.com"]["account"][-1]  # type: ignore[index]
     docs.serve("/mail.json", document)
     assert runner.run().result == "applied"
+    clean = runner.run()
+    assert clean.result == "unchanged" and clean.skipped == [] and clean.exit_code == 0
+    assert "skipped" not in runner.status()["last_check"]
+
+
+def test_a_run_whose_changes_failed_keeps_no_validators(
+        make_runner: MakeRunner, docs: DocServer, slapd: ManagedSlapd) -> None:
+    # Someone adds office@ by hand between the plan and its write: the create
+    # fails. Such a failure may be transient, so the run keeps no validators
+    # and the next one plans again (and takes the entry over).
+    runner = make_runner(docs.serve("/mail.json", spec_document()))
+    added: list[str] = []
+
+    def meanwhile(stage: str, _done: int, _total: int) -> None:
+        if stage == "applying" and not added:
+            added.append(ldap_tool(slapd, "ldapadd", input=(
+                f"dn: mail=office@example.com,dc=example.com,ou=domains,{BASE_DN}\n"
+                "objectClass: mailgateAlias\nmail: office@example.com\n"
+                "mailgateAliasTarget: someone@example.net\n")).stdout)
+
+    first = runner.run(progress=meanwhile)
+    assert added and first.result == "partial" and first.reason == "1 changes failed"
+    assert "office@example.com: created by someone else" in first.errors[0]
+    again = runner.run()
+    assert "If-None-Match" not in docs.requests_to("/mail.json")[-1].headers
+    assert again.result == "applied" and again.counts["taken_over"] == 1
     assert runner.run().result == "unchanged"
 
 
