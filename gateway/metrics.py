@@ -19,6 +19,7 @@ Names (all prefixed ``mailgate_``):
     http_request_duration_seconds{route,method}    latency histogram
     ldap_operations_total{operation}               search, add, modify, delete, bind, ...
     ldap_errors_total{kind}                        unavailable, refused
+    ldap_transactions_total{outcome}               committed, refused (then replayed singly)
     ldap_reconnects_total                          new connections after a dead one
     ldap_pool_wait_seconds                         time to get a pooled connection
     auth_failures_total                            wrong or missing tokens
@@ -111,6 +112,7 @@ class Metrics:
     latency: Histogram
     ldap_operations: Counter
     ldap_errors: Counter
+    ldap_transactions: Counter
     ldap_reconnects: Counter
     ldap_pool_wait: Histogram
     auth_failures: Counter
@@ -152,6 +154,8 @@ def _make() -> Metrics:
         ldap_operations=counter("ldap_operations_total", "LDAP operations sent",
                                 ("operation",)),
         ldap_errors=counter("ldap_errors_total", "LDAP operations that failed", ("kind",)),
+        ldap_transactions=counter("ldap_transactions_total",
+                                  "LDAP transactions of bulk writes, by outcome", ("outcome",)),
         ldap_reconnects=counter("ldap_reconnects_total",
                                 "Connections replaced after the directory dropped them"),
         ldap_pool_wait=Histogram("mailgate_ldap_pool_wait_seconds",

@@ -52,6 +52,9 @@ class Settings:
     ldap_timeout: float = 5.0
     # Read-only consumers whose replication lag /metrics reports (contextCSN).
     ldap_replica_urls: tuple[str, ...] = ()
+    # Writes per LDAP transaction in bulk writes (gateway/directory/txn.py); 0: none.
+    # Off by default: slapd 2.5.13 segfaults under them (docs/benchmarks.md).
+    ldap_transaction_size: int = 0
     embedded_ldap_url: str = "ldap://127.0.0.1:3389"
     data_dir: Path = Path("var")
     # HTTPS API.
@@ -214,6 +217,8 @@ class Settings:
             ldap_pool_size=env.get_int("LDAP_POOL_SIZE", cls.ldap_pool_size, 1, 256),
             ldap_timeout=env.get_float("LDAP_TIMEOUT", cls.ldap_timeout, 0.1, 300),
             ldap_replica_urls=replica_urls,
+            ldap_transaction_size=env.get_int("LDAP_TRANSACTION_SIZE",
+                                              cls.ldap_transaction_size, 0, 10000),
             embedded_ldap_url=embedded_url,
             data_dir=env.get_path("DATA_DIR") or cls.data_dir,
             listen=listen,
@@ -450,6 +455,15 @@ HELP: dict[str, Help] = {
         "scrape `/metrics` binds to each as the gateway and compares its `contextCSN` with "
         "the provider's: `mailgate_replica_lag_seconds` and `mailgate_replica_up` "
         "(see [troubleshooting.md](troubleshooting.md)).", default="none"),
+    "ldap_transaction_size": Help(
+        "LDAP directory",
+        "Writes per LDAP transaction (RFC 5805) in bulk writes (the JSON sync, cascade "
+        "deletes): one disk commit per batch instead of one per entry. Used only where the "
+        "directory advertises transactions; a batch the directory refuses is replayed "
+        "write by write. `0` (or `1`): pipelined single operations only. Off by default: "
+        "slapd 2.5.13 (Debian bookworm) crashed under transactions in the stress test "
+        "([benchmarks.md](benchmarks.md)); try `100` on a directory proven stable with "
+        "`bench/txn_stress.py`.", low=0, high=10000),
     "embedded_ldap_url": Help(
         "Embedded directory",
         "Where the embedded slapd listens (so LDAP tools and mail servers can use it)."),

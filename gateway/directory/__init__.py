@@ -9,16 +9,19 @@
 * LDAP errors become :mod:`gateway.errors` types; nothing above this package
   sees a python-ldap exception.
 * Lists are sorted and counted by slapd (:mod:`.views`); bulk writes are
-  pipelined (:meth:`Directory.write_many`).
+  batched in LDAP transactions (RFC 5805, :mod:`.txn`) where the server
+  offers them, pipelined single operations otherwise
+  (:meth:`Directory.write_many`).
 
 One LDAP client library: python-ldap (libldap, in C) does every operation,
 the escaping of filter values and DNs (``ldap.filter``, ``ldap.dn``), and the
 controls: paged results, server-side sort and virtual list view, and the
 RFC 4528 assertion (``ldap.controls.libldap.AssertionControl``, encoded by
-libldap). It was chosen with numbers (:mod:`.pool`: a 100 000-entry read in
-1.1 s against ldap3's 6.2 s, ``ldapsearch`` 0.6 s). ldap3 appears only in
-``bench/`` as a baseline; pyasn1 comes in only as python-ldap's own
-dependency.
+libldap); the RFC 5805 transaction operations, which it has no API for, are
+built in :mod:`.txn` with pyasn1. It was chosen with numbers (:mod:`.pool`:
+a 100 000-entry read in 1.1 s against ldap3's 6.2 s, ``ldapsearch`` 0.6 s). ldap3 appears only in
+``bench/`` as a baseline; pyasn1 (python-ldap's own dependency) encodes only
+the End Transaction request.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from .. import metrics
 from ..errors import AssertionFailed, DirectoryUnavailable, MailgateError, NotFound
 from ..settings import Settings
 from . import pool as _pool
+from . import txn as _txn
 from .filters import (
     Filter,
     all_of,
@@ -68,11 +72,14 @@ def _values(values: Sequence[str | bytes]) -> list[bytes]:
     return [v if isinstance(v, bytes) else v.encode("utf-8") for v in values]
 
 
-def _send(conn: Any, write: Write) -> int:
-    """Send one write without waiting for its answer; the message id."""
-    controls: list[Any] | None = None
+def _send(conn: Any, write: Write, control: Any = None) -> int:
+    """Send one write without waiting for its answer; the message id.
+
+    ``control``: one more request control (a transaction's specification).
+    """
+    controls: list[Any] | None = None if control is None else [control]
     if write.assertion is not None:
-        controls = [assertion(write.assertion)]
+        controls = [*(controls or []), assertion(write.assertion)]
     if write.relax:
         controls = [*(controls or []), RequestControl(RELAX_OID, True)]
     if write.op == "add":
@@ -103,11 +110,13 @@ class Directory:
         self.views = ListViews(self.pool)
         self.base_dn = settings.ldap_base_dn
         self.bind_dn = self.pool.bind_dn
+        self.transaction_size = settings.ldap_transaction_size
         # Called as on_write(operation, dn) before every write request is sent
         # (add, modify, delete): lets tests and benchmarks count real writes.
         self.on_write: Callable[[str, str], None] | None = None
         self._operations = metrics.get().ldap_operations
         self._searches = self._operations.labels("search")
+        self._transactions = metrics.get().ldap_transactions
 
     def _writing(self, operation: str, dn: str) -> None:
         self._operations.labels(operation).inc()
@@ -338,44 +347,91 @@ class Directory:
             raise error
         return True
 
-    def write_many(self, writes: Iterable[Write],
-                   window: int = 16) -> Iterator[tuple[Write, MailgateError | None]]:
-        """Send ``writes`` pipelined on one connection and yield each with its outcome.
+    def write_many(self, writes: Iterable[Write], window: int = 16,
+                   transaction_size: int | None = None) \
+            -> Iterator[tuple[Write, MailgateError | None]]:
+        """Apply ``writes`` on one connection and yield each with its outcome.
 
-        Up to ``window`` requests are in flight, so slapd works on some while
-        the next are encoded and sent (libldap encodes in C): on this machine
-        about 2 100 adds a second against 1 500 for ``ldapadd`` and 1 200 for
-        ldap3 on eight threads, with fsync on. The outcome is None (done) or the
-        server's refusal as an error (Conflict, NotFound, AssertionFailed,
-        Invalid, DirectoryUnavailable for anything else). slapd may carry out
-        pipelined requests in any order: never put two writes of one entry in
-        one call. A lost connection raises DirectoryUnavailable; writes in
-        flight may or may not have been applied (callers must be idempotent).
+        The outcome is None (done) or the server's refusal as an error
+        (Conflict, NotFound, AssertionFailed, Invalid, DirectoryUnavailable
+        for anything else). slapd may carry out the writes in any order: never
+        put two writes of one entry in one call. A lost connection raises
+        DirectoryUnavailable; writes not yet yielded may or may not have been
+        applied (callers must be idempotent).
+
+        In transactions (:mod:`.txn`) of ``transaction_size`` writes
+        (default ``MAILGATE_LDAP_TRANSACTION_SIZE``) when the server offers
+        them: one fsynced commit per batch instead of one per write. A batch's
+        writes are yielded once it is committed, all applied; a batch the
+        server refuses (one of its writes was refused: nothing of it was
+        applied) is replayed as single operations, which reports the
+        refused write and applies the others. Otherwise (size 0 or 1, a
+        server without transactions, a batch of one) pipelined single
+        operations: up to ``window`` requests in flight, so slapd works on
+        some while the next are encoded and sent (about 2 100 adds a second
+        against 1 500 for ``ldapadd``, with fsync on).
         """
+        size = self.transaction_size if transaction_size is None else transaction_size
         with self.pool.borrow(pooled=False) as (conn, _reused):
-            pending: dict[int, Write] = {}
-
-            def finish() -> tuple[Write, MailgateError | None]:
-                msgid = next(iter(pending))
-                write = pending.pop(msgid)
-                try:
-                    conn.result3(msgid)
-                except _pool.DOWN as exc:
-                    raise _pool.unavailable(exc) from None
-                except _pl.LDAPError as exc:
-                    return write, _pool.write_error(exc)
-                return write, None
-
+            try:
+                batched = size > 1 and _txn.offered(conn)
+            except _pool.DOWN as exc:
+                raise _pool.unavailable(exc) from None
+            if not batched:
+                yield from self._pipelined(conn, writes, window)
+                return
+            batch: list[Write] = []
             for write in writes:
+                batch.append(write)
+                if len(batch) >= size:
+                    yield from self._batch(conn, batch, window)
+                    batch = []
+            yield from self._batch(conn, batch, window)
+
+    def _batch(self, conn: Any, batch: list[Write],
+               window: int) -> Iterator[tuple[Write, MailgateError | None]]:
+        """One transaction of ``batch``; replayed as single writes if refused."""
+        if len(batch) > 1:
+            for write in batch:
                 self._writing(write.op, write.dn)
-                try:
-                    pending[_send(conn, write)] = write
-                except _pool.DOWN as exc:
-                    raise _pool.unavailable(exc) from None
-                except _pl.LDAPError as exc:   # refused before sending (bad DN, ...)
-                    yield write, _pool.write_error(exc)
-                    continue
-                if len(pending) >= window:
-                    yield finish()
-            while pending:
+            try:
+                committed = _txn.commit(conn, batch, _send)
+            except _pool.DOWN as exc:
+                raise _pool.unavailable(exc) from None
+            if committed:
+                self._transactions.labels("committed").inc()
+                for write in batch:
+                    yield write, None
+                return
+            self._transactions.labels("refused").inc()
+        yield from self._pipelined(conn, batch, window)
+
+    def _pipelined(self, conn: Any, writes: Iterable[Write],
+                   window: int) -> Iterator[tuple[Write, MailgateError | None]]:
+        """Single writes, up to ``window`` in flight, each with its outcome."""
+        pending: dict[int, Write] = {}
+
+        def finish() -> tuple[Write, MailgateError | None]:
+            msgid = next(iter(pending))
+            write = pending.pop(msgid)
+            try:
+                conn.result3(msgid)
+            except _pool.DOWN as exc:
+                raise _pool.unavailable(exc) from None
+            except _pl.LDAPError as exc:
+                return write, _pool.write_error(exc)
+            return write, None
+
+        for write in writes:
+            self._writing(write.op, write.dn)
+            try:
+                pending[_send(conn, write)] = write
+            except _pool.DOWN as exc:
+                raise _pool.unavailable(exc) from None
+            except _pl.LDAPError as exc:   # refused before sending (bad DN, ...)
+                yield write, _pool.write_error(exc)
+                continue
+            if len(pending) >= window:
                 yield finish()
+        while pending:
+            yield finish()

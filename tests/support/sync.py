@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 
 from passlib.hash import md5_crypt, sha512_crypt
 
+from gateway.slapd import ManagedSlapd
 from gateway.sync.runner import SyncRunner
+
+from .slapd import ldap_tool
 
 SEED_HASH = "$1$9hW1N3SC$J6vfo890zc50GC1jYHP211"   # SPEC.md section 2 (password unknown)
 BOB_PASSWORD = "bob-secret-100000"
@@ -51,3 +54,20 @@ class Writes:
 
 # The type of the ``make_runner`` fixture (tests/sync/conftest.py).
 MakeRunner = Callable[..., SyncRunner]
+
+
+def adds_by_hand_while_applying(slapd: ManagedSlapd,
+                                address: str) -> Callable[[str, int, int], None]:
+    """A run's ``progress`` callback that adds an alias ``address`` by hand (as the
+    directory admin, no origin) when the run starts applying: after its plan,
+    before its entries are written (its domains exist by then)."""
+    domain = address.rpartition("@")[2]
+    added: list[str] = []
+
+    def meanwhile(stage: str, _done: int, _total: int) -> None:
+        if stage == "applying" and not added:
+            added.append(ldap_tool(slapd, "ldapadd", input=(
+                f"dn: mail={address},dc={domain},ou=domains,{slapd.base_dn}\n"
+                f"objectClass: mailgateAlias\nmail: {address}\n"
+                "mailgateAliasTarget: someone@example.net\n")).stdout)
+    return meanwhile

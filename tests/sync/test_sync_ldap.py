@@ -21,6 +21,7 @@ from tests.support.sync import (
     CHEAP_HASH,
     SEED_HASH,
     MakeRunner,
+    adds_by_hand_while_applying,
     spec_document,
 )
 
@@ -374,17 +375,9 @@ def test_a_run_whose_changes_failed_keeps_no_validators(
     # fails. Such a failure may be transient, so the run keeps no validators
     # and the next one plans again (and takes the entry over).
     runner = make_runner(docs.serve("/mail.json", spec_document()))
-    added: list[str] = []
 
-    def meanwhile(stage: str, _done: int, _total: int) -> None:
-        if stage == "applying" and not added:
-            added.append(ldap_tool(slapd, "ldapadd", input=(
-                f"dn: mail=office@example.com,dc=example.com,ou=domains,{BASE_DN}\n"
-                "objectClass: mailgateAlias\nmail: office@example.com\n"
-                "mailgateAliasTarget: someone@example.net\n")).stdout)
-
-    first = runner.run(progress=meanwhile)
-    assert added and first.result == "partial" and first.reason == "1 changes failed"
+    first = runner.run(progress=adds_by_hand_while_applying(slapd, "office@example.com"))
+    assert first.result == "partial" and first.reason == "1 changes failed"
     assert "office@example.com: created by someone else" in first.errors[0]
     again = runner.run()
     assert "If-None-Match" not in docs.requests_to("/mail.json")[-1].headers
