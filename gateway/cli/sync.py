@@ -7,6 +7,10 @@
     mailgate sync --file DOC [--dry-run]      a local document (- for stdin) instead
                                               of MAILGATE_JSON_URLS, under the same
                                               rules: validate, plan, guard, apply
+    mailgate sync --offline-import [--file DOC]
+                                              the first import into the stopped,
+                                              empty embedded directory with slapadd,
+                                              then a full sync that checks it
     mailgate sync ... --json                  the run (and the plan) as JSON
     mailgate export [--domain D] [-o FILE]    the directory as Basic JSON
 
@@ -27,14 +31,16 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..access import reachable
+from ..access import embedded_slapd, reachable
 from ..addresses import normalize_domain
 from ..directory import Directory
+from ..errors import SlapdError
 from ..settings import Settings
+from ..sync import offline
 from ..sync.export import export_document
-from ..sync.fetch import FileFetcher
+from ..sync.fetch import Fetcher, FetchError, FileFetcher, SourceFetcher
 from ..sync.plan import Plan
-from ..sync.records import UnknownKey, WantAlias
+from ..sync.records import DocumentError, UnknownKey, WantAlias
 from ..sync.runner import RunReport, SyncRunner
 
 
@@ -52,6 +58,10 @@ def add_commands(subparsers: Any) -> None:
     mode.add_argument("--dry-run", action="store_true",
                       help="fetch and validate every source and print what a sync would "
                            "create, update, delete and skip; write nothing")
+    mode.add_argument("--offline-import", action="store_true",
+                      help="first import into the empty embedded directory, its slapd "
+                           "stopped: the documents as LDIF loaded with slapadd -q "
+                           "(docs/sync.md), then a full sync run that checks it")
     sync.add_argument("--force", action="store_true",
                       help="apply even if more than MAILGATE_SYNC_MAX_DELETE_FRACTION of the "
                            "sync-managed entries would be deleted")
@@ -100,8 +110,17 @@ class Progress:
 
 
 def _sync(args: argparse.Namespace, settings: Settings) -> int:
-    if not (args.once or args.dry_run or args.file):
-        print("mailgate sync: one of --once, --dry-run or --file is required", file=sys.stderr)
+    if not (args.once or args.dry_run or args.file or args.offline_import):
+        print("mailgate sync: one of --once, --dry-run, --file or --offline-import is "
+              "required", file=sys.stderr)
+        return 2
+    if args.offline_import and not settings.embedded:
+        print("mailgate sync: --offline-import: only for the embedded directory "
+              "(MAILGATE_LDAP_URL unset): slapadd writes its database files", file=sys.stderr)
+        return 2
+    if args.offline_import and args.file == "-":
+        print("mailgate sync: --offline-import: --file - cannot be read twice (the load, "
+              "then the checking sync): give a file", file=sys.stderr)
         return 2
     if args.file is None and not settings.json_urls:
         print("mailgate: configuration error: MAILGATE_JSON_URLS: no sources to sync",
@@ -110,6 +129,10 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
     if args.file not in (None, "-") and not Path(args.file).is_file():
         print(f"mailgate sync: --file: no such file: {args.file}", file=sys.stderr)
         return 2
+    if args.offline_import:
+        code = _offline_import(args, settings)
+        if code is not None:
+            return code
     with reachable(settings) as (resolved, _slapd):
         if args.file is None:
             runner = SyncRunner(resolved)
@@ -120,7 +143,10 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
             if args.dry_run:
                 report = runner.plan_only(Progress())
             else:
-                report = runner.run("cli", force=args.force, full=args.full,
+                # After an offline import: the full run that checks it and
+                # records the validators.
+                report = runner.run("offline-import" if args.offline_import else "cli",
+                                    force=args.force, full=args.full or args.offline_import,
                                     progress=Progress())
         finally:
             runner.close()
@@ -142,6 +168,30 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
             print(f"error: {error}", file=sys.stderr)
     print(summary(report))
     return report.exit_code
+
+
+def _offline_import(args: argparse.Namespace, settings: Settings) -> int | None:
+    """Load the documents with slapadd (gateway/sync/offline.py); an exit code if it
+    could not, None to go on with the checking sync."""
+    fetcher: SourceFetcher = FileFetcher(settings.json_max_bytes) if args.file \
+        else Fetcher(settings)
+    try:
+        loaded = offline.load(embedded_slapd(settings), fetcher,
+                              (args.file,) if args.file else settings.json_urls)
+    except SlapdError as exc:
+        print(f"mailgate sync: --offline-import: {exc}", file=sys.stderr)
+        return 2
+    except (FetchError, DocumentError) as exc:
+        print(f"mailgate sync: --offline-import: nothing loaded: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        fetcher.close()
+    for skip in loaded.skipped:
+        print(f"skipped {skip.domain} {skip.name!r}: {skip.reason}")
+    seconds = ", ".join(f"{k} {v:.1f} s" for k, v in loaded.seconds.items())
+    print(f"offline import: {loaded.domains} domains and {loaded.entries} entries loaded "
+          f"with slapadd ({seconds}); checking them with a full sync run")
+    return None
 
 
 def summary(report: RunReport) -> str:

@@ -123,7 +123,7 @@ def test_a_file_from_stdin_and_its_errors(env: pytest.MonkeyPatch, mail: MailDir
     assert main(["sync", "--file", str(tmp_path / "missing.json")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert main(["sync"]) == 2
-    assert "--once, --dry-run or --file" in capsys.readouterr().err
+    assert "--once, --dry-run, --file or --offline-import" in capsys.readouterr().err
     broken = tmp_path / "broken.json"
     broken.write_text('{"example.org": {"account": [')
     assert main(["sync", "--file", str(broken), "--json"]) == 1
