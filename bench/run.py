@@ -36,6 +36,10 @@ TARGETS: dict[str, tuple[str, str, str, Callable[[dict[str, Any]], bool]]] = {
     "B1": ("first JSON import into an empty directory (SyncRunner.run) / `ldapadd -c` of "
            "the same entries as LDIF into an identical fresh slapd",
            "time ratio", "<= 1.5", lambda r: r["ratio"].median <= 1.5),
+    "B1o": ("the same first import by the offline route (`mailgate sync --offline-import`: "
+            "validate, LDIF, `slapadd -q -w`, start, the full sync that checks it) / the same "
+            "run's `ldapadd -c`", "time ratio", "<= 0.25, the checking run writes nothing",
+            lambda r: r["ratio"].median <= 0.25 and _max(r, "checking_run_writes") == 0),
     "B2": ("re-sync of the same content with a new ETag, full reconcile (every entry read "
            "and compared) / `ldapsearch -E pr=2000` of the compared attributes",
            "time ratio", "<= 2.0, 0 writes",
@@ -185,7 +189,7 @@ def main() -> int:
     started = time.monotonic()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="mailgate-bench-") as tmp:
-        if wanted & {"B1", "B2", "B3", "B4", "B8", "B9"}:
+        if wanted & {"B1", "B1O", "B2", "B3", "B4", "B8", "B9"}:
             (Path(tmp) / "sync").mkdir()
             results.update(sync_bench.run_all(Path(tmp) / "sync", args.accounts, args.runs,
                                               args.b8, wanted))

@@ -6,9 +6,14 @@ baseline from the same run, on slapd with production settings (fsync on).
     python bench/scale_bench.py --accounts 10000 --out /tmp/scale.md   quick
     python bench/scale_bench.py --accounts 1000000 --seed-only   S6 and S8 alone
     python bench/scale_bench.py --accounts 1000000 --list-only   S3 alone, --runs times
+    python bench/scale_bench.py --accounts 1000000 --import-only S1o alone
 
 S1  JSON import into an empty directory (SyncRunner.run) / ``ldapadd -c`` of the
     same entries into an identical fresh slapd.
+S1o the same first import by the offline route (``mailgate sync
+    --offline-import``: LDIF, ``slapadd -q -w``, start, the full sync run that
+    checks it) / the same ``ldapadd -c`` (``--import-only``: S1o and its
+    baseline alone).
 S2  full re-sync of the same document (every entry read and compared): LDAP
     writes (must be 0) and time / ``ldapsearch -E pr=2000`` of the compared attributes.
 S3  every account and alias through GET /mail/account/ and /mail/alias/ in
@@ -60,7 +65,7 @@ from common import (
     production_slapd,
     write_ldif,
 )
-from sync_bench import COMPARED, Recorder, _ldapsearch, _run, _settings
+from sync_bench import COMPARED, Recorder, _ldapsearch, _offline, _run, _settings
 
 from gateway.access import LdapAccess
 from gateway.directory import Directory
@@ -443,6 +448,53 @@ def measure_listing(accounts: int, work: Path, runs: int) -> dict[str, Any]:
     return r
 
 
+def measure_import(accounts: int, work: Path) -> dict[str, Any]:
+    """``--import-only``: S1o, the offline import, and ``ldapadd -c`` of the same entries."""
+    aliases = accounts // 5
+    body = document(accounts, aliases)
+    ldif = write_ldif(work / "entries.ldif", accounts, aliases)
+    r: dict[str, Any] = {"accounts": accounts, "aliases": aliases,
+                         "entries": sum(1 for line in ldif.open() if line.startswith("dn: ")),
+                         "document_mb": round(len(body) / 2**20, 1)}
+    server = DocumentServer(work, body)
+    try:
+        server.publish(body)
+        r["s1o_offline_s"], r["s1o_phases"], r["s1o_checking_writes"] = _offline(
+            work / "offline", server)
+        print(f"S1o offline {r['s1o_offline_s']:.1f} s {r['s1o_phases']}", flush=True)
+    finally:
+        server.close()
+    with production_slapd(work / "ldapadd") as slapd:
+        start = time.perf_counter()
+        subprocess.run(["ldapadd", "-c", *ldap_tool_args(slapd), "-f", str(ldif)],
+                       check=True, capture_output=True)
+        r["s1_ldapadd_s"] = time.perf_counter() - start
+    print(f"S1 ldapadd {r['s1_ldapadd_s']:.1f} s", flush=True)
+    r["s1o_ratio"] = r["s1o_offline_s"] / r["s1_ldapadd_s"]
+    return r
+
+
+def render_import(r: dict[str, Any], command: str, minutes: float) -> str:
+    return "\n".join([
+        f"# First import by the offline route: {r['accounts']} accounts",
+        "",
+        f"Written by `{command}` on {datetime.date.today().isoformat()} ({minutes:.0f} min). "
+        f"Machine: {machine()}.",
+        "",
+        f"S1o: {r['entries']} entries ({r['accounts']} accounts, {r['aliases']} aliases; "
+        f"a {r['document_mb']} MiB document over local HTTPS) imported by `mailgate sync "
+        "--offline-import` (validate, LDIF, `slapadd -q -w` into the stopped directory, "
+        "start, the full sync run that reads and compares every entry and records the "
+        f"validators): {r['s1o_offline_s']:.1f} s (phases {r['s1o_phases']}; the checking "
+        f"run wrote {r['s1o_checking_writes']} entries), against `ldapadd -c` of the same "
+        f"entries into an identical fresh slapd (production settings): "
+        f"{r['s1_ldapadd_s']:.1f} s. Ratio **{r['s1o_ratio']:.3f}** (target <= 0.2).",
+        "",
+        "Raw figures: `" + json.dumps(r) + "`",
+        "",
+    ])
+
+
 def render_listing(r: dict[str, Any], command: str, minutes: float) -> str:
     ratios = [g / b for g, b in zip(r["s3_gateway_s"], r["s3_ldapsearch_s"], strict=True)]
     runs = ", ".join(f"{g:.1f} s / {b:.1f} s = {g / b:.2f}"
@@ -621,8 +673,19 @@ def main() -> int:
     parser.add_argument("--list-only", action="store_true",
                         help="only S3 (listing everything against ldapsearch), --runs times")
     parser.add_argument("--runs", type=int, default=3, help="with --list-only")
+    parser.add_argument("--import-only", action="store_true",
+                        help="only S1o (the offline first import) against ldapadd -c")
     args = parser.parse_args()
     command = ("bench/scale_bench.py " + " ".join(sys.argv[1:])).strip()
+    if args.import_only:
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="mailgate-import-") as tmp:
+            imported = measure_import(args.accounts, Path(tmp))
+        out = args.out or ROOT / "docs" / f"benchmarks-import-{args.accounts}.md"
+        out.write_text(render_import(imported, command, (time.monotonic() - started) / 60),
+                       encoding="utf-8")
+        print(out.read_text(encoding="utf-8"))
+        return 0
     if args.seed_only:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="mailgate-seed-") as tmp:

@@ -10,6 +10,10 @@ on, the shipped indexes).
 B1  first import into an empty directory: ``SyncRunner.run()`` end to end
     (fetch, validate, read, plan, apply) / ``ldapadd -c`` of the same entries
     as LDIF into an identical fresh slapd. Each run: a fresh pair.
+B1o the same first import by the offline route (``mailgate sync
+    --offline-import``: validate, LDIF, ``slapadd -q -w`` into the stopped
+    directory, start, and the full sync run that checks it and records the
+    validators) / the same run's ``ldapadd -c``. Each run: a fresh directory.
 B2  the same content served with a new ETag, full reconcile (validators
     ignored: every entry read and compared) / ``ldapsearch -E pr=2000`` of
     the same entries and the attributes the sync compares. Writes counted.
@@ -56,7 +60,9 @@ from common import (
 from passlib.hash import sha512_crypt
 
 from gateway.settings import Settings
-from gateway.slapd import ManagedSlapd
+from gateway.slapd import ManagedSlapd, free_port
+from gateway.sync import offline
+from gateway.sync.fetch import Fetcher
 from gateway.sync.runner import RunReport, SyncRunner
 
 COMPARED = ["objectClass", "dc", "mail", "userPassword", "mailgateSenderAllowed",
@@ -135,6 +141,37 @@ def _ldapadd(root: Path, ldif: Path) -> float:
 
 def _phases(report: RunReport) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in report.phases.items())
+
+
+def _offline(root: Path, server: DocumentServer) -> tuple[float, dict[str, float], int]:
+    """B1o: seconds of the offline import and its checking run, its phases, writes."""
+    slapd = ManagedSlapd(root, BASE_DN, url=f"ldap://127.0.0.1:{free_port()}", nosync=False)
+    slapd.ensure_initialised()
+    settings = Settings(ldap_url=slapd.url, ldap_base_dn=BASE_DN, json_urls=(server.url,),
+                        ldap_password=slapd.password("gateway"), json_ca_file=server.ca_file,
+                        json_timeout=300)
+    start = time.perf_counter()
+    fetcher = Fetcher(settings)
+    try:
+        loaded = offline.load(slapd, fetcher, settings.json_urls)
+    finally:
+        fetcher.close()
+    begun = time.perf_counter()
+    slapd.start()
+    phases = {**loaded.seconds, "start": round(time.perf_counter() - begun, 3)}
+    try:
+        runner = SyncRunner(settings)
+        rec = Recorder(runner)
+        try:
+            report, _elapsed = _run(runner, "applied", full=True)
+        finally:
+            runner.close()
+        elapsed = time.perf_counter() - start
+        phases["check"] = round(sum(report.phases.values()), 3)
+    finally:
+        slapd.stop()
+    shutil.rmtree(root, ignore_errors=True)
+    return elapsed, phases, rec.mail_writes
 
 
 @contextmanager
@@ -323,11 +360,20 @@ def run_all(work: Path, accounts: int, runs: int, b8_sizes: tuple[int, int],
     server = DocumentServer(work, body)
     results: dict[str, dict[str, Any]] = {}
     ratio, sync_s, add_s, writes = Samples(), Samples(), Samples(), Samples()
-    phases = ""
+    off_ratio, off_s, off_writes = Samples(), Samples(), Samples()
+    phases = off_phases = ""
     try:
         for run in range(runs if "B1" in wanted else 1):
             if "B1" in wanted:
                 add_s.add(_ldapadd(work / f"b1-ldapadd-{run}", ldif))
+            if "B1O" in wanted:
+                server.publish(body)
+                elapsed, parts, mail_writes = _offline(work / f"b1-offline-{run}", server)
+                off_s.add(elapsed)
+                off_writes.add(mail_writes)
+                if add_s.values:
+                    off_ratio.add(elapsed / add_s.values[-1])
+                off_phases = ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
             with _synced(work / f"b1-sync-{run}", server) as (slapd, runner):
                 rec = Recorder(runner)
                 server.publish(body)
@@ -351,6 +397,10 @@ def run_all(work: Path, accounts: int, runs: int, b8_sizes: tuple[int, int],
                     results["B8"] = b8(slapd, server, accounts, aliases, b8_sizes, runs)
     finally:
         server.close()
+    if "B1O" in wanted and off_ratio.values:
+        results["B1o"] = {"ratio": off_ratio, "offline_s": off_s, "ldapadd_s": add_s,
+                          "checking_run_writes": off_writes,
+                          "note": f"phases of the last run (s): {off_phases}"}
     if "B1" in wanted:
         results["B1"] = {"ratio": ratio, "sync_s": sync_s, "ldapadd_s": add_s,
                          "mail_writes": writes,
