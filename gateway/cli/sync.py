@@ -129,10 +129,12 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
     if args.file not in (None, "-") and not Path(args.file).is_file():
         print(f"mailgate sync: --file: no such file: {args.file}", file=sys.stderr)
         return 2
+    kept: list[str] = []
     if args.offline_import:
-        code = _offline_import(args, settings)
-        if code is not None:
-            return code
+        loaded = _offline_import(args, settings)
+        if isinstance(loaded, int):
+            return loaded
+        kept = loaded.kept_domains
     with reachable(settings) as (resolved, _slapd):
         if args.file is None:
             runner = SyncRunner(resolved)
@@ -148,6 +150,8 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
                 report = runner.run("offline-import" if args.offline_import else "cli",
                                     force=args.force, full=args.full or args.offline_import,
                                     progress=Progress())
+                if kept:   # domains that were there before the load: count them again
+                    runner.mail.domains.recount_all(kept)
         finally:
             runner.close()
     if args.json:
@@ -170,9 +174,10 @@ def _sync(args: argparse.Namespace, settings: Settings) -> int:
     return report.exit_code
 
 
-def _offline_import(args: argparse.Namespace, settings: Settings) -> int | None:
+def _offline_import(args: argparse.Namespace,
+                    settings: Settings) -> int | offline.OfflineImport:
     """Load the documents with slapadd (gateway/sync/offline.py); an exit code if it
-    could not, None to go on with the checking sync."""
+    could not, what it loaded to go on with the checking sync."""
     fetcher: SourceFetcher = FileFetcher(settings.json_max_bytes) if args.file \
         else Fetcher(settings)
     try:
@@ -191,7 +196,7 @@ def _offline_import(args: argparse.Namespace, settings: Settings) -> int | None:
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in loaded.seconds.items())
     print(f"offline import: {loaded.domains} domains and {loaded.entries} entries loaded "
           f"with slapadd ({seconds}); checking them with a full sync run")
-    return None
+    return loaded
 
 
 def summary(report: RunReport) -> str:

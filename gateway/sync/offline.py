@@ -14,9 +14,10 @@ stopped, its mail tree empty):
    and rules; skipped entries are reported the same way);
 2. checks with ``slapcat`` that the directory holds no account or alias
    (a domain entry made through the API is kept, not written again);
-3. writes the domains and entries, in the attributes the sync would write
-   (``mailgateOrigin: sync``), to an LDIF file of mode 0600 in the data
-   directory (it holds password hashes), loads it with ``slapadd -q -w``
+3. writes the domains (with their entry counters counted) and entries, in
+   the attributes the sync would write (``mailgateOrigin: sync``), to an
+   LDIF file of mode 0600 in the data directory (it holds password hashes),
+   loads it with ``slapadd -q -w``
    (``-w``: the contextCSN, so consumers replicate from it) and removes it;
 4. then (the caller) starts slapd and runs an ordinary *full* sync of the
    same sources: it reads and compares every entry, writes nothing if the
@@ -40,7 +41,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..entries import A_DC, A_ORIGIN, OC_ACCOUNT, OC_ALIAS, OC_DOMAIN, ORIGIN_API, Layout
+from ..entries import (
+    A_ACCOUNT_COUNT,
+    A_ALIAS_COUNT,
+    A_DC,
+    A_ORIGIN,
+    A_QUOTA,
+    A_QUOTA_ALLOCATED,
+    OC_ACCOUNT,
+    OC_ALIAS,
+    OC_DOMAIN,
+    ORIGIN_API,
+    Layout,
+)
 from ..errors import SlapdError
 from ..slapd import ManagedSlapd
 from ..slapd.tools import run, tool
@@ -61,7 +74,7 @@ class OfflineImport:
 
     domains: int = 0
     entries: int = 0
-    kept_domains: int = 0
+    kept_domains: list[str] = field(default_factory=list)   # their counters: recount
     skipped: list[Skip] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -84,14 +97,25 @@ def ldif_record(dn: str, object_classes: Sequence[str],
 
 def ldif_of(desired: Desired, layout: Layout, existing_domains: Iterable[str]) -> Iterator[str]:
     """The records of ``desired``: its domains first (those not in the directory
-    yet), then every entry."""
+    yet, as the API's first account would make them, with their counters
+    already counted), then every entry."""
     existing = set(existing_domains)
-    for domain in sorted(desired.domains - existing):
-        yield ldif_record(layout.domain(domain), [OC_DOMAIN],
-                          {A_DC: [domain], A_ORIGIN: [ORIGIN_API]})
+    counts: dict[str, list[int]] = {}
+    records = []
     for want in desired.entries.values():
         object_class, attrs = entry_attrs(want)
-        yield ldif_record(layout.address(want.address),
+        counted = counts.setdefault(want.domain, [0, 0, 0])
+        counted[0] += want.kind in ("account", "both")
+        counted[1] += want.kind in ("alias", "both")
+        counted[2] += sum(int(v) for v in attrs.get(A_QUOTA, ()))
+        records.append((want.address, object_class, attrs))
+    for domain in sorted(desired.domains - existing):
+        accounts, aliases, allocated = counts.get(domain, [0, 0, 0])
+        yield ldif_record(layout.domain(domain), [OC_DOMAIN], {
+            A_DC: [domain], A_ORIGIN: [ORIGIN_API], A_ACCOUNT_COUNT: [str(accounts)],
+            A_ALIAS_COUNT: [str(aliases)], A_QUOTA_ALLOCATED: [str(allocated)]})
+    for address, object_class, attrs in records:
+        yield ldif_record(layout.address(address),
                           [object_class, *attrs.get("objectClass", ())], attrs)
 
 
@@ -125,7 +149,7 @@ def load(slapd: ManagedSlapd, fetcher: SourceFetcher, sources: Sequence[str]) ->
     layout = Layout(slapd.base_dn)
     domains = {dn.split(",", 1)[0].partition("=")[2].lower()
                for dn in _slapcat_dns(slapd, f"(objectClass={OC_DOMAIN})")}
-    result.kept_domains = len(domains & desired.domains)
+    result.kept_domains = sorted(domains & desired.domains)
     path = slapd.data_dir / "offline-import.ldif"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
