@@ -9,7 +9,10 @@ rules out duplicates whatever happens.
 Creates, updates and deletes touch one entry each, so they are sent
 pipelined (:meth:`gateway.directory.Directory.write_many`): slapd syncs each
 write to disk, and keeping several in flight makes the sync faster than
-``ldapadd``. Domain entries go first and replaces last, one by one (a
+``ldapadd``. With ``MAILGATE_LDAP_TRANSACTION_SIZE`` set (off by default:
+slapd 2.5.13 crashes under them) they go in LDAP transactions, each applied
+whole or not at all; a refused one is replayed write by write, so every
+outcome below is the same as without. Domain entries go first and replaces last, one by one (a
 replace's delete must be done before its add).
 
 * Entry-level failures (an entry made or removed meanwhile, a value slapd
