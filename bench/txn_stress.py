@@ -137,7 +137,7 @@ class Stress:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid = self.provider.pid
-            if pid is not None and pid != old_pid and self.provider.binds():
+            if pid is not None and pid != old_pid and self.provider.binds():   # None: any
                 return
             time.sleep(0.2)
         raise RuntimeError("the supervisor did not bring slapd back")
@@ -197,8 +197,9 @@ class Stress:
         out = subprocess.run(
             ["ldapsearch", "-x", "-H", server.url, "-D", self.provider.service_dn("replicator"),
              "-y", str(self.provider.password_file("replicator")), "-LLL", "-o",
-             "ldif-wrap=no", "-b", f"ou=domains,{BASE_DN}", "(objectClass=mailgateAlias)",
-             "mail", "mailgateAliasTarget"], capture_output=True, text=True, check=True).stdout
+             "ldif-wrap=no", "-E", "pr=2000/noprompt", "-b", f"ou=domains,{BASE_DN}",
+             "(objectClass=mailgateAlias)", "mail", "mailgateAliasTarget"],
+            capture_output=True, text=True, check=True).stdout
         state: dict[int, str] = {}
         current = -1
         for line in out.splitlines():
@@ -252,8 +253,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mailgate-txn-stress-") as tmp, \
             production_slapd(Path(tmp) / "provider") as provider:
         consumers: list[ReplicaSlapd] = []
-        stop = threading.Event()
-        supervisor = provider.supervise(stop, check_every=0.2)
+        stop = threading.Event()            # the reader
+        unsupervised = threading.Event()    # the supervisor, at the very end
+        supervisor = provider.supervise(unsupervised, check_every=0.2)
         try:
             for rid in range(1, args.consumers + 1):
                 consumer = ReplicaSlapd(Path(tmp) / f"consumer{rid}", BASE_DN,
@@ -280,6 +282,8 @@ def main() -> int:
                 result["rates"] = compare_rates(provider, stress, args.compare)
             stop.set()
             reader.join(30)
+            # slapd may have died under the last writes: the supervisor's restart first.
+            stress.wait_back(None)
             result["seconds"] = round(time.monotonic() - started, 1)
             result["counts"] = dict(stress.counts)
             lag: list[float] = []
@@ -298,6 +302,7 @@ def main() -> int:
             stress.directory.close()
         finally:
             stop.set()
+            unsupervised.set()
             supervisor.join(10)
             for consumer in consumers:
                 consumer.stop()
