@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -162,10 +163,13 @@ def test_directory_command_runs_only_slapd(tmp_path: Path) -> None:
                MAILGATE_EMBEDDED_LDAP_URL=f"ldap://127.0.0.1:{port}")
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "directory"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
     try:
 
         def listening() -> bool:
-            assert proc.poll() is None, proc.stdout.read()  # type: ignore[union-attr]
+            assert proc.poll() is None, "".join(lines)
             return _port_open(port)
 
         wait_until(listening, f"mailgate directory's slapd on port {port}", timeout=30,
@@ -184,6 +188,10 @@ def test_directory_command_runs_only_slapd(tmp_path: Path) -> None:
         managed = ManagedSlapd(tmp_path / "var", "dc=mail,dc=internal")
         first = managed.running_pid()
         assert first is not None
+        # Killed only once the command has finished starting it (its banner):
+        # a slapd dying during the first start is a failed start (exit 1).
+        wait_until(lambda: any(line.startswith("mailgate: secrets") for line in lines),
+                   "the command's banner", timeout=30, interval=0.05)
         os.kill(first, signal.SIGKILL)
         wait_until(lambda: managed.running_pid() not in (None, first), "a new slapd",
                    timeout=30, interval=0.1)
@@ -191,7 +199,9 @@ def test_directory_command_runs_only_slapd(tmp_path: Path) -> None:
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=90)
+        proc.wait(timeout=90)
+        reader.join(timeout=30)
+    output = "".join(lines)
     assert proc.returncode == 0, output
     assert f"ldap://127.0.0.1:{port}" in output
     assert "restarting it" in output and "running again" in output, output
