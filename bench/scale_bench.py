@@ -7,6 +7,7 @@ baseline from the same run, on slapd with production settings (fsync on).
     python bench/scale_bench.py --accounts 1000000 --seed-only   S6 and S8 alone
     python bench/scale_bench.py --accounts 1000000 --list-only   S3 alone, --runs times
     python bench/scale_bench.py --accounts 1000000 --import-only S1o alone
+    python bench/scale_bench.py --lag-only           S9 alone (100 000 accounts)
 
 S1  JSON import into an empty directory (SyncRunner.run) / ``ldapadd -c`` of the
     same entries into an identical fresh slapd.
@@ -31,12 +32,21 @@ S7  cost per change while a consumer follows: 1 000 password modifies and 1 000
     of the provider and of the consumer (from /proc), per change.
 S8  a new consumer seeded offline (``slapcat`` of the running provider,
     ``slapadd -q -w``, start, caught up) / S6 (the same consumer filled by syncrepl).
+S9  replication lag during a first import through LDAP (``--lag-only``): a
+    consumer attached from the start, its lag sampled every 0.2 s as the
+    gateway's ``mailgate_replica_lag_seconds`` computes it (the provider's
+    newest contextCSN time minus the consumer's), p50/p99/max over the import,
+    once with single operations (the default) and once in transactions of
+    ``--lag-txn-size`` (MAILGATE_LDAP_TRANSACTION_SIZE), each on a fresh pair;
+    slapd's crashes under transactions are counted (its supervisor restarts it
+    and the sync is run again until it has applied everything).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -70,7 +80,7 @@ from sync_bench import COMPARED, Recorder, _ldapsearch, _offline, _run, _setting
 from gateway.access import LdapAccess
 from gateway.directory import Directory
 from gateway.mailconfig import postfix_files, write_files
-from gateway.replication import ReplicaSlapd, share_secrets
+from gateway.replication import ReplicaSlapd, replica_lag, share_secrets
 from gateway.settings import Settings
 from gateway.slapd import ManagedSlapd, free_port
 from gateway.sync.runner import SyncRunner
@@ -474,6 +484,138 @@ def measure_import(accounts: int, work: Path) -> dict[str, Any]:
     return r
 
 
+def csn_values(server: ManagedSlapd, as_: ManagedSlapd) -> list[str] | None:
+    """The contextCSN values of ``server`` (None: it did not answer)."""
+    done = subprocess.run(["ldapsearch", *as_replicator(server, as_), "-o", "nettimeout=2",
+                           "-LLL", "-s", "base", "-b", BASE_DN, "contextCSN"],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return None
+    return [line.split(": ", 1)[1] for line in done.stdout.splitlines()
+            if line.startswith("contextCSN: ")]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def import_with_lag(accounts: int, work: Path, size: int) -> dict[str, Any]:
+    """One S9 run: a fresh provider (supervised) and consumer, the import through
+    SyncRunner with ``ldap_transaction_size=size``, the consumer's lag sampled."""
+    work.mkdir(parents=True, exist_ok=True)
+    body = document(accounts, accounts // 5)
+    server = DocumentServer(work, body)
+    server.publish(body)
+    stop, unsupervised = threading.Event(), threading.Event()
+    samples: list[tuple[float, float]] = []     # (monotonic time, lag in seconds)
+    pids: set[int] = set()
+    unanswered = 0
+    r: dict[str, Any] = {"transaction_size": size}
+    with production_slapd(work / "provider") as provider:
+        supervisor = provider.supervise(unsupervised, check_every=0.2)
+        consumer = ReplicaSlapd(work / "consumer", BASE_DN,
+                                url=f"ldap://127.0.0.1:{free_port()}", nosync=False,
+                                provider_url=provider.url, rid=1)
+        share_secrets(provider, consumer, ("replicator",))
+        consumer.start()
+
+        def sample() -> None:
+            nonlocal unanswered
+            for _ in range(100_000):                    # bounded; stop ends it sooner
+                if stop.wait(0.2):
+                    return
+                if provider.pid is not None:
+                    pids.add(provider.pid)
+                theirs, ours = csn_values(provider, provider), csn_values(consumer, provider)
+                if theirs is None or ours is None:
+                    unanswered += 1
+                elif theirs:
+                    samples.append((time.monotonic(), replica_lag(theirs, ours)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        try:
+            if csn_values(provider, provider):
+                wait_caught_up(consumer, provider, timeout=120)
+            settings = dataclasses.replace(_settings(provider, server),
+                                           ldap_transaction_size=size, ldap_timeout=60.0)
+            runner = SyncRunner(settings)
+            sampler.start()
+            start = time.monotonic()
+            runs = []
+            for _ in range(20):       # a crash fails a run; the next converges
+                report = runner.run("bench")
+                runs.append(report.result)
+                if report.result == "applied":
+                    break
+            end = time.monotonic()
+            runner.close()
+            r["import_s"] = round(end - start, 1)
+            r["runs"] = runs
+            r["catch_up_after_s"] = round(wait_caught_up(consumer, provider, timeout=1800), 2)
+            stop.set()
+            sampler.join(10)
+            during = [lag for when, lag in samples if start <= when <= end]
+            r["samples"] = len(during)
+            r["unanswered_samples"] = unanswered
+            r["lag_p50_s"] = round(percentile(during, 0.50), 3) if during else None
+            r["lag_p99_s"] = round(percentile(during, 0.99), 3) if during else None
+            r["lag_max_s"] = round(max(during), 3) if during else None
+            r["provider_entries"] = count_entries(provider, provider)
+            r["consumer_entries"] = count_entries(consumer, provider)
+            r["slapd_restarts"] = len(pids) - 1
+        finally:
+            stop.set()
+            unsupervised.set()
+            supervisor.join(10)
+            consumer.stop()
+            server.close()
+    return r
+
+
+def measure_lag(accounts: int, work: Path, txn_size: int) -> dict[str, Any]:
+    """``--lag-only``: S9 with single operations, then in transactions."""
+    r: dict[str, Any] = {"accounts": accounts, "aliases": accounts // 5}
+    for label, size in (("single", 0), ("transactions", txn_size)):
+        r[label] = import_with_lag(accounts, work / label, size)
+        print(f"S9 {label}: {r[label]}", flush=True)
+        shutil.rmtree(work / label, ignore_errors=True)
+    return r
+
+
+def render_lag(r: dict[str, Any], command: str, minutes: float) -> str:
+    rows = []
+    for label, text in (("single", "single operations (the default)"),
+                        ("transactions", f"transactions of {r['transactions']['transaction_size']}"
+                                         " (MAILGATE_LDAP_TRANSACTION_SIZE)")):
+        x = r[label]
+        rows.append(f"| {text} | {x['import_s']} s ({len(x['runs'])} run(s): "
+                    f"{', '.join(x['runs'])}) | {x['samples']} | {x['lag_p50_s']} s | "
+                    f"**{x['lag_p99_s']} s** | {x['lag_max_s']} s | {x['catch_up_after_s']} s | "
+                    f"{x['slapd_restarts']} | {x['consumer_entries']} / "
+                    f"{x['provider_entries']} |")
+    return "\n".join([
+        f"# Replication lag during a first import: {r['accounts']} accounts",
+        "",
+        f"Written by `{command}` on {datetime.date.today().isoformat()} ({minutes:.0f} min). "
+        f"Machine: {machine()}.",
+        "",
+        f"S9: {r['accounts']} accounts and {r['aliases']} aliases imported by `SyncRunner` "
+        "into a fresh provider (production settings, supervised) with one syncrepl "
+        "consumer attached from the start; the consumer's lag sampled every 0.2 s as "
+        "`mailgate_replica_lag_seconds` computes it (the provider's newest contextCSN "
+        "time minus the consumer's).",
+        "",
+        "| import | time | samples | lag p50 | lag p99 | lag max | caught up after the "
+        "import | slapd crashes | consumer / provider entries |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Raw figures: `" + json.dumps(r) + "`",
+        "",
+    ])
+
+
 def render_import(r: dict[str, Any], command: str, minutes: float) -> str:
     return "\n".join([
         f"# First import by the offline route: {r['accounts']} accounts",
@@ -675,8 +817,21 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="with --list-only")
     parser.add_argument("--import-only", action="store_true",
                         help="only S1o (the offline first import) against ldapadd -c")
+    parser.add_argument("--lag-only", action="store_true",
+                        help="only S9 (replication lag during a first import through LDAP)")
+    parser.add_argument("--lag-txn-size", type=int, default=100,
+                        help="with --lag-only: writes per transaction of the batched run")
     args = parser.parse_args()
     command = ("bench/scale_bench.py " + " ".join(sys.argv[1:])).strip()
+    if args.lag_only:
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="mailgate-lag-") as tmp:
+            lagged = measure_lag(args.accounts, Path(tmp), args.lag_txn_size)
+        out = args.out or ROOT / "docs" / f"benchmarks-lag-{args.accounts}.md"
+        out.write_text(render_lag(lagged, command, (time.monotonic() - started) / 60),
+                       encoding="utf-8")
+        print(out.read_text(encoding="utf-8"))
+        return 0
     if args.import_only:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="mailgate-import-") as tmp:

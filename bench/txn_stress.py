@@ -3,6 +3,9 @@
     python bench/txn_stress.py                         100 000 transactions, 2 consumers
     python bench/txn_stress.py --transactions 2000     quick
     python bench/txn_stress.py --out /tmp/stress.json  also write the figures as JSON
+    python bench/txn_stress.py --size 1 --kill-every 3 --transactions 5000 --compare 0
+        no transactions (single operations), slapd SIGKILLed every 3 s instead:
+        is what the consumers hold after a provider crash a matter of transactions?
 
 A provider with production settings (fsync on, the shipped indexes), its
 product supervisor (``ManagedSlapd.supervise``: restarts it when it dies) and
@@ -30,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,10 +75,17 @@ def add(n: int, target: str) -> Write:
                  alias_attrs(address(n), [target], ORIGIN_SYNC), OC_ALIAS)
 
 
+# --mix: (below this roll an add, below this a modify, else a delete)
+MIXES = {"mixed": (0.40, 0.75), "add": (1.0, 1.0), "modify": (0.0, 1.0),
+         "delete": (0.5, 0.5)}
+
+
 class Stress:
-    def __init__(self, provider: ManagedSlapd, size: int, seed: int) -> None:
+    def __init__(self, provider: ManagedSlapd, size: int, seed: int,
+                 mix: str = "mixed") -> None:
         self.provider = provider
         self.size = size
+        self.mix, self.mixed = MIXES[mix], mix == "mixed"
         self.random = random.Random(seed)
         self.settings = Settings(ldap_url=provider.url, ldap_base_dn=BASE_DN,
                                  ldap_password=provider.password("gateway"),
@@ -92,19 +104,21 @@ class Stress:
                                {"dc": [f"d{d:02d}.stress"]})
 
     def chunk(self, transactions: int) -> list[Write]:
-        """``transactions`` x ``size`` writes, each entry at most once: about 40 %
-        adds, 35 % modifies, 25 % deletes (adds only while few exist)."""
+        """``transactions`` x ``size`` writes, each entry at most once; the mix
+        ``mixed``: about 40 % adds, 35 % modifies, 25 % deletes (adds only
+        while few exist)."""
         writes: list[Write] = []
         existing = list(self.model)
         self.random.shuffle(existing)
         for _ in range(transactions * self.size):
             roll = self.random.random()
-            if roll < 0.40 or len(existing) < 1000:
+            few = len(existing) < 1000 if self.mixed else not existing
+            if roll < self.mix[0] or few:
                 n, self.next = self.next, self.next + 1
                 writes.append(add(n, f"t{self.random.randrange(10**6)}@example.net"))
             else:
                 n = existing.pop()
-                if roll < 0.75:
+                if roll < self.mix[1]:
                     writes.append(Write("modify", LAYOUT.address(address(n)), {
                         "mailgateAliasTarget": [f"t{self.random.randrange(10**6)}@example.net"]}))
                 else:
@@ -210,6 +224,19 @@ class Stress:
         return state
 
 
+def killer(provider: ManagedSlapd, every: float, stop: threading.Event,
+           kills: list[int]) -> None:
+    """SIGKILL the provider's slapd (ours: started by this script) every ``every``
+    seconds, at most 10 000 times, until ``stop``."""
+    for _ in range(10_000):
+        if stop.wait(every):
+            return
+        pid = provider.pid
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            kills.append(pid)
+
+
 def compare_rates(provider: ManagedSlapd, stress: Stress, writes: int) -> dict[str, float]:
     """Ops per second of the same mix as single operations and in transactions."""
     rates: dict[str, float] = {}
@@ -244,12 +271,18 @@ def main() -> int:
                         help="writes of each kind for the rate comparison (0: none)")
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--hours", type=float, default=3.0, help="time bound of the run")
+    parser.add_argument("--mix", choices=sorted(MIXES), default="mixed",
+                        help="the writes: mixed (40 %% adds, 35 %% modifies, 25 %% deletes), "
+                             "add, modify (after 1 000 adds) or delete (half adds)")
+    parser.add_argument("--kill-every", type=float, default=0.0,
+                        help="SIGKILL the provider's slapd every this many seconds (0: never)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     faults_before = len(kernel_slapd_faults())
     started = time.monotonic()
     result: dict[str, Any] = {"machine": machine(), "size": args.size,
-                              "consumers": args.consumers}
+                              "consumers": args.consumers, "mix": args.mix,
+                              "kill_every": args.kill_every}
     with tempfile.TemporaryDirectory(prefix="mailgate-txn-stress-") as tmp, \
             production_slapd(Path(tmp) / "provider") as provider:
         consumers: list[ReplicaSlapd] = []
@@ -264,11 +297,15 @@ def main() -> int:
                 share_secrets(provider, consumer, ("replicator",))
                 consumer.start()
                 consumers.append(consumer)
-            stress = Stress(provider, args.size, args.seed)
+            stress = Stress(provider, args.size, args.seed, args.mix)
             stress.setup()
             pids = {c.url: c.pid for c in consumers}
             reader = threading.Thread(target=stress.reader, args=(stop, 10**8), daemon=True)
             reader.start()
+            kills: list[int] = []
+            if args.kill_every > 0:
+                threading.Thread(target=killer, args=(provider, args.kill_every, stop, kills),
+                                 daemon=True).start()
             deadline = started + args.hours * 3600
             progress = 0
             while stress.counts["transactions"] < args.transactions \
@@ -285,6 +322,7 @@ def main() -> int:
             # slapd may have died under the last writes: the supervisor's restart first.
             stress.wait_back(None)
             result["seconds"] = round(time.monotonic() - started, 1)
+            result["kills"] = len(kills)
             result["counts"] = dict(stress.counts)
             lag: list[float] = []
             equal: list[bool] = []
