@@ -74,7 +74,7 @@ from .entries import (
     domain_limit_attrs,
     kind_of,
 )
-from .errors import Conflict, Invalid, LimitExceeded, NotFound
+from .errors import Conflict, Invalid, LimitExceeded, MailgateError, NotFound
 
 __all__ = ["MAX_COUNT", "MAX_QUOTA", "Domain", "Tenants", "parse_size"]
 
@@ -382,34 +382,67 @@ class Tenants:
         just before the first count has its entry written by then (or gave the
         place back, which changes the counter), so it is not counted out.
         """
-        dn = self.layout.domain(name)
+        result = self.recount_many([name], settle)[name]
+        if isinstance(result, MailgateError):
+            raise result
+        return result
+
+    def recount_many(self, names: Iterable[str], settle: Callable[[], None] | None = None
+                     ) -> dict[str, Domain | MailgateError]:
+        """:meth:`recount` of several domains with one settle time for all of
+        them (a sync after a crash may find a hundred domains to lower: one
+        wait, not a hundred). Each domain's result, or the error it met
+        (NotFound, Conflict); a lost directory or lock is raised."""
+        results: dict[str, Domain | MailgateError] = {}
+        pending = list(dict.fromkeys(names))
         for _attempt in range(_ATTEMPTS):
-            before = self.find(name)
-            if before is None:
-                raise NotFound(f"no domain {name}")
-            counted = self._count(dn)
-            stored = (before.accounts, before.aliases, before.quota_allocated)
-            if before.counted and any(c < s for c, s in zip(counted, stored, strict=True)):
+            if not pending:
+                break
+            counts: dict[str, tuple[Domain, tuple[int, int, int]]] = {}
+            for name in pending:
+                before = self.find(name)
+                if before is None:
+                    results[name] = NotFound(f"no domain {name}")
+                else:
+                    counts[name] = (before, self._count(self.layout.domain(name)))
+            lowering = [name for name, (before, counted) in counts.items()
+                        if before.counted and any(c < s for c, s in zip(
+                            counted, _stored(before), strict=True))]
+            if lowering:
                 (settle or _settle)()
-                again = self._count(dn)
-                counted = (max(counted[0], again[0]), max(counted[1], again[1]),
-                           max(counted[2], again[2]))
-            if before.counted:
-                unchanged = all_of(eq(A_ACCOUNT_COUNT, str(before.accounts)),
-                                   eq(A_ALIAS_COUNT, str(before.aliases)),
-                                   eq(A_QUOTA_ALLOCATED, str(before.quota_allocated)))
-            else:
-                unchanged = not_(present(A_ACCOUNT_COUNT))
-            values = dict(zip(DOMAIN_COUNTER_ATTRS, counted, strict=True))
-            if self.dir.modify_if(dn, {k: [str(v)] for k, v in values.items()}, unchanged):
-                if stored != counted or not before.counted:
-                    log.info("domain %s recounted: %d accounts, %d aliases, %d bytes",
-                             name, *counted)
+                for name in lowering:
+                    before, counted = counts[name]
+                    again = self._count(self.layout.domain(name))
+                    counts[name] = (before, (max(counted[0], again[0]),
+                                             max(counted[1], again[1]),
+                                             max(counted[2], again[2])))
+            pending = []
+            for name, (before, counted) in counts.items():
+                if not self._write_counters(name, before, counted):
+                    pending.append(name)     # changed while counting: again
+                    continue
                 domain = self.find(name)
-                if domain is None:
-                    raise NotFound(f"no domain {name}")
-                return domain
-        raise Conflict(f"the domain {name} keeps changing; recount it again later")
+                results[name] = domain if domain is not None else NotFound(f"no domain {name}")
+        for name in pending:
+            results[name] = Conflict(f"the domain {name} keeps changing; recount it again "
+                                     "later")
+        return results
+
+    def _write_counters(self, name: str, before: Domain, counted: tuple[int, int, int]) -> bool:
+        """Write ``counted`` as the counters if they are still ``before``'s."""
+        if before.counted:
+            unchanged = all_of(eq(A_ACCOUNT_COUNT, str(before.accounts)),
+                               eq(A_ALIAS_COUNT, str(before.aliases)),
+                               eq(A_QUOTA_ALLOCATED, str(before.quota_allocated)))
+        else:
+            unchanged = not_(present(A_ACCOUNT_COUNT))
+        values = dict(zip(DOMAIN_COUNTER_ATTRS, counted, strict=True))
+        if not self.dir.modify_if(self.layout.domain(name),
+                                  {k: [str(v)] for k, v in values.items()}, unchanged):
+            return False
+        if _stored(before) != counted or not before.counted:
+            log.info("domain %s recounted: %d accounts, %d aliases, %d bytes", name, *counted)
+        return True
 
     def _count(self, dn: str) -> tuple[int, int, int]:
         """(accounts, aliases, quota allocated) of the entries below ``dn``."""
@@ -430,13 +463,14 @@ class Tenants:
         if names is None:
             names = [decode_domain(e).name for e in self.dir.iterate(
                 self.layout.domains, eq("objectClass", OC_DOMAIN), [A_DC])]
+        names = list(names)
+        befores = {name: self.find(name) for name in names}
         repaired = []
-        for name in names:
-            before = self.find(name)
-            after = self.recount(name, settle)
-            if before is None or (before.accounts, before.aliases, before.quota_allocated,
-                                  before.counted) != (after.accounts, after.aliases,
-                                                      after.quota_allocated, True):
+        for name, after in self.recount_many(names, settle).items():
+            if isinstance(after, MailgateError):
+                raise after
+            before = befores.get(name)
+            if before is None or (_stored(before), before.counted) != (_stored(after), True):
                 repaired.append(after)
         return repaired
 
@@ -448,6 +482,10 @@ class Tenants:
 
 def _settle() -> None:
     time.sleep(SETTLE_SECONDS)
+
+
+def _stored(domain: Domain) -> tuple[int, int, int]:
+    return domain.accounts, domain.aliases, domain.quota_allocated
 
 
 def _zero_counters() -> dict[str, list[str]]:

@@ -182,6 +182,7 @@ def _repaired(tenants: Tenants, plan: Plan, result: ApplyResult) -> dict[str, Do
     next run that reads it.
     """
     domains = _read_domains(tenants)
+    disagreeing: list[str] = []
     for name, held in plan.held.items():
         domain = domains.get(name)
         if domain is None or (domain.counted and _counts(domain) == tuple(held)):
@@ -190,18 +191,19 @@ def _repaired(tenants: Tenants, plan: Plan, result: ApplyResult) -> dict[str, Do
         if domain.counted and (before is None or _counts(before) != _counts(domain)):
             log.debug("domain %s changed during the sync's read; not recounted", name)
             continue
-        try:
-            domains[name] = tenants.recount(name)
-        except (DirectoryUnavailable, LockLost):
-            raise
-        except MailgateError as exc:   # gone, or changing all the time: next run
-            log.warning("could not recount the domain %s: %s", name, exc.message)
+        disagreeing.append(name)
+    # One settle time for all of them (after a crash mid-import: every domain).
+    for name, recounted in tenants.recount_many(disagreeing).items():
+        if isinstance(recounted, MailgateError):   # gone, or changing all the time
+            log.warning("could not recount the domain %s: %s", name, recounted.message)
             continue
+        domain = domains[name]
         accounts, aliases, quota = _counts(domain)
         was = f"{accounts} accounts, {aliases} aliases, {quota} bytes" if domain.counted \
             else "none"
         log.warning("domain %s: its counters (%s) did not match its entries; recounted: "
-                    "%d accounts, %d aliases, %d bytes", name, was, *_counts(domains[name]))
+                    "%d accounts, %d aliases, %d bytes", name, was, *_counts(recounted))
+        domains[name] = recounted
         result.done["domains_recounted"] += 1
     return domains
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
+import gateway.tenants as tenants_module
 from gateway.directory import Directory, any_of
 from gateway.entries import A_QUOTA, ACCOUNT_ROLE, ALIAS_ROLE, Layout, decode_int, kind_of
 from gateway.errors import LimitExceeded
@@ -237,7 +240,9 @@ def test_counters_stay_exact_across_runs_in_domains_without_limits(
 
 def test_a_drifted_counter_is_repaired_by_the_full_reconcile_and_by_recount(
         make_runner: MakeRunner, docs: DocServer, directory: Directory,
-        mail: MailDirectory, slapd: ManagedSlapd) -> None:
+        mail: MailDirectory, slapd: ManagedSlapd, monkeypatch: pytest.MonkeyPatch) -> None:
+    settles: list[float] = []      # the settle time before a counter is lowered
+    monkeypatch.setattr(tenants_module, "_settle", lambda: settles.append(time.monotonic()))
     tenants = Tenants(directory)
     tenants.create(DOMAIN, {"max_accounts": 4})
     runner = make_runner(docs.serve("/mail.json", document(accounts("a", "b"))))
@@ -268,6 +273,7 @@ def test_a_drifted_counter_is_repaired_by_the_full_reconcile_and_by_recount(
     report = runner.run(full=True)
     assert report.result == "applied", report.reason
     assert report.counts["domains_recounted"] == 2
+    assert len(settles) == 1            # one settle time for both domains, not one each
     assert assert_exact(directory) == (4, 0, 0)
     assert assert_exact(directory, "empty.example") == (0, 0, 0)
 
