@@ -262,6 +262,8 @@ class SyncRunner:
         try:
             if scheduled and self._ran_recently(self.state.load_state(), now):
                 return report.finish("skipped", "another process ran the sync recently")
+            if self._unsettled_locks:
+                self._settle()     # our own lock left by an outage is not "another sync"
             lock = lock or self.new_lock()
             if not lock.held and not lock.acquire():
                 holder = lock.holder()
