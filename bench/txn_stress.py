@@ -176,6 +176,14 @@ class Stress:
         # Transactions are sequential: at most the batch after the last yielded
         # write was in flight. Which of the rest were applied, by the directory.
         rest = [w for w in writes if w.dn not in yielded]
+        if self.size == 1:
+            # Single operations are pipelined: any of the rest may have been
+            # applied, each wholly (one write, one commit). The model follows.
+            for write in rest:
+                if self.read_back(write):
+                    self.applied(write)
+            self.counts["transactions"] += len(writes) - len(rest)
+            return
         in_flight, untouched = rest[:self.size], rest[self.size:]
         done = [self.read_back(w) for w in in_flight]
         if all(done):
@@ -224,16 +232,25 @@ class Stress:
         return state
 
 
+def difference(provider: dict[int, str], consumer: dict[int, str]) -> dict[str, Any]:
+    """What a consumer holds that the provider does not, and the reverse."""
+    extra = sorted(set(consumer) - set(provider))
+    missing = sorted(set(provider) - set(consumer))
+    other = sorted(n for n in set(provider) & set(consumer) if provider[n] != consumer[n])
+    return {"extra_on_consumer": len(extra), "missing_on_consumer": len(missing),
+            "other_target": len(other), "examples": (extra + missing + other)[:5]}
+
+
 def killer(provider: ManagedSlapd, every: float, stop: threading.Event,
-           kills: list[int]) -> None:
-    """SIGKILL the provider's slapd (ours: started by this script) every ``every``
-    seconds, at most 10 000 times, until ``stop``."""
+           kills: list[int], how: signal.Signals = signal.SIGKILL) -> None:
+    """Send ``how`` to the provider's slapd (ours: started by this script) every
+    ``every`` seconds, at most 10 000 times, until ``stop``."""
     for _ in range(10_000):
         if stop.wait(every):
             return
         pid = provider.pid
         if pid is not None:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, how)
             kills.append(pid)
 
 
@@ -275,14 +292,17 @@ def main() -> int:
                         help="the writes: mixed (40 %% adds, 35 %% modifies, 25 %% deletes), "
                              "add, modify (after 1 000 adds) or delete (half adds)")
     parser.add_argument("--kill-every", type=float, default=0.0,
-                        help="SIGKILL the provider's slapd every this many seconds (0: never)")
+                        help="stop the provider's slapd every this many seconds (0: never); "
+                             "the supervisor starts it again")
+    parser.add_argument("--signal", choices=("KILL", "TERM"), default="KILL",
+                        help="with --kill-every: a crash (KILL) or a clean stop (TERM)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     faults_before = len(kernel_slapd_faults())
     started = time.monotonic()
     result: dict[str, Any] = {"machine": machine(), "size": args.size,
                               "consumers": args.consumers, "mix": args.mix,
-                              "kill_every": args.kill_every}
+                              "kill_every": args.kill_every, "signal": args.signal}
     with tempfile.TemporaryDirectory(prefix="mailgate-txn-stress-") as tmp, \
             production_slapd(Path(tmp) / "provider") as provider:
         consumers: list[ReplicaSlapd] = []
@@ -304,7 +324,8 @@ def main() -> int:
             reader.start()
             kills: list[int] = []
             if args.kill_every > 0:
-                threading.Thread(target=killer, args=(provider, args.kill_every, stop, kills),
+                threading.Thread(target=killer, args=(provider, args.kill_every, stop, kills,
+                                                      signal.Signals[f"SIG{args.signal}"]),
                                  daemon=True).start()
             deadline = started + args.hours * 3600
             progress = 0
@@ -329,11 +350,15 @@ def main() -> int:
             want = stress.directory_state(provider)
             result["provider_equals_model"] = want == stress.model
             result["aliases"] = len(want)
+            differences: list[dict[str, Any]] = []
             for consumer in consumers:
                 lag.append(round(wait_caught_up(consumer, provider, timeout=1800), 2))
-                equal.append(stress.directory_state(consumer) == want and
+                theirs = stress.directory_state(consumer)
+                equal.append(theirs == want and
                              context_csn(consumer, provider) == context_csn(provider,
                                                                             provider))
+                differences.append(difference(want, theirs))
+            result["consumer_differences"] = differences
             result["consumer_catch_up_s"] = lag
             result["consumers_equal"] = equal
             result["consumer_restarts"] = sum(1 for c in consumers if c.pid != pids[c.url])
