@@ -167,6 +167,18 @@ def test_dry_run_and_once_beyond_a_domain_limit(
     assert "skip example.com 'bob': max_accounts: example.com holds 1 accounts" in out
     assert mail.list_accounts(None).count == 0
 
+    # A domain without limits beside it: its changes stay in the plan (the dry
+    # run looks only at bounded domains' changes, and puts the others back).
+    document = spec_document()
+    document["free.example"] = {"account": [{"name": "carol", "password": CHEAP_HASH}]}
+    docs.serve("/mail.json", document)
+    assert main(["sync", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "create account carol@free.example" in out
+    assert "create account alice@example.com" in out
+    assert "create account bob@example.com" not in out
+    docs.serve("/mail.json", spec_document())
+
     assert main(["sync", "--once"]) == 1       # partial: bob did not fit
     out = capsys.readouterr().out
     assert "skipped example.com 'bob': max_accounts: " in out
