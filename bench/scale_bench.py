@@ -60,6 +60,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ from gateway.slapd import ManagedSlapd, free_port
 from gateway.sync.runner import SyncRunner
 
 TICK = os.sysconf("SC_CLK_TCK")
+Render = Callable[[dict[str, Any], str, float], str]   # figures, command, minutes
 
 
 class CountingProxy:
@@ -843,40 +845,25 @@ def main() -> int:
                         help="with --lag-only: which imports (single, transactions)")
     args = parser.parse_args()
     command = ("bench/scale_bench.py " + " ".join(sys.argv[1:])).strip()
+    # One part alone: (the name in its file, what measures it, what writes it up).
+    alone: tuple[str, Callable[[Path], dict[str, Any]], Render] | None = None
     if args.lag_only:
+        alone = ("lag", lambda tmp: measure_lag(args.accounts, tmp, args.lag_txn_size,
+                                                tuple(args.lag_modes.split(","))), render_lag)
+    elif args.import_only:
+        alone = ("import", lambda tmp: measure_import(args.accounts, tmp), render_import)
+    elif args.seed_only:
+        alone = ("seeding", lambda tmp: measure_seeding(args.accounts, tmp), render_seeding)
+    elif args.list_only:
+        alone = ("listing", lambda tmp: measure_listing(args.accounts, tmp, args.runs),
+                 render_listing)
+    if alone is not None:
+        name, measured, rendered = alone
         started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="mailgate-lag-") as tmp:
-            lagged = measure_lag(args.accounts, Path(tmp), args.lag_txn_size,
-                                 tuple(args.lag_modes.split(",")))
-        out = args.out or ROOT / "docs" / f"benchmarks-lag-{args.accounts}.md"
-        out.write_text(render_lag(lagged, command, (time.monotonic() - started) / 60),
-                       encoding="utf-8")
-        print(out.read_text(encoding="utf-8"))
-        return 0
-    if args.import_only:
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="mailgate-import-") as tmp:
-            imported = measure_import(args.accounts, Path(tmp))
-        out = args.out or ROOT / "docs" / f"benchmarks-import-{args.accounts}.md"
-        out.write_text(render_import(imported, command, (time.monotonic() - started) / 60),
-                       encoding="utf-8")
-        print(out.read_text(encoding="utf-8"))
-        return 0
-    if args.seed_only:
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="mailgate-seed-") as tmp:
-            seeded = measure_seeding(args.accounts, Path(tmp))
-        out = args.out or ROOT / "docs" / f"benchmarks-seeding-{args.accounts}.md"
-        out.write_text(render_seeding(seeded, command, (time.monotonic() - started) / 60),
-                       encoding="utf-8")
-        print(out.read_text(encoding="utf-8"))
-        return 0
-    if args.list_only:
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="mailgate-list-") as tmp:
-            listed = measure_listing(args.accounts, Path(tmp), args.runs)
-        out = args.out or ROOT / "docs" / f"benchmarks-listing-{args.accounts}.md"
-        out.write_text(render_listing(listed, command, (time.monotonic() - started) / 60),
+        with tempfile.TemporaryDirectory(prefix=f"mailgate-{name}-") as tmp:
+            figures = measured(Path(tmp))
+        out = args.out or ROOT / "docs" / f"benchmarks-{name}-{args.accounts}.md"
+        out.write_text(rendered(figures, command, (time.monotonic() - started) / 60),
                        encoding="utf-8")
         print(out.read_text(encoding="utf-8"))
         return 0
