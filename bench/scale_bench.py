@@ -160,11 +160,20 @@ def as_replicator(server: ManagedSlapd, provider: ManagedSlapd) -> list[str]:
             str(provider.password_file("replicator"))]
 
 
+def csn_values(server: ManagedSlapd, as_: ManagedSlapd) -> list[str] | None:
+    """The contextCSN values of ``server`` (None: it did not answer)."""
+    done = subprocess.run(["ldapsearch", *as_replicator(server, as_), "-o", "nettimeout=2",
+                           "-LLL", "-s", "base", "-b", BASE_DN, "contextCSN"],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return None
+    return [line.split(": ", 1)[1] for line in done.stdout.splitlines()
+            if line.startswith("contextCSN: ")]
+
+
 def context_csn(server: ManagedSlapd, as_: ManagedSlapd) -> str:
-    out = subprocess.run(["ldapsearch", *as_replicator(server, as_),
-                          "-LLL", "-s", "base", "-b", BASE_DN, "contextCSN"],
-                         capture_output=True, text=True, check=False).stdout
-    return " ".join(sorted(line for line in out.splitlines() if line.startswith("contextCSN")))
+    """``server``'s contextCSN values as one comparable string ("": no answer)."""
+    return " ".join(sorted(f"contextCSN: {v}" for v in csn_values(server, as_) or []))
 
 
 def count_entries(server: ManagedSlapd, as_: ManagedSlapd) -> int:
@@ -485,17 +494,6 @@ def measure_import(accounts: int, work: Path) -> dict[str, Any]:
     print(f"S1 ldapadd {r['s1_ldapadd_s']:.1f} s", flush=True)
     r["s1o_ratio"] = r["s1o_offline_s"] / r["s1_ldapadd_s"]
     return r
-
-
-def csn_values(server: ManagedSlapd, as_: ManagedSlapd) -> list[str] | None:
-    """The contextCSN values of ``server`` (None: it did not answer)."""
-    done = subprocess.run(["ldapsearch", *as_replicator(server, as_), "-o", "nettimeout=2",
-                           "-LLL", "-s", "base", "-b", BASE_DN, "contextCSN"],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        return None
-    return [line.split(": ", 1)[1] for line in done.stdout.splitlines()
-            if line.startswith("contextCSN: ")]
 
 
 def wait_binds(server: ManagedSlapd, timeout: float) -> None:
