@@ -44,8 +44,8 @@ domain recount`` repairs those.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple, TypeVar
 
 from .. import metrics
 from ..directory import eq
@@ -59,6 +59,7 @@ from .records import Skip, Want, WantAccount, WantBoth
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 4
+T = TypeVar("T")
 _new = tuple.__new__
 Counts = tuple[int, int, int]   # accounts, aliases, quota allocated (bytes)
 Change = Create | Update | Replace | Delete
@@ -175,21 +176,27 @@ class _Aside:
         def free(address: str) -> bool:
             return address.rpartition("@")[2] not in bounded
 
-        wants = plan.creates.wants
-        self.creates = [w for w in wants if free(w.address)]
-        self.updates = [c for c in plan.updates if free(c.existing.address)]
-        self.replaces = [c for c in plan.replaces if free(c.existing.address)]
-        self.deletes = [c for c in plan.deletes if free(c.existing.address)]
-        plan.creates = Creates(w for w in wants if not free(w.address))
-        plan.updates = [c for c in plan.updates if not free(c.existing.address)]
-        plan.replaces = [c for c in plan.replaces if not free(c.existing.address)]
-        plan.deletes = [c for c in plan.deletes if not free(c.existing.address)]
+        self.creates, kept = _split(plan.creates.wants, lambda w: free(w.address))
+        plan.creates = Creates(kept)
+        self.updates, plan.updates = _split(plan.updates, lambda c: free(c.existing.address))
+        self.replaces, plan.replaces = _split(plan.replaces,
+                                              lambda c: free(c.existing.address))
+        self.deletes, plan.deletes = _split(plan.deletes, lambda c: free(c.existing.address))
 
     def put_back(self, plan: Plan) -> None:
         plan.creates = Creates([*plan.creates.wants, *self.creates])
         plan.updates += self.updates
         plan.replaces += self.replaces
         plan.deletes += self.deletes
+
+
+def _split(items: Iterable[T], aside: Callable[[T], bool]) -> tuple[list[T], list[T]]:
+    """(the items ``aside`` is true of, the others), in one pass, order kept."""
+    yes: list[T] = []
+    no: list[T] = []
+    for item in items:
+        (yes if aside(item) else no).append(item)
+    return yes, no
 
 
 # -- counters as read, and their repair -----------------------------------------------
